@@ -1,0 +1,78 @@
+"""Planning cost: Snakemake dry run (DAG build) for manifests of 1,000 to 100,000 images.
+
+Manifests are rows only (no image files: planning never reads images). Uses the
+demo config with the default shard_size. Goal: 100,000 images plan as at most
+2,000 jobs in at most 30 seconds. Last line: a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from traitpipe.collection.shards import shard_names
+from traitpipe.config import validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (1_000, 10_000, 100_000)
+
+
+def make_manifest(folder: Path, n_images: int, seed: int = 0) -> Path:
+    """A manifest of ``n_images`` rows over about n/100 species of uneven sizes."""
+    rng = np.random.default_rng(seed)
+    n_species = max(2, n_images // 100)
+    species = rng.choice(n_species, size=n_images, p=rng.dirichlet(np.ones(n_species)))
+    frame = pd.DataFrame({
+        "path": [f"images/{i:07d}.jpg" for i in range(n_images)],
+        "species": [f"Genus{s // 7:04d} species{s:05d}" for s in species],
+        "genus": [f"Genus{s // 7:04d}" for s in species],
+    })
+    path = folder / "manifest.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def dry_run(folder: Path, n_images: int) -> dict:
+    """Time one dry run; return images, jobs, seconds and shards."""
+    make_manifest(folder, n_images)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["collection"].update(root=str(folder), manifest="manifest.csv", phylogeny=None,
+                                columns={"path": "path", "species": "species", "ranks": ["genus"]})
+    config.pop("shard_size")  # the default
+    config["results"] = str(folder / "results")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(folder / "config.yaml"),
+                           "--", "-n", "--quiet", "rules"], cwd=folder, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(done.stdout + done.stderr)
+    total = re.search(r"^total\s+(\d+)", done.stdout + done.stderr, re.MULTILINE)
+    shards = shard_names(pd.read_csv(folder / "manifest.csv")["species"], validate_config(config)["shard_size"])
+    return {"images": n_images, "jobs": int(total.group(1)), "seconds": round(seconds, 2), "shards": len(shards)}
+
+
+def main() -> None:
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in SIZES:
+            folder = Path(tmp) / str(n)
+            folder.mkdir()
+            runs.append(dry_run(folder, n))
+            print(f"{n:>7} images: {runs[-1]['jobs']:>5} jobs planned in {runs[-1]['seconds']:6.2f} s", flush=True)
+    last = runs[-1]
+    print(json.dumps({**last, "goal_jobs": 2000, "goal_seconds": 30,
+                      "meets_goal": last["jobs"] <= 2000 and last["seconds"] <= 30, "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()

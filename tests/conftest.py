@@ -1,0 +1,39 @@
+"""Shared fixtures: a small synthetic collection and a config pointing at it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from traitpipe.collection import synthesize
+
+
+@pytest.fixture(scope="session")
+def small_collection(tmp_path_factory) -> Path:
+    """4 species x 5 specimens at 64 px (read-only: copy it before changing files)."""
+    return synthesize(tmp_path_factory.mktemp("collection"), n_species=4, per_species=5, size=64, seed=3)
+
+
+@pytest.fixture
+def collection_copy(small_collection, tmp_path) -> Path:
+    """A private, writable copy of the small collection."""
+    return Path(shutil.copytree(small_collection, tmp_path / "collection"))
+
+
+def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
+    """A run config for a collection, with top-level overrides; returns its path."""
+    config = {
+        "collection": {"root": str(root), "manifest": "manifest.csv", "phylogeny": "phylogeny.nwk",
+                       "columns": {"specimen": "specimen_id", "mask": "mask", "ranks": ["family", "genus"]}},
+        "results": str(tmp_path / "results"),
+        "shard_size": 8,
+        "device": "cpu",
+        "ingest": {"threads": 2},
+    }
+    config.update(overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,34 @@
+import pytest
+
+from traitpipe.config import ConfigError, validate_config
+
+BASE = {"collection": {"root": "c", "manifest": "m.csv"}}
+
+
+def test_defaults_are_filled_and_validation_is_idempotent():
+    config = validate_config(BASE)
+    assert config["shard_size"] == 512 and config["device"] == "auto"
+    assert config["collection"]["columns"] == {"path": "path", "species": "species", "specimen": None,
+                                               "mask": None, "ranks": []}
+    assert len(config["run_id"]) == 16
+    assert validate_config(config) == config
+    assert BASE == {"collection": {"root": "c", "manifest": "m.csv"}}  # input untouched
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"shard_size": 0}, "config key shard_size: 0 is not allowed; expected a number >= 1"),
+    ({"device": "gpu"}, "config key device: 'gpu' is not allowed; expected a string matching"),
+    ({"shard_sise": 3}, "unknown key(s) 'shard_sise' (did you mean 'shard_size'?)"),
+    ({"collection": {"root": "c"}}, "missing key collection.manifest"),
+    ({"collection": {"root": "c", "manifest": "m", "columns": {"species": 3}}},
+     "config key collection.columns.species: 3 is not allowed; expected a value of type string"),
+])
+def test_errors_name_the_key_the_value_and_what_is_allowed(change, message):
+    with pytest.raises(ConfigError) as error:
+        validate_config({**BASE, **change})
+    assert message in str(error.value)
+
+
+def test_empty_config_says_what_to_pass():
+    with pytest.raises(ConfigError, match="config is empty"):
+        validate_config({})

@@ -1,0 +1,65 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from traitpipe.collection.images import ImageError, image_id, read_image
+
+
+def _encode(image: Image.Image, fmt="PNG", **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def test_path_and_bytes_give_the_same_pixels(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(rgb))
+    (tmp_path / "a.png").write_bytes(data)
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    assert np.array_equal(read_image(data), rgb)
+    assert image_id(data) == image_id((tmp_path / "a.png").read_bytes()) and len(image_id(data)) == 16
+
+
+def test_modes_become_rgb8():
+    gray16 = Image.fromarray(np.full((4, 5), 65535, np.uint16))
+    assert read_image(_encode(gray16)).tolist() == np.full((4, 5, 3), 255).tolist()
+    transparent = Image.new("RGBA", (3, 3), (0, 0, 0, 0))
+    assert (read_image(_encode(transparent)) == 255).all()  # composited on white
+    palette = Image.new("P", (3, 3), 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    assert read_image(_encode(palette))[0, 0].tolist() == [10, 20, 30]
+    cmyk = _encode(Image.new("CMYK", (3, 3), (0, 0, 0, 0)), "JPEG")
+    assert read_image(cmyk).shape == (3, 3, 3)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    assert read_image(_encode(image, "JPEG", exif=exif.tobytes())).shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"not an image at all", "not an image"),
+    (None, "cannot decode"),  # truncated PNG, filled below
+])
+def test_bad_bytes_are_image_errors(data, reason):
+    if data is None:
+        whole = _encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+        data = whole[: len(whole) // 2]
+    with pytest.raises(ImageError, match=reason):
+        read_image(data)
+
+
+def test_size_limit_and_float_mode(tmp_path):
+    with pytest.raises(ImageError, match="too large: 100x100"):
+        read_image(_encode(Image.new("RGB", (100, 100))), max_pixels=5000)
+    with pytest.raises(ImageError, match="unsupported mode 'F'"):
+        read_image(_encode(Image.new("F", (4, 4)), "TIFF"))
+    with pytest.raises(ImageError, match="missing file"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(ImageError, match="not a file but a folder"):
+        read_image(tmp_path)

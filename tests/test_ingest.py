@@ -1,0 +1,46 @@
+import pandas as pd
+
+from traitpipe.config import load_config
+from traitpipe.jobs import ingest
+from traitpipe.store import read_table
+
+from conftest import write_config
+
+
+def _add_rows(root, rows):
+    manifest = pd.read_csv(root / "manifest.csv", keep_default_na=False)
+    pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True).fillna("").to_csv(root / "manifest.csv", index=False)
+
+
+def test_bad_images_become_failures_and_the_rest_goes_on(collection_copy, tmp_path):
+    manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
+    first, second = manifest.iloc[0], manifest.iloc[1]
+    data = (collection_copy / second.path).read_bytes()
+    (collection_copy / second.path).write_bytes(data[: len(data) // 2])  # truncated
+    _add_rows(collection_copy, [
+        {"path": "images/none.png", "species": first.species},  # missing
+        {"path": first.path, "species": first.species},  # duplicate content
+    ])
+    ingest.main(["--config", str(write_config(tmp_path, collection_copy))])
+    results = tmp_path / "results"
+    images, failures = read_table(results, "images"), read_table(results, "failures")
+    assert len(images) == 20 - 1 and len(failures) == 3
+    reasons = dict(zip(failures["path"], failures["reason"]))
+    assert reasons["images/none.png"].startswith("missing file")
+    assert reasons[second.path].startswith("cannot decode")
+    assert reasons[first.path].startswith("duplicate of manifest row 1")
+    assert (failures["stage"] == "ingest").all()
+    assert images["image_id"].is_unique and images["width"].eq(64).all()
+    assert set(images.columns) >= {"family", "genus", "label", "shard", "run_id", "config_hash"}
+    assert images.groupby("shard").size().max() <= 8
+    assert sorted(images["label"].unique()) == [0, 1, 2, 3]
+
+
+def test_shards_do_not_depend_on_row_order(small_collection, collection_copy, tmp_path):
+    config = load_config(write_config(tmp_path, small_collection))
+    images, _ = ingest.ingest(config, ingest.load_manifest(config), progress=False)
+    manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
+    manifest.iloc[::-1].to_csv(collection_copy / "manifest.csv", index=False)
+    config = load_config(write_config(tmp_path, collection_copy))
+    reordered, _ = ingest.ingest(config, ingest.load_manifest(config), progress=False)
+    assert dict(zip(images["image_id"], images["shard"])) == dict(zip(reordered["image_id"], reordered["shard"]))

@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+import pyarrow
+import pyarrow.parquet as pq
+import pytest
+
+from traitpipe.config import validate_config
+from traitpipe.store import (map_path, map_writer, open_maps, provenance, read_provenance, read_table, table_path,
+                             write_maps, write_table)
+
+CONFIG = validate_config({"collection": {"root": "c", "manifest": "m.csv"}, "run_id": "test"})
+FAILURE = {"path": "a.png", "image_id": None, "species": "X y", "shard": "00000", "row": 1, "reason": "missing file"}
+
+
+def test_table_round_trip_with_run_columns_partition_and_provenance(tmp_path):
+    prov = provenance(CONFIG)
+    path = table_path(tmp_path, "failures", "00000", "ingest")
+    assert path == tmp_path / "tables" / "failures" / "stage=ingest" / "part-00000.parquet"
+    write_table(pd.DataFrame([FAILURE]), path, "failures", prov)
+    back = read_table(tmp_path, "failures")
+    assert back.loc[0, "reason"] == "missing file" and back.loc[0, "stage"] == "ingest"
+    assert back.loc[0, "run_id"] == "test" and back.loc[0, "config_hash"] == prov["config_hash"]
+    assert read_provenance(path)["libraries"]["pyarrow"] == pyarrow.__version__
+    assert read_provenance(path)["config_hash"] == prov["config_hash"]
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_interrupted_table_write_leaves_the_old_file_and_no_new_one(tmp_path, monkeypatch):
+    prov = provenance(CONFIG)
+    path = table_path(tmp_path, "failures", "00000", "ingest")
+    write_table(pd.DataFrame([FAILURE]), path, "failures", prov)
+    before = path.read_bytes()
+
+    def crash(table, where, **kw):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(pd.DataFrame([FAILURE, FAILURE]), path, "failures", prov)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+    other = table_path(tmp_path, "failures", "00001", "ingest")
+    with pytest.raises(KeyboardInterrupt):
+        write_table(pd.DataFrame([FAILURE]), other, "failures", prov)
+    assert not other.exists()
+
+
+def test_write_table_refuses_missing_columns(tmp_path):
+    with pytest.raises(ValueError, match="lack column"):
+        write_table(pd.DataFrame([{"path": "a"}]), tmp_path / "x.parquet", "failures", provenance(CONFIG))
+
+
+def test_zarr_maps_round_trip(tmp_path):
+    maps = np.random.default_rng(0).random((3, 8, 8)).astype(np.float16)
+    path = map_path(tmp_path, "cam-gradcam", "00002")
+    write_maps(path, ["a", "b", "c"], {"cam": (maps, ("y", "x"))}, {"provenance": provenance(CONFIG)})
+    group = open_maps(path)
+    assert group["image_id"][:].tolist() == ["a", "b", "c"]
+    assert np.array_equal(group["cam"][:], maps)
+    assert group["cam"].chunks == (1, 8, 8) and group["cam"].metadata.dimension_names == ("image", "y", "x")
+    assert group.metadata.zarr_format == 3 and group.attrs["provenance"]["run_id"] == "test"
+
+
+def test_interrupted_zarr_write_keeps_the_finished_store(tmp_path):
+    path = map_path(tmp_path, "segment", "00000")
+    write_maps(path, ["a"], {"labels": (np.ones((1, 4, 4), np.uint8), ("y", "x"))}, {})
+    with pytest.raises(RuntimeError):
+        with map_writer(path, ["a", "b"], {"labels": ((4, 4), "uint8", ("y", "x"))}, {}) as group:
+            group["labels"][0] = np.full((4, 4), 7)
+            raise RuntimeError("killed half way")
+    assert open_maps(path)["labels"][:].tolist() == np.ones((1, 4, 4)).tolist()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

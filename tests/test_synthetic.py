@@ -1,0 +1,71 @@
+import json
+import math
+
+import dendropy
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from traitpipe.collection import synthesize
+from traitpipe.collection.synthetic import PARTS
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a = _files(synthesize(tmp_path / "a", n_species=3, per_species=3, size=48, seed=7))
+    b = _files(synthesize(tmp_path / "b", n_species=3, per_species=3, size=48, seed=7))
+    c = _files(synthesize(tmp_path / "c", n_species=3, per_species=3, size=48, seed=8))
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    assert a != c
+
+
+def test_manifest_and_tree_agree(small_collection):
+    manifest = pd.read_csv(small_collection / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == 20 and manifest["species"].nunique() == 4
+    assert set(manifest.columns) >= {"path", "species", "family", "genus", "specimen_id", "mask"}
+    # exactly one labelled reference per species
+    assert (manifest.groupby("species")["mask"].apply(lambda m: (m != "").sum()) == 1).all()
+    tree = dendropy.Tree.get(path=str(small_collection / "phylogeny.nwk"), schema="newick")
+    assert {t.taxon.label for t in tree.leaf_node_iter()} == set(manifest["species"])
+    depths = [n.distance_from_root() for n in tree.leaf_node_iter()]
+    assert max(depths) - min(depths) < 1e-5 and abs(depths[0] - 1) < 1e-5  # ultrametric, depth 1
+    # a genus never spans two families
+    assert (manifest.groupby("genus")["family"].nunique() == 1).all()
+
+
+def test_truth_masks_agree_with_images(small_collection):
+    manifest = pd.read_csv(small_collection / "manifest.csv", keep_default_na=False)
+    species = json.loads((small_collection / "truth" / "species.json").read_text())
+    parts = json.loads((small_collection / "masks" / "parts.json").read_text())
+    assert {int(k): v for k, v in parts.items()} == PARTS
+    for row in manifest.itertuples():
+        image = np.asarray(Image.open(small_collection / row.path)).astype(float)
+        labels = np.asarray(Image.open(small_collection / row.parts_truth))
+        trait = np.asarray(Image.open(small_collection / row.trait_truth)) > 0
+        assert image.shape == labels.shape + (3,)
+        assert set(np.unique(labels)) <= set(range(8)) and (labels > 0).mean() > 0.1
+        # background is light and plain; the specimen is not
+        background = image[labels == 0]
+        assert background.mean() > 190 and background.std(0).max() < 25
+        # the trait mask sits on the marked part and shows the mark's colour (up to lighting)
+        look = species[row.species]
+        assert trait.sum() >= 3
+        assert set(np.unique(labels[trait])) <= {"forewing": {4, 5}, "hindwing": {6, 7},
+                                                   "thorax": {2}, "abdomen": {3}}[look["mark_part"]]
+        seen = image[trait].mean(0)
+        want = np.asarray(look["mark_colour"])
+        cosine = seen @ want / (np.linalg.norm(seen) * np.linalg.norm(want))
+        assert cosine > 0.95, (row.path, seen, want)
+        if row.mask:
+            assert np.array_equal(np.asarray(Image.open(small_collection / row.mask)), labels)
+
+
+def test_every_species_has_its_own_mark(small_collection):
+    species = json.loads((small_collection / "truth" / "species.json").read_text())
+    marks = [(s["mark_part"], s["mark_s"], s["mark_t"], tuple(s["mark_colour"])) for s in species.values()]
+    for i, a in enumerate(marks):
+        for b in marks[i + 1:]:
+            assert a[0] != b[0] or math.hypot(a[1] - b[1], a[2] - b[2]) > 0.3 or a[3] != b[3]

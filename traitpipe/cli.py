@@ -1,0 +1,175 @@
+"""The ``traitpipe`` command: synth, run, demo, query, validate, and the workflow's jobs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+DEMO_CONFIG = REPO / "config" / "config.yaml"
+#: The demo's synthetic collection: where it goes and how it is drawn.
+DEMO_COLLECTION = Path("resources/demo-collection")
+DEMO_PARAMS = {"n_species": 8, "per_species": 12, "size": 128, "seed": 0}
+SAMPLE_QUERY = "select species, count(*) as images from images group by 1 order by 1"
+JOBS = ("ingest",)
+
+
+def _fail(message: str) -> None:
+    print(f"traitpipe: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from traitpipe.collection import synthesize
+
+    out = synthesize(args.out, n_species=args.species, per_species=args.per_species, size=args.size, seed=args.seed)
+    print(f"wrote {args.species * args.per_species} images of {args.species} species to {out}")
+
+
+def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
+    """Validate the config, then run the workflow on it with Snakemake.
+
+    Parameters
+    ----------
+    config_path : str or Path
+        The config file.
+    snakemake_args : list of str
+        Passed on to Snakemake (e.g. ``-n``, ``--profile workflow/profiles/slurm``).
+
+    Returns
+    -------
+    int
+        Snakemake's exit status.
+    """
+    from traitpipe.config import ConfigError, load_config
+
+    try:
+        load_config(config_path)
+    except ConfigError as error:
+        _fail(str(error))
+    if not SNAKEFILE.is_file():
+        _fail(f"workflow not found at {SNAKEFILE}: install traitpipe from its source tree (pip install -e .)")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]
+    if not any(a in ("-c", "--cores", "-j", "--jobs") or a.startswith(("--cores=", "--jobs=")) for a in snakemake_args):
+        command += ["--cores", "all"]
+    return subprocess.call(command + snakemake_args)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    raise SystemExit(run_workflow(args.config, args.snakemake_args))
+
+
+def _demo_collection() -> Path:
+    """Synthesize the demo collection unless the same one is already there (keeps Snakemake's timestamps)."""
+    from traitpipe.collection import synthesize
+
+    stamp = DEMO_COLLECTION / "collection.json"
+    if stamp.is_file():
+        written = json.loads(stamp.read_text())
+        if {k: written.get(k) for k in DEMO_PARAMS} == DEMO_PARAMS:
+            return DEMO_COLLECTION
+    print(f">> writing the synthetic demo collection to {DEMO_COLLECTION}", flush=True)
+    return synthesize(DEMO_COLLECTION, **DEMO_PARAMS)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from traitpipe.config import load_config
+    from traitpipe.store.query import connect
+
+    _demo_collection()
+    print(f">> running the workflow on {DEMO_CONFIG} (CPU)", flush=True)
+    status = run_workflow(DEMO_CONFIG, ["--cores", str(os.cpu_count() or 1), *args.snakemake_args])
+    if status:
+        raise SystemExit(status)
+    results = Path(load_config(DEMO_CONFIG)["results"]).resolve()
+    print(f"\n>> done. Results are in {results}")
+    print(f"   tables: {results / 'tables'}   maps: {results / 'maps'}")
+    print(f'\n>> sample query: traitpipe query "{SAMPLE_QUERY}"')
+    print(connect(results).sql(SAMPLE_QUERY).df().to_string(index=False))
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    import duckdb
+
+    from traitpipe.store.query import connect, table_names
+
+    try:
+        frame = connect(args.results).sql(args.sql).df()
+    except FileNotFoundError as error:
+        _fail(str(error))
+    except duckdb.Error as error:
+        _fail(f"{error}\n(tables in {args.results}: {', '.join(table_names(args.results)) or 'none'})")
+    if args.format == "json":
+        print(json.dumps(frame.to_dict(orient="records"), indent=1, default=str))
+    elif args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from traitpipe.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        _fail(str(error))
+    print(json.dumps(config, indent=1) if args.show else f"{args.config}: valid")
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    top = argparse.ArgumentParser(prog="traitpipe", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic collection with known answers")
+    synth.add_argument("out", help="output folder")
+    synth.add_argument("--species", type=int, default=8)
+    synth.add_argument("--per-species", type=int, default=12)
+    synth.add_argument("--size", type=int, default=128)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
+
+    run = sub.add_parser("run", help="run the workflow on a config: traitpipe run --config FILE [-- snakemake args]")
+    run.add_argument("--config", required=True)
+    run.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="synthesize the demo collection and run the whole workflow on CPU")
+    demo.add_argument("snakemake_args", nargs=argparse.REMAINDER)
+    demo.set_defaults(func=cmd_demo)
+
+    query = sub.add_parser("query", help="SQL (DuckDB) over the result tables, one view per table")
+    query.add_argument("sql")
+    query.add_argument("--results", default="results")
+    query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    query.set_defaults(func=cmd_query)
+
+    validate = sub.add_parser("validate", help="check a config file; --show prints it with defaults")
+    validate.add_argument("config")
+    validate.add_argument("--show", action="store_true")
+    validate.set_defaults(func=cmd_validate)
+
+    job = sub.add_parser("job", help="run one workflow step (called by the workflow's rules)")
+    job.add_argument("name", choices=JOBS)
+    job.add_argument("job_args", nargs=argparse.REMAINDER)
+    job.set_defaults(func=cmd_job)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``traitpipe`` console script."""
+    args = parser().parse_args(argv)
+    if getattr(args, "snakemake_args", None) and args.snakemake_args[0] == "--":
+        args.snakemake_args = args.snakemake_args[1:]
+    args.func(args)

@@ -1,0 +1,9 @@
+"""Collections: the synthetic collection, manifest ingest, the image reader, shards."""
+
+from traitpipe.collection.images import ImageError, image_id, read_image
+from traitpipe.collection.manifest import ManifestError, read_manifest
+from traitpipe.collection.shards import assign_shards, plan_shards
+from traitpipe.collection.synthetic import synthesize
+
+__all__ = ["ImageError", "ManifestError", "assign_shards", "image_id", "plan_shards",
+           "read_image", "read_manifest", "synthesize"]

@@ -1,0 +1,128 @@
+"""The one image reader every stage uses.
+
+An image comes as encoded bytes, from a file or from a Parquet column (large
+biodiversity image sets ship that way), and leaves as an RGB 8-bit array with
+its EXIF orientation applied. Anything that cannot become such an array raises
+:class:`ImageError` with a reason fit for the ``failures`` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey half image
+
+#: PIL modes converted to RGB, and how.
+_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L"}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``str(error)`` is the reason."""
+
+
+def image_id(data: bytes) -> str:
+    """Stable image id: the first 16 hex digits of the sha256 of the encoded bytes.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded image, as stored.
+
+    Returns
+    -------
+    str
+        16 lowercase hex characters.
+    """
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read an image file's bytes, turning a missing or unreadable file into :class:`ImageError`."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"missing file: {path}") from None
+    except IsADirectoryError:
+        raise ImageError(f"not a file but a folder: {path}") from None
+    except OSError as error:
+        raise ImageError(f"unreadable file {path}: {error.strerror or error}") from None
+
+
+def decode(data: bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
+    """Decode an encoded image to RGB 8-bit, EXIF orientation applied.
+
+    Parameters
+    ----------
+    data : bytes
+        Encoded image (PNG, JPEG, TIFF, WebP, ... whatever Pillow reads).
+    max_pixels : int
+        Larger images are refused before they are decoded.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (H, W, 3)
+
+    Raises
+    ------
+    ImageError
+        Empty, unidentifiable, truncated, too large, or of a mode with no faithful
+        8-bit RGB form (32-bit integer or float images).
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"too large: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
+            if image.mode not in _MODES:
+                raise ImageError(f"unsupported mode {image.mode!r} (32-bit integer or float); convert to 8-bit RGB")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageError(f"cannot decode: {error}") from None
+    return _to_rgb8(image)
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    """Convert a loaded PIL image of a mode in ``_MODES`` to (H, W, 3) uint8."""
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image, dtype=np.uint16)
+        gray = (wide >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # composite transparent pixels on white, the usual scan background
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_image(source: str | Path | bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
+    """Read one image from a path or from encoded bytes.
+
+    Parameters
+    ----------
+    source : str, Path or bytes
+        A file path, or the encoded image itself (e.g. a Parquet binary cell).
+    max_pixels : int
+        Size limit, see :func:`decode`.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (H, W, 3)
+    """
+    data = source if isinstance(source, (bytes, bytearray, memoryview)) else read_bytes(source)
+    return decode(bytes(data), max_pixels=max_pixels)

@@ -1,0 +1,104 @@
+"""Collection manifests: a CSV or Parquet table with one row per image.
+
+Column names come from the config (``collection.columns``); paths resolve under
+the collection root. Errors name the file, the config key, the row and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pandas as pd
+
+#: What each configurable column holds, for error messages.
+_COLUMN_ROLES = {
+    "path": "the image file path (relative to collection.root, or absolute)",
+    "species": "the species name",
+    "specimen": "the specimen id",
+    "mask": "the path of a labelled reference mask (on the row of the image it labels)",
+}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message says what to fix."""
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        sep = "\t" if suffix == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _column_error(path: Path, key: str, name: str, columns: list[str]) -> ManifestError:
+    close = difflib.get_close_matches(name, columns, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    role = _COLUMN_ROLES.get(key, "a taxonomy rank")
+    config_key = f"collection.columns.{key}"
+    return ManifestError(
+        f"manifest {path} has no column {name!r} (config key {config_key}); its columns are "
+        f"{', '.join(map(repr, columns))}. Set {config_key} to the column that holds {role}.{hint}")
+
+
+def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataFrame:
+    """Read and check a manifest.
+
+    Parameters
+    ----------
+    path : str or Path
+        The manifest file (.csv, .tsv or .parquet).
+    columns : dict
+        ``collection.columns`` of the config: ``path`` and ``species`` (required),
+        ``specimen`` and ``mask`` (None when absent), ``ranks`` (list of rank columns).
+    root : str or Path
+        Collection root; relative image and mask paths resolve under it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per manifest row, columns: ``row`` (int, 1-based data row),
+        ``path`` (str, as written), ``file`` (str, resolved), ``species``,
+        ``specimen_id`` and ``mask`` (str, "" when absent), then one str column
+        per rank, named as in the manifest.
+
+    Raises
+    ------
+    ManifestError
+        Missing file, unknown format, no rows, a configured column missing, or
+        rows with an empty path or species.
+    """
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path} (config key collection.manifest)")
+    table = _read_table(path)
+    if len(table) == 0:
+        raise ManifestError(f"manifest {path} has no rows: add one row per image")
+    names = [str(c) for c in table.columns]
+    wanted = {key: columns.get(key) for key in _COLUMN_ROLES}
+    wanted.update({f"ranks[{i}]": rank for i, rank in enumerate(columns.get("ranks") or [])})
+    for key, name in wanted.items():
+        if name is not None and name not in names:
+            raise _column_error(path, key, name, names)
+
+    out = pd.DataFrame({"row": range(1, len(table) + 1)})
+    for key, target in (("path", "path"), ("species", "species"), ("specimen", "specimen_id"), ("mask", "mask")):
+        name = wanted[key]
+        values = table[name] if name is not None else pd.Series([""] * len(table))
+        out[target] = values.fillna("").astype(str).str.strip().to_numpy()
+    for rank in columns.get("ranks") or []:
+        out[rank] = table[rank].fillna("").astype(str).str.strip().to_numpy()
+
+    for key in ("path", "species"):
+        empty = out.loc[out[key] == "", "row"].tolist()
+        if empty:
+            shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+            raise ManifestError(
+                f"manifest {path}: {len(empty)} row(s) have an empty {wanted[key]!r} value "
+                f"(collection.columns.{key}): rows {shown}. Every image needs {_COLUMN_ROLES[key]}.")
+    out["file"] = [str(p if Path(p).is_absolute() else root / p) for p in out["path"]]
+    out["mask"] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out["mask"]]
+    return out

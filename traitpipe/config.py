@@ -1,0 +1,124 @@
+"""The run config: one YAML file, checked against a JSON schema with defaults.
+
+:func:`load_config` fills defaults and stops with a :class:`ConfigError` that
+names the key, the bad value and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the fix."""
+
+
+def schema() -> dict:
+    """The config schema (``traitpipe/config.schema.yaml``) as a dict."""
+    return yaml.safe_load(resources.files("traitpipe").joinpath("config.schema.yaml").read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills ``default`` values while it validates."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, sub_schema):
+        if isinstance(instance, dict):
+            for name, prop in props.items():
+                if "default" in prop:
+                    instance.setdefault(name, copy.deepcopy(prop["default"]))
+        yield from check_properties(validator, props, instance, sub_schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    rule = error.validator
+    if rule == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, allowed, n=1))
+                 else repr(u) for u in unknown]
+        return f"config: unknown key(s) {', '.join(hints)} under {key}; allowed keys: {', '.join(allowed)}"
+    if rule == "required":
+        missing = error.message.split("'")[1]
+        where = f"{key}.{missing}" if error.absolute_path else missing
+        return f"config: missing key {where}"
+    allowed = {
+        "type": lambda s: f"a value of type {s['type']}",
+        "pattern": lambda s: f"a string matching {s['pattern']}",
+        "enum": lambda s: "one of " + ", ".join(map(repr, s["enum"])),
+        "minimum": lambda s: f"a number >= {s['minimum']}",
+        "maximum": lambda s: f"a number <= {s['maximum']}",
+    }.get(rule, lambda s: error.message)(error.schema)
+    return f"config key {key}: {error.instance!r} is not allowed; expected {allowed}"
+
+
+def canonical_json(value) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict) -> str:
+    """First 16 hex digits of the sha256 of the config's canonical JSON."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def validate_config(config: dict) -> dict:
+    """Check a config and fill its defaults.
+
+    Parameters
+    ----------
+    config : dict
+        As read from YAML (or Snakemake's ``config``). Not modified.
+
+    Returns
+    -------
+    dict
+        A validated copy with defaults filled and ``run_id`` set (the config
+        hash when not given). Validating a validated config changes nothing.
+
+    Raises
+    ------
+    ConfigError
+        The first problem found, naming the key, the value and what is allowed.
+    """
+    if not isinstance(config, dict) or not config:
+        raise ConfigError("config is empty: pass a config file (see config/config.yaml and config/README.md)")
+    cfg = copy.deepcopy(config)
+    errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_message(errors[0]))
+    if cfg["run_id"] is None:
+        cfg["run_id"] = config_hash(cfg)
+    return cfg
+
+
+def collection_file(config: dict, key: str) -> Path | None:
+    """A ``collection`` file key (``manifest``, ``phylogeny``) resolved under ``collection.root``."""
+    value = config["collection"][key]
+    return None if value is None else Path(config["collection"]["root"]) / value
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    return validate_config(raw or {})

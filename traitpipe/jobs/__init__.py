@@ -1,0 +1,4 @@
+"""Workflow steps: each reads its inputs, calls the compute, writes the store.
+
+A job module exposes ``main(argv)``; rules call ``traitpipe job <name> ...``.
+"""

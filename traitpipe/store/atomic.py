@@ -1,0 +1,53 @@
+"""Atomic writes: an output appears under its final name only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path):
+    """Yield a temporary path beside ``final``; move it to ``final`` only if the block succeeds.
+
+    Works for files and folders (a Zarr store). On an exception the temporary
+    path is removed and whatever was at ``final`` before is left untouched.
+
+    Parameters
+    ----------
+    final : str or Path
+        Where the finished output belongs. Its folder is created.
+
+    Yields
+    ------
+    Path
+        A hidden temporary name in the same folder (same file system, so the
+        final move is a rename).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if tmp.is_dir() and final.exists():
+        # a folder cannot be renamed over a non-empty one: move the old one aside first
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        _remove(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)

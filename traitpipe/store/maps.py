@@ -1,0 +1,94 @@
+"""Zarr v3 map stores: one store per product and shard, one chunk per image.
+
+Every array's first dimension is ``image``; the ``image_id`` array says which
+image each index holds; provenance sits in the group attributes. A store is
+written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from traitpipe.store.atomic import atomic_path
+
+#: name -> (shape of one image's array, dtype, dimension names after "image")
+ArraySpec = tuple[tuple[int, ...], str, tuple[str, ...]]
+
+
+def map_path(results: str | Path, product: str, shard: str) -> Path:
+    """``<results>/maps/<product>/shard-<shard>.zarr``."""
+    return Path(results) / "maps" / product / f"shard-{shard}.zarr"
+
+
+def _compressor() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+@contextlib.contextmanager
+def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, ArraySpec], attrs: dict):
+    """Create a map store to fill image by image; it appears at ``path`` only when the block succeeds.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final store path, normally from :func:`map_path`.
+    image_ids : sequence of str, length N
+        The images, in index order.
+    arrays : mapping
+        ``name -> (shape, dtype, dims)``: each array gets shape ``(N, *shape)``,
+        chunks ``(1, *shape)``, blosc-zstd, dimension names ``("image", *dims)``.
+    attrs : dict
+        Group attributes (JSON-serialisable), e.g. ``{"provenance": ...}``.
+
+    Yields
+    ------
+    zarr.Group
+        Write ``group[name][i] = array`` for each image ``i``.
+    """
+    n = len(image_ids)
+    with atomic_path(path) as tmp:
+        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        group.attrs.update(attrs)
+        ids = group.create_array("image_id", shape=(n,), dtype=str, chunks=(max(n, 1),),
+                                 dimension_names=("image",))
+        if n:
+            ids[:] = np.asarray(image_ids, dtype=str)
+        for name, (shape, dtype, dims) in arrays.items():
+            if len(dims) != len(shape):
+                raise ValueError(f"array {name!r}: {len(shape)} dimensions but names {dims}")
+            group.create_array(name, shape=(n, *shape), dtype=dtype, chunks=(1, *shape),
+                               compressors=_compressor(), dimension_names=("image", *dims),
+                               fill_value=0)
+        yield group
+
+
+def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, tuple[np.ndarray, tuple[str, ...]]],
+               attrs: dict) -> Path:
+    """Write whole arrays at once (see :func:`map_writer`).
+
+    Parameters
+    ----------
+    arrays : mapping
+        ``name -> (data, dims)``, ``data`` of shape (N, ...) with N = len(image_ids),
+        ``dims`` the dimension names after "image".
+    """
+    specs = {name: (data.shape[1:], str(data.dtype), dims) for name, (data, dims) in arrays.items()}
+    for name, (data, _) in arrays.items():
+        if len(data) != len(image_ids):
+            raise ValueError(f"array {name!r} has {len(data)} images, image_ids has {len(image_ids)}")
+    with map_writer(path, image_ids, specs, attrs) as group:
+        for name, (data, _) in arrays.items():
+            if len(data):
+                group[name][:] = data
+    return Path(path)
+
+
+def open_maps(path: str | Path) -> zarr.Group:
+    """Open a finished map store read-only."""
+    return zarr.open_group(store=str(path), mode="r", zarr_format=3)

@@ -1,0 +1,58 @@
+"""Every Parquet table's schema, in one place.
+
+A table is written one file per shard (``tables/<table>/[<partition>=<value>/]part-<shard>.parquet``);
+``PARTITIONS`` names the hive partition column of the tables that have one.
+Every table also carries ``run_id`` and ``config_hash`` (added by the writer).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+RUN_COLUMNS = [pa.field("run_id", pa.string(), nullable=False), pa.field("config_hash", pa.string(), nullable=False)]
+
+IMAGES = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("label", pa.int32(), nullable=False),
+    pa.field("specimen_id", pa.string()),
+    pa.field("mask", pa.string()),
+    pa.field("width", pa.int32(), nullable=False),
+    pa.field("height", pa.int32(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("row", pa.int64(), nullable=False),
+])
+
+FAILURES = pa.schema([
+    pa.field("path", pa.string()),
+    pa.field("image_id", pa.string()),
+    pa.field("species", pa.string()),
+    pa.field("shard", pa.string()),
+    pa.field("row", pa.int64()),
+    pa.field("reason", pa.string(), nullable=False),
+])
+
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES}
+#: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
+PARTITIONS: dict[str, str] = {"failures": "stage"}
+
+
+def table_schema(table: str, extra: list[str] | None = None) -> pa.Schema:
+    """Schema of a table as written: its columns, any ``extra`` string columns, then run columns.
+
+    Parameters
+    ----------
+    table : str
+        A key of :data:`TABLES`.
+    extra : list of str or None
+        Extra nullable string columns (e.g. the manifest's taxonomy ranks on ``images``).
+
+    Returns
+    -------
+    pyarrow.Schema
+    """
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    fields = list(TABLES[table]) + [pa.field(name, pa.string()) for name in extra or []]
+    return pa.schema(fields + RUN_COLUMNS)
