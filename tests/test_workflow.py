@@ -4,8 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import yaml
+
 from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
 from traitpipe.collection import synthesize
+from traitpipe.store import open_maps
 
 from conftest import write_config
 
@@ -20,7 +24,8 @@ def test_dry_run_of_the_demo_config(tmp_path):
     done = traitpipe("run", "--config", str(DEMO_CONFIG), "--", "-n", "--quiet", "rules", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "ingest" in done.stdout + done.stderr
-    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+    written = [p.relative_to(tmp_path).parent for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert [str(p) for p in written] == ["results/run"]  # a dry run writes nothing but its config record
 
 
 def test_run_then_query(small_collection, tmp_path):
@@ -37,6 +42,15 @@ def test_run_then_query(small_collection, tmp_path):
     assert done.returncode == 0 and done.stdout.split() == ["n", "0"]
     done = traitpipe("query", "--results", results, "select * from nowhere", cwd=tmp_path)
     assert done.returncode == 2 and "tables in" in done.stderr and "images" in done.stderr
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select alpha, count(*) as n, min(len(compared)) as k, max(faithfulness_drop) <= 1 as ok "
+                     "from cams group by 1 order by 1 nulls first", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"alpha": None, "n": 20, "k": 0, "ok": True},
+                                       {"alpha": 1.0, "n": 20, "k": 3, "ok": True}]
+    maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
+    group = open_maps(maps[0])
+    assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16
+    assert group.attrs["alphas"] == [None, 1.0] and group.attrs["provenance"]["models"]["classifier"]["sha256"]
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
@@ -52,3 +66,23 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode != 0 and "no column 'taxon' (config key collection.columns.species)" in done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy, tmp_path):
+    config = write_config(tmp_path, collection_copy)
+    assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
+    victim = sorted((collection_copy / "images").rglob("*.png"))[3]
+    victim.write_bytes(b"broken after ingest")
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select stage, path, reason from failures", cwd=tmp_path)
+    assert [(r["stage"], r["path"]) for r in json.loads(done.stdout)] == [
+        ("cam-gradcam", str(victim.relative_to(collection_copy)))]
+    settings = yaml.safe_load(config.read_text())
+    settings["explain"]["methods"] = [{"name": "layercam", "layers": ["blocks.0.norm"]}]
+    config.write_text(yaml.safe_dump(settings))
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "no module 'blocks.0.norm'; nearest names: blocks.0.norm2, blocks.0.norm1" in done.stdout + done.stderr
+    assert "rule classifier" not in done.stdout + done.stderr  # only the changed method reruns

@@ -17,7 +17,7 @@ DEMO_CONFIG = REPO / "config" / "config.yaml"
 DEMO_COLLECTION = Path("resources/demo-collection")
 DEMO_PARAMS = {"n_species": 8, "per_species": 12, "size": 128, "seed": 0}
 SAMPLE_QUERY = "select species, count(*) as images from images group by 1 order by 1"
-JOBS = ("ingest",)
+JOBS = ("ingest", "classifier", "explain")
 
 
 def _fail(message: str) -> None:
@@ -95,22 +95,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
+    import csv
+
     import duckdb
 
     from traitpipe.store.query import connect, table_names
 
     try:
-        frame = connect(args.results).sql(args.sql).df()
+        relation = connect(args.results).sql(args.sql)
+        columns, rows = (relation.columns, relation.fetchall()) if relation is not None else ([], [])
     except FileNotFoundError as error:
         _fail(str(error))
     except duckdb.Error as error:
         _fail(f"{error}\n(tables in {args.results}: {', '.join(table_names(args.results)) or 'none'})")
-    if args.format == "json":
-        print(json.dumps(frame.to_dict(orient="records"), indent=1, default=str))
+    if args.format == "json":  # SQL NULL stays null (never NaN)
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=1, default=str))
     elif args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
     else:
-        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+        import pandas as pd
+
+        print(pd.DataFrame(rows, columns=columns).to_string(index=False) if rows else "(no rows)")
 
 
 def cmd_validate(args: argparse.Namespace) -> None:

@@ -101,6 +101,11 @@ def validate_config(config: dict) -> dict:
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0]))
+    names = [m["name"] for m in cfg["explain"]["methods"]]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"config key explain.methods: method(s) {', '.join(repeated)} appear more than once; "
+                          "give each method one entry with a list of alphas")
     if cfg["run_id"] is None:
         cfg["run_id"] = config_hash(cfg)
     return cfg

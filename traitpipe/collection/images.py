@@ -107,7 +107,7 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
 def read_image(source: str | Path | bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:

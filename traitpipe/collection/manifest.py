@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from traitpipe.config import collection_file
+
 #: What each configurable column holds, for error messages.
 _COLUMN_ROLES = {
     "path": "the image file path (relative to collection.root, or absolute)",
@@ -102,3 +104,9 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
     out["file"] = [str(p if Path(p).is_absolute() else root / p) for p in out["path"]]
     out["mask"] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out["mask"]]
     return out
+
+
+def load_manifest(config: dict) -> pd.DataFrame:
+    """The manifest of a validated run config (see :func:`read_manifest`)."""
+    collection = config["collection"]
+    return read_manifest(collection_file(config, "manifest"), collection["columns"], collection["root"])

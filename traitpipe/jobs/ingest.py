@@ -8,7 +8,6 @@ image_id) and cut into the shards planned from the manifest.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,17 +17,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError, decode, image_id, read_bytes
-from traitpipe.collection.manifest import read_manifest
+from traitpipe.collection.manifest import load_manifest
 from traitpipe.collection.shards import assign_shards, shard_names
-from traitpipe.config import collection_file, load_config
+from traitpipe.jobs.common import job_arguments, start_job
 from traitpipe.store.provenance import provenance
 from traitpipe.store.tables import table_path, write_table
-
-
-def load_manifest(config: dict) -> pd.DataFrame:
-    """The run's manifest (see ``traitpipe.collection.read_manifest``)."""
-    collection = config["collection"]
-    return read_manifest(collection_file(config, "manifest"), collection["columns"], collection["root"])
 
 
 def _probe(file: str, max_pixels: int) -> tuple[str | None, int, int, str | None]:
@@ -85,10 +78,7 @@ def ingest(config: dict, manifest: pd.DataFrame, *, progress: bool = True) -> tu
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job ingest --config RUN_CONFIG``: write both tables for every shard."""
-    parser = argparse.ArgumentParser(prog="traitpipe job ingest")
-    parser.add_argument("--config", required=True, help="the run's resolved config file")
-    args = parser.parse_args(argv)
-    config = load_config(args.config)
+    config = start_job(job_arguments("ingest").parse_args(argv))
     manifest = load_manifest(config)
     images, failures = ingest(config, manifest)
     prov = provenance(config)

@@ -33,9 +33,30 @@ FAILURES = pa.schema([
     pa.field("reason", pa.string(), nullable=False),
 ])
 
-TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES}
+CAMS = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("alpha", pa.float32()),  # null: the base method; a value: Finer-CAM
+    pa.field("target", pa.int32(), nullable=False),
+    pa.field("target_species", pa.string(), nullable=False),
+    pa.field("predicted", pa.int32(), nullable=False),
+    pa.field("predicted_species", pa.string(), nullable=False),
+    pa.field("probability", pa.float32(), nullable=False),  # softmax probability of the target class
+    pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
+    pa.field("faithfulness_drop", pa.float32(), nullable=False),  # (p - p') / p after masking the map's top pixels
+])
+
+EVALUATION = pa.schema([
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("subset", pa.string(), nullable=False),
+    pa.field("level", pa.string()),
+    pa.field("value", pa.float64(), nullable=False),
+    pa.field("n", pa.int64(), nullable=False),
+])
+
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "cams": CAMS, "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
-PARTITIONS: dict[str, str] = {"failures": "stage"}
+PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}
 
 
 def table_schema(table: str, extra: list[str] | None = None) -> pa.Schema:

@@ -4,11 +4,11 @@
 import sys
 from pathlib import Path
 
-from traitpipe.collection.manifest import ManifestError
+from traitpipe.collection.manifest import ManifestError, load_manifest
 from traitpipe.collection.shards import shard_names
-from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
-from traitpipe.jobs.ingest import load_manifest
+from traitpipe.config import ConfigError, canonical_json, collection_file, config_hash, validate_config
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.maps import map_path
 from traitpipe.store.tables import table_path
 
 try:
@@ -20,13 +20,32 @@ except (ConfigError, ManifestError) as error:
 RESULTS = CFG["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-RUN_CONFIG = f"{RESULTS}/run/config.json"
+# The validated config with every default, named by its hash (the config_hash column
+# of every table): written once, when the Snakefile is parsed, and read by every job.
+RUN_CONFIG = f"{RESULTS}/run/config-{config_hash(CFG)}.json"
+if not Path(RUN_CONFIG).is_file():
+    with atomic_path(RUN_CONFIG) as tmp:
+        Path(tmp).write_text(canonical_json(CFG) + "\n")
 SHARDS = shard_names(MANIFEST["species"], CFG["shard_size"])
 # jobs run with the interpreter that runs Snakemake (the project's environment)
 TRAITPIPE = f"{sys.executable} -m traitpipe"
 
 wildcard_constraints:
     shard=r"\d+",
+    method=r"[a-z]+",
+
+
+def settings(*sections):
+    """Canonical JSON of the config sections a rule depends on. Rules take it as params,
+    so changing a section reruns exactly the rules that read it (Snakemake's params trigger)."""
+    return canonical_json({name: CFG[name] for name in sections})
+
+
+def explain_settings(wildcards):
+    """The settings one CAM method's jobs depend on (its own entry, not the other methods')."""
+    explain = {k: v for k, v in CFG["explain"].items() if k != "methods"}
+    method = next(m for m in CFG["explain"]["methods"] if m["name"] == wildcards.method)
+    return canonical_json({"explain": explain, "method": method, "device": CFG["device"]})
 
 
 def table_file(table, shard, partition=None):
@@ -34,22 +53,24 @@ def table_file(table, shard, partition=None):
     return str(table_path(RESULTS, table, shard, partition))
 
 
+def map_file(product, shard):
+    """Path of one Zarr map store (see traitpipe.store.maps.map_path)."""
+    return str(map_path(RESULTS, product, shard))
+
+
+def model_file(name):
+    """A file under results/models/."""
+    return f"{RESULTS}/models/{name}"
+
+
+def explain_outputs():
+    """Maps and cams tables of every CAM method and shard (none when explain is off)."""
+    if not CFG["explain"]["enabled"]:
+        return []
+    methods = [m["name"] for m in CFG["explain"]["methods"]]
+    return [table_file("cams", s, m) for m in methods for s in SHARDS]
+
+
 def ingest_outputs():
     """The images and failures tables of every shard."""
     return [table_file("images", s) for s in SHARDS] + [table_file("failures", s, "ingest") for s in SHARDS]
-
-
-localrules:
-    run_config,
-
-
-# The validated config with its defaults, which every job reads. A changed config
-# changes this rule's params, which reruns it and everything downstream.
-rule run_config:
-    output:
-        RUN_CONFIG,
-    params:
-        text=canonical_json(CFG),
-    run:
-        with atomic_path(output[0]) as tmp:
-            Path(tmp).write_text(params.text + "\n")

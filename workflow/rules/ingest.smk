@@ -1,6 +1,5 @@
 rule ingest:
     input:
-        config=RUN_CONFIG,
         manifest=str(collection_file(CFG, "manifest")),
     output:
         ingest_outputs(),
@@ -8,6 +7,8 @@ rule ingest:
         f"{LOGS}/ingest.log",
     benchmark:
         f"{BENCHMARKS}/ingest.tsv"
+    params:
+        settings=settings("collection", "shard_size", "ingest"),
     threads: CFG["ingest"]["threads"]
     shell:
-        "{TRAITPIPE} job ingest --config {input.config} > {log} 2>&1"
+        "{TRAITPIPE} job ingest --config {RUN_CONFIG} > {log} 2>&1"

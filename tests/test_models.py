@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+from traitpipe.models.classifier import build_classifier
+from traitpipe.models.device import resolve_device
+from traitpipe.models.training import split_by_specimen, train_classifier
+
+TINY = {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}
+
+
+def test_checkpoint_round_trip_and_provenance(tmp_path):
+    torch.manual_seed(0)
+    model, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    assert info["random_weights"] and info["source"] == "random"
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    again, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY, checkpoint=tmp_path / "w.pt")
+    assert not info["random_weights"] and info["sha256"] == sha256_file(tmp_path / "w.pt")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again(x), model(x))
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "train.pt")  # a training checkpoint
+    assert load_state_dict(tmp_path / "train.pt").keys() == model.state_dict().keys()
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    torch.save(model, tmp_path / "object.pt")  # a pickled model object, not a state dict
+    with pytest.raises(CheckpointError, match="not a plain state dict"):
+        load_state_dict(tmp_path / "object.pt")
+    torch.save({"a": [1, 2]}, tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="is not a state dict"):
+        load_state_dict(tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_state_dict(tmp_path / "none.pt")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, checkpoint=tmp_path / "w.pt")
+    fresh, _ = build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, checkpoint=tmp_path / "w.pt", new_head=True)
+    assert fresh.get_classifier().out_features == 5
+    with pytest.raises(ValueError, match="unknown timm architecture"):
+        build_classifier("vit_nonexistent_thing", 3)
+
+
+def test_split_keeps_specimens_together_and_is_seeded():
+    specimens = np.repeat([f"s{i}" for i in range(20)], 2)
+    labels = np.repeat(np.arange(4), 10)
+    held = split_by_specimen(specimens, labels, 0.25, seed=0)
+    assert (held == split_by_specimen(specimens, labels, 0.25, seed=0)).all()
+    assert all(len(set(held[specimens == s])) == 1 for s in specimens)
+    assert [held[labels == c].sum() for c in range(4)] == [2, 2, 2, 2]  # 1 of 5 specimens (2 images) per class
+
+
+def test_training_learns_a_separable_task():
+    torch.manual_seed(0)
+    labels = torch.arange(3).repeat(8)
+    colour = torch.nn.functional.one_hot(labels, 3).float() * 2 - 1  # each class has its own colour
+    images = torch.randn(24, 3, 32, 32) * 0.1 + colour[:, :, None, None]
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    history = train_classifier(model, images, labels, epochs=10, batch_size=8, lr=3e-3, weight_decay=0.0,
+                               linear_probe=False, seed=0, device=resolve_device("cpu"), val=(images, labels),
+                               progress=False)
+    assert history[-1]["val_accuracy"] == 1.0 and history[-1]["loss"] < history[0]["loss"]
+    frozen = model.blocks[0].attn.qkv.weight.detach().clone()
+    train_classifier(model, images, labels, epochs=1, batch_size=8, lr=1e-2, weight_decay=0.0, linear_probe=True,
+                     seed=0, device=resolve_device("cpu"), progress=False)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, frozen)  # a linear probe leaves the backbone alone
+
+
+def test_device_auto_and_clear_errors():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda:0")

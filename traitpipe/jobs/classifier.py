@@ -1,0 +1,73 @@
+"""Classifier step: resolve the configured model source, train it on the collection if asked,
+and write ``models/classifier.pt`` (a state dict), ``models/classifier.json`` and its accuracy."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_failures, write_json
+from traitpipe.jobs.models import model_files
+from traitpipe.collection.manifest import load_manifest
+from traitpipe.models.checkpoints import sha256_file
+from traitpipe.models.classifier import build_classifier
+from traitpipe.models.device import resolve_device
+from traitpipe.models.training import predict, split_by_specimen, train_classifier
+from traitpipe.models.transforms import to_batch
+from traitpipe.store.atomic import atomic_path
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job classifier --config RUN_CONFIG``."""
+    config = start_job(job_arguments("classifier").parse_args(argv))
+    spec, train = config["classifier"], config["classifier"]["train"]
+    device = resolve_device(config["device"])
+    classes = sorted(load_manifest(config)["species"].unique())
+
+    rows = all_rows(config)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    images = to_batch(pixels, spec["input_size"], spec["mean"], spec["std"])
+    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
+    specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
+    is_val = split_by_specimen(specimens, rows["label"].to_numpy(), train["val_fraction"], train["seed"])
+
+    torch.manual_seed(train["seed"])
+    model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], checkpoint=spec["checkpoint"],
+                                   pretrained=spec["pretrained"], new_head=train["enabled"])
+    history = []
+    if train["enabled"]:
+        mask = torch.from_numpy(is_val)
+        history = train_classifier(
+            model, images[~mask], labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"],
+            lr=train["lr"], weight_decay=train["weight_decay"], linear_probe=train["linear_probe"],
+            seed=train["seed"], device=device, val=(images[mask], labels[mask]))
+        info["random_weights"] = False
+        info["trained"] = "linear probe" if train["linear_probe"] else "fine-tuned"
+    model.eval()
+    predicted = predict(model, images, train["batch_size"], device).argmax(1)
+    correct = (predicted == labels).numpy()
+
+    weights, description = model_files(config, "classifier")
+    with atomic_path(weights) as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+    accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
+                for subset, m in (("train", ~is_val), ("val", is_val))}
+    write_json(description, {
+        **{k: spec[k] for k in ("arch", "kwargs", "input_size", "mean", "std")}, "classes": classes,
+        "source": info, "sha256": sha256_file(weights), "accuracy": {k: v[0] for k, v in accuracy.items()},
+        "history": history, "device": str(device)})
+    prov = provenance(config, device=str(device), models={"classifier": {**info, "sha256": sha256_file(weights)}})
+    evaluation = pd.DataFrame([{"model": "classifier", "metric": "top1_accuracy", "subset": subset, "level": None,
+                                "value": value, "n": n} for subset, (value, n) in accuracy.items()])
+    write_table(evaluation, table_path(config["results"], "evaluation", "classifier", "classifier"), "evaluation", prov)
+    write_failures(config, "classifier", "all", failures, prov)
+    origin = f"{info['source']} weights" + (f", {info['trained']} here" if train["enabled"] else "")
+    print(f"classifier: {spec['arch']} ({origin}), train accuracy {accuracy['train'][0]:.3f}, "
+          f"val accuracy {accuracy['val'][0]:.3f} on {accuracy['val'][1]} images", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""I/O shared by the jobs: shard rows, pixels through the one reader, failures, model files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from traitpipe.collection.images import ImageError, read_image
+from traitpipe.config import load_config
+from traitpipe.store.atomic import atomic_path
+from traitpipe.store.schemas import FAILURES
+from traitpipe.store.tables import read_table, table_path, write_table
+
+
+def job_arguments(name: str, *options: str) -> argparse.ArgumentParser:
+    """Parser of ``traitpipe job <name>``: ``--config RUN_CONFIG``, ``--threads N`` and ``options`` (required strings)."""
+    parser = argparse.ArgumentParser(prog=f"traitpipe job {name}")
+    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config.json)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    for option in options:
+        parser.add_argument(f"--{option}", required=True)
+    return parser
+
+
+def start_job(args: argparse.Namespace) -> dict:
+    """Set torch's CPU threads (when given) and return the validated config of a parsed job command line."""
+    if args.threads:
+        import torch  # only the jobs that compute pay for importing torch
+
+        torch.set_num_threads(args.threads)
+    return load_config(args.config)
+
+
+def shard_rows(config: dict, shard: str) -> pd.DataFrame:
+    """The ``images`` table rows of one shard, in shard order (species, image_id)."""
+    path = table_path(config["results"], "images", shard)
+    return pd.read_parquet(path).sort_values(["species", "image_id"]).reset_index(drop=True)
+
+
+def all_rows(config: dict) -> pd.DataFrame:
+    """The whole ``images`` table, ordered by (species, image_id)."""
+    return read_table(config["results"], "images").sort_values(["species", "image_id"]).reset_index(drop=True)
+
+
+def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
+    """Read the images of some ``images`` rows through the shared reader.
+
+    Parameters
+    ----------
+    config : dict
+        The run config (collection root, max_pixels).
+    rows : pandas.DataFrame
+        Rows of the ``images`` table.
+
+    Returns
+    -------
+    pixels : list of numpy.ndarray, uint8, each (H_i, W_i, 3)
+        The images that could be read, in row order.
+    ok : numpy.ndarray of bool, shape (len(rows),)
+        Which rows were read.
+    failures : pandas.DataFrame
+        ``failures`` columns for the others (without ``stage``).
+    """
+    root = Path(config["collection"]["root"])
+    pixels, ok, failed = [], np.zeros(len(rows), bool), []
+    for i, row in enumerate(rows.itertuples()):
+        file = Path(row.path) if Path(row.path).is_absolute() else root / row.path
+        try:
+            pixels.append(read_image(file, max_pixels=config["collection"]["max_pixels"]))
+            ok[i] = True
+        except ImageError as error:
+            failed.append({"path": row.path, "image_id": row.image_id, "species": row.species,
+                           "shard": row.shard, "row": row.row, "reason": str(error)})
+    return pixels, ok, pd.DataFrame(failed, columns=FAILURES.names)
+
+
+def write_failures(config: dict, stage: str, shard: str, failures: pd.DataFrame, prov: dict) -> Path:
+    """Write one stage's ``failures`` rows of one shard (an empty file when all went well)."""
+    return write_table(failures, table_path(config["results"], "failures", shard, stage), "failures", prov)
+
+
+def write_json(path: str | Path, value: dict) -> Path:
+    """Write a JSON file atomically (sorted keys, indented)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(value, indent=1, sort_keys=True, default=str) + "\n")
+    return Path(path)

@@ -1,0 +1,89 @@
+"""Explain step for one (CAM method, shard): raw maps to Zarr, one ``cams`` row per image and alpha."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from traitpipe.explain.batch import explain_batch
+from traitpipe.explain.cam import cam_pass, default_layers
+from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
+from traitpipe.jobs.models import load_classifier
+from traitpipe.models.device import autocast, resolve_device, to_device
+from traitpipe.models.transforms import to_batch
+from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+
+def method_spec(config: dict, name: str) -> dict:
+    """The ``explain.methods`` entry called ``name``."""
+    for spec in config["explain"]["methods"]:
+        if spec["name"] == name:
+            return spec
+    raise KeyError(f"explain.methods has no method {name!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job explain --config RUN_CONFIG --method NAME --shard SHARD``."""
+    args = job_arguments("explain", "method", "shard").parse_args(argv)
+    config = start_job(args)
+    spec, settings = method_spec(config, args.method), config["explain"]
+    device = resolve_device(config["device"])
+    model, meta = load_classifier(config, device)
+    layers = spec["layers"] or default_layers(model)
+    alphas = spec["alphas"]
+    classes = meta["classes"]
+
+    rows = shard_rows(config, args.shard)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    grid = _layer_grid(model, layers, meta["input_size"], device)
+    prov = provenance(config, device=str(device), models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
+    attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
+             "input_size": meta["input_size"],
+             "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
+                     "resize a map to the image's (height, width) from the images table to overlay it"}
+    records = []
+    batch_size = settings["batch_size"]
+    with map_writer(map_path(config["results"], f"cam-{spec['name']}", args.shard), rows["image_id"].tolist(),
+                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
+        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
+                          desc=f"{spec['name']} shard {args.shard}", unit="batch", file=sys.stderr):
+            batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
+            with autocast(device):
+                out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
+                                    n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"])
+            group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
+            records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes)
+    cams = pd.DataFrame(records, columns=["image_id", "alpha", "target", "target_species", "predicted",
+                                          "predicted_species", "probability", "compared", "faithfulness_drop"])
+    write_table(cams, table_path(config["results"], "cams", args.shard, spec["name"]), "cams", prov)
+    write_failures(config, f"cam-{spec['name']}", args.shard, failures, prov)
+    print(f"explain {spec['name']} shard {args.shard}: {len(rows)} images x {len(alphas)} alphas", file=sys.stderr)
+
+
+def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: torch.device) -> tuple[int, int]:
+    """(h, w) of the raw maps: run one blank image through the CAM pass."""
+    result, = cam_pass(model, torch.zeros((1, 3, size, size), device=device), layers)
+    return tuple(result.raw[0].shape[1:])
+
+
+def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str]) -> list[dict]:
+    """``cams`` rows for one batch: one per image and alpha."""
+    target, predicted = out.target.cpu().tolist(), out.predicted.cpu().tolist()
+    probability, drop = out.probability.cpu().tolist(), out.drop.cpu().tolist()
+    records = []
+    for i, image_id in enumerate(rows["image_id"]):
+        for a, alpha in enumerate(alphas):
+            records.append({
+                "image_id": image_id, "alpha": alpha, "target": target[i], "target_species": classes[target[i]],
+                "predicted": predicted[i], "predicted_species": classes[predicted[i]],
+                "probability": probability[i], "compared": out.compared[a][i].cpu().tolist(),
+                "faithfulness_drop": drop[i][a]})
+    return records

@@ -1,0 +1,1 @@
+"""Models: devices, checkpoint files, the classifier source registry, training loops."""

@@ -1,0 +1,65 @@
+"""Checkpoint files: state dicts only (``weights_only=True``), identified by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why and what is expected."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a state dict from a local checkpoint file, safely.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.pt`` / ``.pth`` / ``.bin`` file written by ``torch.save``.
+    key : str or None
+        Take ``checkpoint[key]`` (e.g. "model" or "state_dict" in training
+        checkpoints). None: the file itself, or its "state_dict" / "model" entry
+        when it is a training checkpoint that holds one.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+
+    Raises
+    ------
+    CheckpointError
+        Missing file; a pickled object that ``weights_only=True`` refuses (a whole
+        model object, say); or content that is not a mapping of names to tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is not a plain state dict (torch.load weights_only=True refused it: "
+            f"{str(error).splitlines()[0]}). Save model.state_dict(), not the model object.") from None
+    if key is None and isinstance(content, dict):
+        key = next((k for k in ("state_dict", "model") if isinstance(content.get(k), dict)), None)
+    if key is not None:
+        if not isinstance(content, dict) or key not in content:
+            raise CheckpointError(f"checkpoint {path} has no entry {key!r}")
+        content = content[key]
+    if not isinstance(content, dict) or not content or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
+        raise CheckpointError(f"checkpoint {path} is not a state dict (a mapping of parameter names to tensors)")
+    return content

@@ -1,0 +1,129 @@
+"""Training loops on in-memory batches: a classifier (fine-tune or linear probe)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from traitpipe.models.device import autocast
+from traitpipe.models.transforms import augment
+
+
+def split_by_specimen(specimens: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Hold out whole specimens for validation, per class, reproducibly.
+
+    Parameters
+    ----------
+    specimens : numpy.ndarray of str, shape (N,)
+        Specimen id per image (images of one specimen stay on one side).
+    labels : numpy.ndarray of int, shape (N,)
+    val_fraction : float
+        Fraction of each class's specimens held out (at least one when the class
+        has two or more specimens, none when it has one).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N,)
+        True for validation images.
+    """
+    rng = np.random.default_rng(seed)
+    held = set()
+    for label in np.unique(labels):
+        names = np.unique(specimens[labels == label])
+        if len(names) < 2 or val_fraction <= 0:
+            continue
+        count = min(len(names) - 1, max(1, int(round(val_fraction * len(names)))))
+        held.update(rng.choice(names, size=count, replace=False).tolist())
+    return np.isin(specimens, list(held))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU for (N, 3, H, W) images, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        with autocast(device):
+            out.append(model(images[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+                     batch_size: int, lr: float, weight_decay: float, linear_probe: bool, seed: int,
+                     device: torch.device, warmup_epochs: int = 2, label_smoothing: float = 0.1,
+                     val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict]:
+    """Train a classifier in place with AdamW, warm-up and cosine decay, flip/shift augmentation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm classifier (``get_classifier()`` names its head).
+    images : torch.Tensor, float32, shape (N, 3, H, W)
+        Normalised training images (CPU).
+    labels : torch.Tensor, int64, shape (N,)
+    epochs, batch_size : int
+    lr, weight_decay : float
+    linear_probe : bool
+        Train only the head; the backbone stays frozen.
+    seed : int
+        Fixes initial shuffling and augmentation.
+    device : torch.device
+    val : (images, labels) or None
+        Scored after every epoch.
+
+    Returns
+    -------
+    list of dict
+        Per epoch: ``epoch``, ``loss``, ``train_accuracy``, ``val_accuracy`` (None without ``val``).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device)
+    head = set(model.get_classifier().parameters())
+    for p in model.parameters():
+        p.requires_grad_(not linear_probe or p in head)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(images) / batch_size)
+    total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history = []
+    bar = tqdm(range(epochs), desc="train classifier", unit="epoch", disable=not progress, file=sys.stderr)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(images), batch_size):
+            index = order[start:start + batch_size]
+            batch = augment(images[index], generator).to(device)
+            target = labels[index].to(device)
+            with autocast(device):
+                logits = model(batch)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(index)
+            correct += (logits.argmax(1) == target).sum().item()
+        val_accuracy = None
+        if val is not None and len(val[0]):
+            val_accuracy = (predict(model, val[0], batch_size, device).argmax(1) == val[1]).float().mean().item()
+        history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images),
+                        "val_accuracy": val_accuracy})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return history
