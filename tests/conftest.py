@@ -32,6 +32,7 @@ def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
         "shard_size": 8,
         "device": "cpu",
         "ingest": {"threads": 2},
+        "segment": {"image_size": 128, "canvas": 64, "parts": "masks/parts.json"},
         "classifier": {"arch": "vit_tiny_patch16_224", "input_size": 32,
                        "kwargs": {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2},
                        "train": {"epochs": 2, "batch_size": 8}},

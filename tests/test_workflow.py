@@ -51,6 +51,13 @@ def test_run_then_query(small_collection, tmp_path):
     group = open_maps(maps[0])
     assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16
     assert group.attrs["alphas"] == [None, 1.0] and group.attrs["provenance"]["models"]["classifier"]["sha256"]
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select count(*) as n, count(distinct image_id) as images, count(distinct part) as parts, "
+                     "sum((frame_index = 0)::int) as support_rows from parts", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 140, "images": 20, "parts": 7, "support_rows": 28}]
+    labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
+    assert labels["labels"].shape[1:] == (64, 64) and labels.attrs["random_weights"] is True
+    assert labels["image_size"][0].tolist() == [64, 64] and labels["canvas_transform"][0].tolist() == [1.0, 0, 0]
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
@@ -69,7 +76,7 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
 
 
 def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy, tmp_path):
-    config = write_config(tmp_path, collection_copy)
+    config = write_config(tmp_path, collection_copy, segment={"enabled": False})
     assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
     victim = sorted((collection_copy / "images").rglob("*.png"))[3]
     victim.write_bytes(b"broken after ingest")
@@ -86,3 +93,23 @@ def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy,
     assert done.returncode != 0, done.stdout + done.stderr
     assert "no module 'blocks.0.norm'; nearest names: blocks.0.norm2, blocks.0.norm1" in done.stdout + done.stderr
     assert "rule classifier" not in done.stdout + done.stderr  # only the changed method reruns
+
+
+def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path):
+    import pandas as pd
+
+    manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
+    lost = manifest["species"].iloc[0]
+    manifest.loc[manifest["species"] == lost, "mask"] = ""
+    manifest.to_csv(collection_copy / "manifest.csv", index=False)
+    config = write_config(tmp_path, collection_copy, explain={"enabled": False})
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select species, stage, reason from failures", cwd=tmp_path)
+    rows = json.loads(done.stdout)
+    assert len(rows) == 5 and {r["species"] for r in rows} == {lost} and {r["stage"] for r in rows} == {"segment"}
+    assert rows[0]["reason"] == f"no reference mask for species {lost!r} (looked in manifest column 'mask')"
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select count(distinct image_id) as n from parts", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 15}]

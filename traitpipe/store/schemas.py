@@ -45,6 +45,23 @@ CAMS = pa.schema([
     pa.field("faithfulness_drop", pa.float32(), nullable=False),  # (p - p') / p after masking the map's top pixels
 ])
 
+PARTS = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("part_id", pa.int32(), nullable=False),
+    pa.field("part", pa.string(), nullable=False),
+    pa.field("area", pa.int64(), nullable=False),  # pixels at the image's own size
+    pa.field("fraction", pa.float32(), nullable=False),  # of all labelled (specimen) pixels
+    pa.field("x0", pa.int32(), nullable=False),  # bounding box [x0, x1) x [y0, y1); -1 when absent
+    pa.field("y0", pa.int32(), nullable=False),
+    pa.field("x1", pa.int32(), nullable=False),
+    pa.field("y1", pa.int32(), nullable=False),
+    pa.field("cx", pa.float32()),  # centroid; NaN when absent
+    pa.field("cy", pa.float32()),
+    pa.field("frame_index", pa.int32(), nullable=False),  # position in the species' pseudo-video (0 = support)
+    pa.field("chunk", pa.int32(), nullable=False),
+])
+
 EVALUATION = pa.schema([
     pa.field("model", pa.string(), nullable=False),
     pa.field("metric", pa.string(), nullable=False),
@@ -54,7 +71,8 @@ EVALUATION = pa.schema([
     pa.field("n", pa.int64(), nullable=False),
 ])
 
-TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "cams": CAMS, "evaluation": EVALUATION}
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "cams": CAMS,
+                                 "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}
 

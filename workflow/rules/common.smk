@@ -63,6 +63,13 @@ def model_file(name):
     return f"{RESULTS}/models/{name}"
 
 
+def segment_outputs():
+    """Label maps and parts tables of every shard (none when segment is off)."""
+    if not CFG["segment"]["enabled"]:
+        return []
+    return [table_file("parts", s) for s in SHARDS]
+
+
 def explain_outputs():
     """Maps and cams tables of every CAM method and shard (none when explain is off)."""
     if not CFG["explain"]["enabled"]:

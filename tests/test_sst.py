@@ -1,0 +1,121 @@
+"""SST on a random-weight SAM 2.1 tiny at image_size 128."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from traitpipe.collection.synthetic import render_specimen
+from traitpipe.segment.parts import check_support_mask, from_canvas, part_statistics, to_canvas
+from traitpipe.segment.sst import chunks, load_sam2, propagate, track
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=128)
+
+
+@pytest.fixture(scope="module")
+def species(small_collection):
+    """Frames of one species (support first) and its support mask, read back from JPEG as SAM 2 would."""
+    import pandas as pd
+
+    manifest = pd.read_csv(small_collection / "manifest.csv", keep_default_na=False)
+    rows = manifest[manifest["species"] == manifest["species"].iloc[0]]
+    frames = [np.array(Image.open(small_collection / p)) for p in rows["path"]]
+    support = np.array(Image.open(small_collection / rows["mask"].iloc[0]))
+    return frames, support
+
+
+def test_same_label_maps_as_driving_sam2_directly(predictor, species, tmp_path):
+    frames, support = species
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{i}.jpg", quality=95)
+    decoded = [np.array(Image.open(tmp_path / f"{i}.jpg")) for i in range(len(frames))]
+    state = predictor.init_state(str(tmp_path))  # SAM 2's own folder route
+    for part in np.unique(support)[1:]:
+        predictor.add_new_mask(state, frame_idx=0, obj_id=int(part), mask=support == part)
+    plain = {}
+    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
+        best, index = logits[:, 0].max(0)
+        ids = torch.tensor(obj_ids, dtype=torch.uint8)
+        plain[frame_idx] = torch.where(best > 0, ids[index], 0).numpy()
+    ours = propagate(predictor, decoded, support)
+    assert len(ours) == len(frames) == len(plain)
+    for i in range(1, len(frames)):
+        assert ours[i].dtype == np.uint8 and ours[i].shape == frames[i].shape[:2]
+        np.testing.assert_array_equal(ours[i], plain[i])
+    logits = {i: lg for i, _, lg in track(predictor, decoded, support)}
+    for i in range(1, len(frames)):  # and the logits themselves, resized as SAM 2 resizes them
+        resized = F.interpolate(logits[i][None], size=frames[i].shape[:2], mode="bilinear", align_corners=False)[0]
+        assert resized.shape[0] == len(np.unique(support)) - 1
+
+
+def test_frame_zero_is_the_support_and_every_part_is_tracked(predictor, species):
+    frames, support = species
+    maps = propagate(predictor, frames, support)
+    np.testing.assert_array_equal(maps[0], support)
+    assert set(np.unique(support)) == set(range(8))  # seven parts and background
+    assert all(set(np.unique(m)) <= set(range(8)) for m in maps)
+
+
+def test_each_map_has_its_frames_own_size(predictor, species):
+    frames, support = species
+    other = np.array(Image.fromarray(frames[1]).resize((80, 48)))
+    maps = propagate(predictor, [frames[0], other, frames[2]], support)
+    assert maps[1].shape == (48, 80) and maps[2].shape == frames[2].shape[:2]
+
+
+def test_chunked_runs_restart_from_the_support(predictor, species):
+    frames, support = species
+    long = frames + frames[1:] + frames[1:]  # 13 frames
+    assert chunks(13, 6) == [[0, 1, 2, 3, 4, 5], [0, 6, 7, 8, 9, 10], [0, 11, 12]]
+    whole = propagate(predictor, long, support)
+    parts, chunk_of = propagate(predictor, long, support, chunk_size=6, with_chunks=True)
+    assert chunk_of == [0] * 6 + [1] * 5 + [2] * 2
+    for i in range(6):  # the first chunk is the start of the long run, exactly
+        np.testing.assert_array_equal(parts[i], whole[i])
+    agreement = np.mean([(a == b).mean() for a, b in zip(parts, whole)])
+    assert agreement > 0.9  # random weights drift more than trained ones; METHODS.md: ~1e-5 for chunks >= 16
+
+
+def test_empty_support_mask_is_an_error(predictor, species):
+    frames, support = species
+    with pytest.raises(ValueError, match="empty"):
+        propagate(predictor, frames, np.zeros_like(support))
+
+
+def test_support_mask_checks():
+    parts = {1: "head", 2: "thorax"}
+    mask = np.zeros((10, 20), np.uint8)
+    mask[2:4, 2:6] = 1
+    resized = check_support_mask(mask, parts, "m.png", (20, 40))
+    assert resized.shape == (20, 40) and set(np.unique(resized)) == {0, 1}  # nearest: no new labels
+    mask[5, 5] = 9
+    with pytest.raises(ValueError, match=r"reference mask m.png has labels \[9\] that are not declared parts"):
+        check_support_mask(mask, parts, "m.png", (10, 20))
+    with pytest.raises(ValueError, match="reference mask e.png is empty"):
+        check_support_mask(np.zeros((4, 4), np.uint8), parts, "e.png", (4, 4))
+
+
+def test_part_statistics_and_canvas_round_trip():
+    look_image, labels, _ = render_specimen(_look(), 96)
+    rows = part_statistics(labels, {1: "head", 2: "thorax", 9: "tail"})
+    head, tail = rows[0], rows[2]
+    ys, xs = np.nonzero(labels == 1)
+    assert head["area"] == len(xs) and head["x0"] == xs.min() and head["y1"] == ys.max() + 1
+    assert abs(head["cx"] - xs.mean()) < 1e-9 and tail["area"] == 0 and tail["x0"] == -1
+    assert abs(sum(r["fraction"] for r in part_statistics(labels, {v: str(v) for v in range(1, 8)})) - 1) < 1e-9
+    wide = np.repeat(labels, 2, axis=1)  # 96 x 192
+    placed, transform = to_canvas(wide, 64)
+    assert placed.shape == (64, 64) and transform.tolist() == [pytest.approx(1 / 3), 16, 0]
+    back = from_canvas(placed, transform, wide.shape)
+    assert back.shape == wide.shape and (back == wide).mean() > 0.95
+
+
+def _look():
+    from traitpipe.collection.synthetic import _look_from_traits
+
+    return _look_from_traits(np.zeros(27), ("forewing", 0.1, 0.1, (1.0, 0.0, 0.0)))

@@ -1,0 +1,158 @@
+"""Segment step for one shard: SST per species, label maps to Zarr, the ``parts`` table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from traitpipe.collection.images import ImageError, read_image
+from traitpipe.collection.manifest import load_manifest
+from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
+from traitpipe.models.checkpoints import sha256_file
+from traitpipe.models.device import resolve_device
+from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
+from traitpipe.segment.sst import load_sam2, propagate
+from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.provenance import provenance
+from traitpipe.store.schemas import FAILURES
+from traitpipe.store.tables import table_path, write_table
+
+
+def part_names(config: dict) -> dict[int, str] | None:
+    """Declared parts (label -> name) from ``segment.parts`` (a mapping or a JSON file under the root)."""
+    parts = config["segment"]["parts"]
+    if parts is None:
+        return None
+    if isinstance(parts, str):
+        file = Path(config["collection"]["root"]) / parts
+        if not file.is_file():
+            raise FileNotFoundError(f"segment.parts: no file {file}")
+        parts = json.loads(file.read_text())
+    return {int(k): str(v) for k, v in parts.items()}
+
+
+def references(config: dict) -> tuple[dict[str, tuple[str, str]], str]:
+    """Each species' labelled reference: species -> (image file, mask file), and where masks were looked for.
+
+    ``segment.masks`` null: the manifest's mask column (on the row of the image it labels).
+    A folder (under the root): masks named after the image they label, ``<folder>/<image stem>.png``.
+    """
+    manifest = load_manifest(config)
+    folder = config["segment"]["masks"]
+    if folder is None:
+        column = config["collection"]["columns"]["mask"]
+        labelled = manifest[manifest["mask"] != ""]
+        where = f"manifest column {column!r}" if column else "the manifest (collection.columns.mask is not set)"
+        pairs = zip(labelled["species"], labelled["file"], labelled["mask"])
+    else:
+        root = Path(config["collection"]["root"]) / folder
+        where = f"folder {root} (<image stem>.png)"
+        masks = [root / f"{Path(p).stem}.png" for p in manifest["path"]]
+        found = [m.is_file() for m in masks]
+        pairs = zip(manifest["species"][found], manifest["file"][found], [str(m) for m, f in zip(masks, found) if f])
+    chosen: dict[str, tuple[str, str]] = {}
+    for species, image, mask in pairs:
+        chosen.setdefault(species, (image, mask))  # the first labelled row of a species
+    return chosen, where
+
+
+def _read_mask(file: str) -> np.ndarray:
+    try:
+        return np.array(Image.open(file))
+    except (OSError, ValueError) as error:
+        raise ImageError(f"unreadable reference mask {file}: {error}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job segment --config RUN_CONFIG --shard SHARD``."""
+    args = job_arguments("segment", "shard").parse_args(argv)
+    config = start_job(args)
+    settings = config["segment"]
+    device = resolve_device(config["device"])
+    names = part_names(config)
+    chosen, where = references(config)
+    rows = shard_rows(config, args.shard)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    root = Path(config["collection"]["root"])
+    files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
+
+    torch.manual_seed(settings["seed"])
+    predictor = load_sam2(settings["config"], settings["checkpoint"], device=str(device),
+                          image_size=settings["image_size"])
+    random = settings["checkpoint"] is None
+    model = {"config": settings["config"], "checkpoint": settings["checkpoint"], "image_size": settings["image_size"],
+             "random_weights": random,
+             "sha256": sha256_file(settings["checkpoint"]) if settings["checkpoint"] and Path(
+                 settings["checkpoint"]).is_file() else None}
+    prov = provenance(config, device=str(device), models={"sam2": model})
+
+    canvas = settings["canvas"]
+    placed = np.zeros((len(rows), canvas, canvas), np.uint8)
+    transforms = np.zeros((len(rows), 3), np.float32)
+    frame_index = np.full(len(rows), -1, np.int32)
+    chunk_index = np.full(len(rows), -1, np.int32)
+    part_rows, failed = [], [failures]
+    for species, group in tqdm(rows.groupby("species", sort=True), desc=f"segment shard {args.shard}",
+                               unit="species", file=sys.stderr):
+        index = group.index.to_numpy()
+        try:
+            if species not in chosen:
+                raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
+            image_file, mask_file = chosen[species]
+            support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+            support_labels = check_support_mask(_read_mask(mask_file), names or _implicit(mask_file), mask_file,
+                                                support.shape[:2])
+        except ImageError as error:
+            failed.append(pd.DataFrame([{"path": r.path, "image_id": r.image_id, "species": r.species,
+                                         "shard": r.shard, "row": r.row, "reason": str(error)}
+                                        for r in rows.loc[index].itertuples()], columns=FAILURES.names))
+            continue
+        queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
+        maps, chunk_of = propagate(predictor, [support] + [pixels[i] for i in queries], support_labels,
+                                   chunk_size=settings["chunk_size"], with_chunks=True)
+        for i in index:
+            frame = 1 + queries.index(i) if i in queries else 0
+            labels = maps[frame]
+            placed[i], transforms[i] = to_canvas(labels, canvas)
+            frame_index[i], chunk_index[i] = frame, chunk_of[frame]
+            for part in part_statistics(labels, names or _implicit(mask_file)):
+                part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
+                                  "frame_index": frame, "chunk": chunk_of[frame]})
+
+    done = frame_index >= 0
+    sizes = rows[["height", "width"]].to_numpy(np.int32)
+    attrs = {"provenance": prov, "parts": {str(k): v for k, v in (names or {}).items()}, "canvas": canvas,
+             "random_weights": random,
+             "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
+                     "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}
+    with map_writer(map_path(config["results"], "segment", args.shard), rows["image_id"][done].tolist(),
+                    {"labels": ((canvas, canvas), "uint8", ("y", "x")),
+                     "image_size": ((2,), "int32", ("hw",)),
+                     "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as group:
+        if done.any():
+            group["labels"][:] = placed[done]
+            group["image_size"][:] = sizes[done]
+            group["canvas_transform"][:] = transforms[done]
+    write_table(pd.DataFrame(part_rows, columns=PARTS_COLUMNS), table_path(config["results"], "parts", args.shard),
+                "parts", prov)
+    write_failures(config, "segment", args.shard, pd.concat(failed, ignore_index=True), prov)
+    print(f"segment shard {args.shard}: {int(done.sum())} images segmented, "
+          f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}", file=sys.stderr)
+
+
+def _implicit(mask_file: str) -> dict[int, str]:
+    """Part names when none are declared: the labels of the reference mask, named ``part_<v>``."""
+    labels = np.unique(_read_mask(mask_file))
+    return {int(v): f"part_{int(v)}" for v in labels if v > 0}
+
+
+PARTS_COLUMNS = ["image_id", "species", "part_id", "part", "area", "fraction", "x0", "y0", "x1", "y1", "cx", "cy",
+                 "frame_index", "chunk"]

@@ -1,0 +1,273 @@
+"""SST: Static Segmentation by Tracking on SAM 2 (METHODS.md section 1).
+
+The specimens of one species are played to SAM 2's video predictor as a
+pseudo-video whose frame 0 is the species' labelled support image; every part
+of the support mask is tracked as its own object. Frames go to SAM 2 from memory,
+preprocessed exactly as SAM 2's own JPEG loader does, one at a time when SAM 2
+asks for them; outputs SAM 2 will never read again are dropped, and long runs are
+cut into chunks that each start from the support frame, so memory stays bounded
+however many specimens a species has.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from traitpipe.models.device import autocast
+
+#: SAM 2's image normalisation (its video loader's defaults).
+SAM2_MEAN = (0.485, 0.456, 0.406)
+SAM2_STD = (0.229, 0.224, 0.225)
+#: Outputs older than this many frames are never read again: SAM 2 reads the masks of the
+#: last ``num_maskmem - 1`` (6) frames and the object pointers of the last 15.
+KEEP_FRAMES = 16
+
+
+def config_file(name: str) -> str:
+    """Hydra config path of a SAM 2 model: "sam2.1_hiera_t" -> "configs/sam2.1/sam2.1_hiera_t.yaml".
+
+    Full paths ("configs/...yaml") pass through unchanged.
+    """
+    if name.endswith(".yaml"):
+        return name
+    folder = "sam2.1" if name.startswith("sam2.1") else "sam2"
+    return f"configs/{folder}/{name}.yaml"
+
+
+def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = None, *, device: str = "cpu",
+              image_size: int = 1024):
+    """Build SAM 2's video predictor.
+
+    Parameters
+    ----------
+    config : str
+        Model config: "sam2.1_hiera_{t,s,b+,l}", "sam2_hiera_{t,s,b+,l}" (SAM 2.0), or a
+        "configs/...yaml" path inside the sam2 package.
+    checkpoint : str, Path or None
+        A local checkpoint file (SAM 2's layout, ``{"model": state_dict}``); a Hugging
+        Face model id such as "facebook/sam2.1-hiera-large" (downloaded: only when the
+        config names one); or None for random weights (deterministic after
+        ``torch.manual_seed``).
+    device : str
+        "cpu", "cuda", ...; always passed on (SAM 2's own default is CUDA).
+    image_size : int
+        Input side; 1024 for the released checkpoints, a multiple of 32.
+
+    Returns
+    -------
+    sam2.sam2_video_predictor.SAM2VideoPredictor
+        In eval mode, ``apply_postprocessing=False``.
+    """
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, _hf_download, build_sam2_video_predictor
+
+    if image_size % 32:
+        raise ValueError(f"SAM 2 image_size must be a multiple of 32, got {image_size}")
+    path = None
+    if checkpoint is not None:
+        if Path(checkpoint).is_file():
+            path = str(checkpoint)
+        elif str(checkpoint) in HF_MODEL_ID_TO_FILENAMES:
+            config, path = _hf_download(str(checkpoint))
+        else:
+            raise FileNotFoundError(
+                f"SAM 2 checkpoint {checkpoint!r} is neither a local file nor a known Hugging Face id "
+                f"({', '.join(HF_MODEL_ID_TO_FILENAMES)})")
+    return build_sam2_video_predictor(config_file(config), path, device=str(device), apply_postprocessing=False,
+                                      hydra_overrides_extra=[f"++model.image_size={image_size}"])
+
+
+def preprocess(frame: np.ndarray, image_size: int) -> torch.Tensor:
+    """One frame as SAM 2's loader prepares it.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, uint8, shape (H, W, 3)
+    image_size : int
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (3, image_size, image_size)
+        Resized with PIL's default filter, scaled to [0, 1], ImageNet-normalised.
+    """
+    resized = np.array(Image.fromarray(frame).resize((image_size, image_size))) / 255.0
+    tensor = torch.from_numpy(resized).permute(2, 0, 1).to(torch.float32)
+    mean = torch.tensor(SAM2_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(SAM2_STD, dtype=torch.float32)[:, None, None]
+    return (tensor - mean) / std
+
+
+class LazyFrames(Sequence):
+    """Frames preprocessed on demand: what SAM 2's state reads as ``state["images"]``."""
+
+    def __init__(self, frames: Sequence[np.ndarray], image_size: int):
+        self.frames, self.image_size = frames, image_size
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return preprocess(self.frames[index], self.image_size)
+
+
+def new_state(predictor, frames: Sequence[np.ndarray], num_frames: int | None = None) -> dict:
+    """An inference state over in-memory frames, as ``predictor.init_state`` builds one from a folder.
+
+    Outputs come back at the model's mask resolution (image_size / 4) for every
+    frame; :func:`propagate` resizes each to its own frame's size. ``num_frames``
+    (default: ``len(frames)``) is the length SAM 2 believes the video has: it sets
+    how many object pointers are read and how their temporal positions are scaled,
+    so every chunk of a long run uses the long run's value.
+    """
+    device = predictor.device
+    low_res = predictor.image_size // 4
+    state = {
+        "images": LazyFrames(frames, predictor.image_size), "num_frames": num_frames or len(frames),
+        "offload_video_to_cpu": False, "offload_state_to_cpu": False,
+        "video_height": low_res, "video_width": low_res, "device": device, "storage_device": device,
+        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {}, "constants": {},
+        "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
+        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+    }
+    predictor._get_image_feature(state, frame_idx=0, batch_size=1)
+    return state
+
+
+def _drop_old_outputs(state: dict, frame_idx: int) -> None:
+    """Forget what SAM 2 will never read again once ``frame_idx`` is done."""
+    oldest = frame_idx - KEEP_FRAMES
+    for outputs in state["output_dict_per_obj"].values():
+        for old in [f for f in outputs["non_cond_frame_outputs"] if f <= oldest]:
+            del outputs["non_cond_frame_outputs"][old]
+    for tracked in state["frames_tracked_per_obj"].values():
+        for old in [f for f in tracked if 0 < f <= oldest]:
+            del tracked[old]
+
+
+def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
+          num_frames: int | None = None) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """Track every part of the support mask through frames, one pseudo-video.
+
+    Parameters
+    ----------
+    predictor : SAM2VideoPredictor
+    frames : sequence of numpy.ndarray, uint8, each (H_i, W_i, 3)
+        frames[0] is the labelled support image.
+    support_labels : numpy.ndarray, uint8, shape (H_0, W_0)
+        0 = background, v > 0 = part v.
+    num_frames : int or None
+        Video length SAM 2 is told (see :func:`new_state`); only ``len(frames)`` are tracked.
+
+    Yields
+    ------
+    frame_idx : int
+    part_ids : list of int
+        The parts tracked (those present in the support mask), in object order.
+    logits : torch.Tensor, float32, shape (n_parts, h, w)
+        Mask logits at the model's mask resolution (image_size / 4).
+    """
+    parts = [int(v) for v in np.unique(support_labels) if v > 0]
+    if not parts:
+        raise ValueError("the support mask is empty: it labels no part")
+    state = new_state(predictor, frames, num_frames)
+    with autocast(predictor.device):  # SAM 2's own methods run under inference mode
+        for part in parts:
+            predictor.add_new_mask(state, frame_idx=0, obj_id=part, mask=torch.from_numpy(support_labels == part))
+    steps = predictor.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=len(frames) - 1)
+    while True:
+        with autocast(predictor.device):  # entered per step: nothing leaks to the caller between frames
+            step = next(steps, None)
+        if step is None:
+            return
+        frame_idx, obj_ids, logits = step
+        yield frame_idx, list(obj_ids), logits[:, 0].float()
+        _drop_old_outputs(state, frame_idx)
+
+
+def labels_from_logits(logits: torch.Tensor, part_ids: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """Label map of one frame from its part logits.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, float, shape (n_parts, h, w)
+    part_ids : sequence of int, length n_parts
+    size : (H, W)
+        The frame's own size; logits are resized bilinearly (align_corners=False).
+
+    Returns
+    -------
+    numpy.ndarray, uint8, shape (H, W)
+        0 where no part's logit is > 0, else the part with the largest logit.
+    """
+    resized = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    best, index = resized.max(0)
+    ids = torch.tensor(list(part_ids), dtype=torch.uint8, device=resized.device)
+    return torch.where(best > 0, ids[index], torch.zeros_like(index, dtype=torch.uint8)).cpu().numpy()
+
+
+def chunks(n_frames: int, chunk_size: int | None) -> list[list[int]]:
+    """Frame indices of each pseudo-video: [0, queries...], at most ``chunk_size`` frames each.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames including the support frame 0.
+    chunk_size : int or None
+        None: one pseudo-video. Otherwise >= 2.
+
+    Returns
+    -------
+    list of list of int
+        Every chunk starts with 0 (the support); the queries 1..n-1 appear once each.
+    """
+    if chunk_size is None or chunk_size >= n_frames:
+        return [list(range(n_frames))]
+    if chunk_size < 2:
+        raise ValueError(f"chunk_size must be >= 2 (the support and a query), got {chunk_size}")
+    step = chunk_size - 1
+    return [[0, *range(start, min(start + step, n_frames))] for start in range(1, n_frames, step)]
+
+
+def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
+              chunk_size: int | None = None, with_chunks: bool = False):
+    """Segment every frame of one species' pseudo-video.
+
+    Parameters
+    ----------
+    predictor : SAM2VideoPredictor
+        From :func:`load_sam2`.
+    frames : sequence of numpy.ndarray, uint8, each (H_i, W_i, 3)
+        frames[0] is the labelled support image; any indexable works (frames are
+        read when SAM 2 needs them).
+    support_labels : numpy.ndarray, uint8, shape (H_0, W_0)
+        0 = background, 1..K = parts.
+    chunk_size : int or None
+        Most frames per pseudo-video (support included); each chunk restarts from
+        the support frame. None: one pseudo-video.
+    with_chunks : bool
+        Also return the chunk index of every frame.
+
+    Returns
+    -------
+    list of numpy.ndarray, uint8, each (H_i, W_i)
+        One label map per frame at that frame's own size; frame 0's is the support
+        mask itself. With ``with_chunks``: ``(maps, chunk_of_frame)``.
+    """
+    if support_labels.shape != frames[0].shape[:2]:
+        raise ValueError(f"support mask {support_labels.shape} and support image {frames[0].shape[:2]} differ in size")
+    maps: list[np.ndarray | None] = [support_labels.astype(np.uint8)] + [None] * (len(frames) - 1)
+    chunk_of = [0] * len(frames)
+    for chunk, indices in enumerate(chunks(len(frames), chunk_size)):
+        view = [frames[i] for i in indices] if len(indices) < len(frames) else frames
+        for local, part_ids, logits in track(predictor, view, support_labels, num_frames=len(frames)):
+            frame = indices[local]
+            if maps[frame] is None:
+                maps[frame] = labels_from_logits(logits, part_ids, frames[frame].shape[:2])
+                chunk_of[frame] = chunk
+    return (maps, chunk_of) if with_chunks else maps
