@@ -47,7 +47,7 @@ def test_same_label_maps_as_driving_sam2_directly(predictor, species, tmp_path):
     for i in range(1, len(frames)):
         assert ours[i].dtype == np.uint8 and ours[i].shape == frames[i].shape[:2]
         np.testing.assert_array_equal(ours[i], plain[i])
-    logits = {i: lg for i, _, lg in track(predictor, decoded, support)}
+    logits = {i: lg for i, _, lg, _ in track(predictor, decoded, support)}
     for i in range(1, len(frames)):  # and the logits themselves, resized as SAM 2 resizes them
         resized = F.interpolate(logits[i][None], size=frames[i].shape[:2], mode="bilinear", align_corners=False)[0]
         assert resized.shape[0] == len(np.unique(support)) - 1

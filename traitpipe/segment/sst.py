@@ -97,23 +97,42 @@ def preprocess(frame: np.ndarray, image_size: int) -> torch.Tensor:
         Resized with PIL's default filter, scaled to [0, 1], ImageNet-normalised.
     """
     resized = np.array(Image.fromarray(frame).resize((image_size, image_size))) / 255.0
-    tensor = torch.from_numpy(resized).permute(2, 0, 1).to(torch.float32)
+    tensor = torch.from_numpy(resized).permute(2, 0, 1).to(torch.float32).contiguous()  # as SAM 2 stores it
     mean = torch.tensor(SAM2_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(SAM2_STD, dtype=torch.float32)[:, None, None]
     return (tensor - mean) / std
 
 
 class LazyFrames(Sequence):
-    """Frames preprocessed on demand: what SAM 2's state reads as ``state["images"]``."""
+    """Frames preprocessed on demand: what SAM 2's state reads as ``state["images"]``.
+
+    ``sizes`` records the (H, W) of every frame read, so nothing is decoded twice.
+    """
 
     def __init__(self, frames: Sequence[np.ndarray], image_size: int):
         self.frames, self.image_size = frames, image_size
+        self.sizes: dict[int, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return preprocess(self.frames[index], self.image_size)
+        frame = self.frames[index]
+        self.sizes[index] = frame.shape[:2]
+        return preprocess(frame, self.image_size)
+
+
+class Subset(Sequence):
+    """Some frames of a sequence, by index, without reading them."""
+
+    def __init__(self, frames: Sequence, indices: Sequence[int]):
+        self.frames, self.indices = frames, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.frames[self.indices[index]]
 
 
 def new_state(predictor, frames: Sequence[np.ndarray], num_frames: int | None = None) -> dict:
@@ -135,7 +154,8 @@ def new_state(predictor, frames: Sequence[np.ndarray], num_frames: int | None = 
         "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
         "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
     }
-    predictor._get_image_feature(state, frame_idx=0, batch_size=1)
+    with torch.inference_mode():  # as init_state: warm up the backbone on frame 0
+        predictor._get_image_feature(state, frame_idx=0, batch_size=1)
     return state
 
 
@@ -151,7 +171,7 @@ def _drop_old_outputs(state: dict, frame_idx: int) -> None:
 
 
 def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
-          num_frames: int | None = None) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+          num_frames: int | None = None) -> Iterator[tuple[int, list[int], torch.Tensor, tuple[int, int]]]:
     """Track every part of the support mask through frames, one pseudo-video.
 
     Parameters
@@ -171,6 +191,8 @@ def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
         The parts tracked (those present in the support mask), in object order.
     logits : torch.Tensor, float32, shape (n_parts, h, w)
         Mask logits at the model's mask resolution (image_size / 4).
+    size : (int, int)
+        The frame's own (H, W).
     """
     parts = [int(v) for v in np.unique(support_labels) if v > 0]
     if not parts:
@@ -186,7 +208,7 @@ def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
         if step is None:
             return
         frame_idx, obj_ids, logits = step
-        yield frame_idx, list(obj_ids), logits[:, 0].float()
+        yield frame_idx, list(obj_ids), logits[:, 0].float(), state["images"].sizes[frame_idx]
         _drop_old_outputs(state, frame_idx)
 
 
@@ -259,15 +281,15 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
         One label map per frame at that frame's own size; frame 0's is the support
         mask itself. With ``with_chunks``: ``(maps, chunk_of_frame)``.
     """
-    if support_labels.shape != frames[0].shape[:2]:
-        raise ValueError(f"support mask {support_labels.shape} and support image {frames[0].shape[:2]} differ in size")
     maps: list[np.ndarray | None] = [support_labels.astype(np.uint8)] + [None] * (len(frames) - 1)
     chunk_of = [0] * len(frames)
     for chunk, indices in enumerate(chunks(len(frames), chunk_size)):
-        view = [frames[i] for i in indices] if len(indices) < len(frames) else frames
-        for local, part_ids, logits in track(predictor, view, support_labels, num_frames=len(frames)):
+        for local, part_ids, logits, size in track(predictor, Subset(frames, indices), support_labels,
+                                                   num_frames=len(frames)):
             frame = indices[local]
+            if frame == 0 and support_labels.shape != size:
+                raise ValueError(f"support mask {support_labels.shape} and support image {size} differ in size")
             if maps[frame] is None:
-                maps[frame] = labels_from_logits(logits, part_ids, frames[frame].shape[:2])
+                maps[frame] = labels_from_logits(logits, part_ids, size)
                 chunk_of[frame] = chunk
     return (maps, chunk_of) if with_chunks else maps
