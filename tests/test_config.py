@@ -32,3 +32,11 @@ def test_errors_name_the_key_the_value_and_what_is_allowed(change, message):
 def test_empty_config_says_what_to_pass():
     with pytest.raises(ConfigError, match="config is empty"):
         validate_config({})
+
+
+def test_run_config_json_round_trip(tmp_path):
+    from traitpipe.config import canonical_json, load_config
+
+    config = validate_config({**BASE, "segment": {"finetune": {"lr": 1e-5}}})
+    (tmp_path / "run.json").write_text(canonical_json(config))
+    assert load_config(tmp_path / "run.json") == config  # 1e-05 stays a number

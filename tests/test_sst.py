@@ -119,3 +119,20 @@ def _look():
     from traitpipe.collection.synthetic import _look_from_traits
 
     return _look_from_traits(np.zeros(27), ("forewing", 0.1, 0.1, (1.0, 0.0, 0.0)))
+
+
+def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_decoder_side(species):
+    from traitpipe.segment.finetune import finetune, round_trip_iou
+
+    frames, support = species
+    torch.manual_seed(0)
+    model = load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=128)
+    encoder = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in model.sam_mask_decoder.state_dict().items()}
+    losses = finetune(model, [(frames[0], support, frames[1:3])], steps=6, lr=1e-4, progress=False)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert all(torch.equal(v, model.image_encoder.state_dict()[k]) for k, v in encoder.items())
+    assert any(not torch.equal(v, model.sam_mask_decoder.state_dict()[k]) for k, v in decoder.items())
+    iou = round_trip_iou(model, frames[0], frames[1], support, 4)
+    assert 0.0 <= iou <= 1.0
+    assert np.isnan(round_trip_iou(model, frames[0], frames[1], np.where(support == 4, 0, support), 4))

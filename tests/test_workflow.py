@@ -102,7 +102,10 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     lost = manifest["species"].iloc[0]
     manifest.loc[manifest["species"] == lost, "mask"] = ""
     manifest.to_csv(collection_copy / "manifest.csv", index=False)
-    config = write_config(tmp_path, collection_copy, explain={"enabled": False})
+    config = write_config(tmp_path, collection_copy, explain={"enabled": False},
+                          segment={"image_size": 128, "canvas": 64, "parts": "masks/parts.json",
+                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
+                                   "retrieval": {"part": "left_forewing"}})
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
@@ -113,3 +116,10 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select count(distinct image_id) as n from parts", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"n": 15}]
+    tuned = json.loads((tmp_path / "results" / "models" / "sam2_finetuned.json").read_text())
+    assert len(tuned["losses"]) == 2 and tuned["species"] == 3 and tuned["sha256"]
+    assert tuned["skipped"] == [f"no reference mask for species {lost!r} (looked in manifest column 'mask')"]
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select count(*) as n, min(round_trip_iou) >= 0 and max(round_trip_iou) <= 1 as ok, "
+                     "any_value(part) as part from retrieval", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 12, "ok": True, "part": "left_forewing"}]

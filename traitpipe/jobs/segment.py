@@ -17,6 +17,7 @@ from traitpipe.collection.manifest import load_manifest
 from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device
+from traitpipe.segment.finetune import round_trip_iou
 from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
 from traitpipe.segment.sst import load_sam2, propagate
 from traitpipe.store.maps import map_path, map_writer
@@ -63,6 +64,37 @@ def references(config: dict) -> tuple[dict[str, tuple[str, str]], str]:
     return chosen, where
 
 
+def load_support(config: dict, species: str, chosen: dict, where: str,
+                 names: dict[int, str] | None) -> tuple[np.ndarray, np.ndarray, str, dict[int, str]]:
+    """A species' support image (H, W, 3) uint8, its checked labels (H, W) uint8, its image file and part names.
+
+    Raises ImageError when the species has no usable reference (the reason names where it was looked for).
+    """
+    if species not in chosen:
+        raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
+    image_file, mask_file = chosen[species]
+    support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+    mask = _read_mask(mask_file)
+    parts = names or {int(v): f"part_{int(v)}" for v in np.unique(mask) if v > 0}
+    return support, check_support_mask(mask, parts, mask_file, support.shape[:2]), image_file, parts
+
+
+def sam2_model(config: dict, device) -> tuple[object, dict]:
+    """The run's SAM 2 predictor (the fine-tuned weights when ``segment.finetune.enabled``) and its description."""
+    settings = config["segment"]
+    checkpoint = settings["checkpoint"]
+    tuned = settings["finetune"]["enabled"]
+    if tuned:
+        checkpoint = str(Path(config["results"]) / "models" / "sam2_finetuned.pt")
+    torch.manual_seed(settings["seed"])
+    predictor = load_sam2(settings["config"], checkpoint, device=str(device), image_size=settings["image_size"])
+    random = settings["checkpoint"] is None
+    local = checkpoint is not None and Path(checkpoint).is_file()
+    return predictor, {"config": settings["config"], "checkpoint": checkpoint, "image_size": settings["image_size"],
+                       "random_weights": random, "fine_tuned": tuned,
+                       "sha256": sha256_file(checkpoint) if local else None}
+
+
 def _read_mask(file: str) -> np.ndarray:
     try:
         return np.array(Image.open(file))
@@ -84,32 +116,22 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
-    torch.manual_seed(settings["seed"])
-    predictor = load_sam2(settings["config"], settings["checkpoint"], device=str(device),
-                          image_size=settings["image_size"])
-    random = settings["checkpoint"] is None
-    model = {"config": settings["config"], "checkpoint": settings["checkpoint"], "image_size": settings["image_size"],
-             "random_weights": random,
-             "sha256": sha256_file(settings["checkpoint"]) if settings["checkpoint"] and Path(
-                 settings["checkpoint"]).is_file() else None}
+    predictor, model = sam2_model(config, device)
+    random = model["random_weights"]
     prov = provenance(config, device=str(device), models={"sam2": model})
+    retrieval_part = settings["retrieval"]["part"]
 
     canvas = settings["canvas"]
     placed = np.zeros((len(rows), canvas, canvas), np.uint8)
     transforms = np.zeros((len(rows), 3), np.float32)
     frame_index = np.full(len(rows), -1, np.int32)
     chunk_index = np.full(len(rows), -1, np.int32)
-    part_rows, failed = [], [failures]
+    part_rows, retrieval_rows, failed = [], [], [failures]
     for species, group in tqdm(rows.groupby("species", sort=True), desc=f"segment shard {args.shard}",
                                unit="species", file=sys.stderr):
         index = group.index.to_numpy()
         try:
-            if species not in chosen:
-                raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
-            image_file, mask_file = chosen[species]
-            support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
-            support_labels = check_support_mask(_read_mask(mask_file), names or _implicit(mask_file), mask_file,
-                                                support.shape[:2])
+            support, support_labels, image_file, parts = load_support(config, species, chosen, where, names)
         except ImageError as error:
             failed.append(pd.DataFrame([{"path": r.path, "image_id": r.image_id, "species": r.species,
                                          "shard": r.shard, "row": r.row, "reason": str(error)}
@@ -123,9 +145,15 @@ def main(argv: list[str] | None = None) -> None:
             labels = maps[frame]
             placed[i], transforms[i] = to_canvas(labels, canvas)
             frame_index[i], chunk_index[i] = frame, chunk_of[frame]
-            for part in part_statistics(labels, names or _implicit(mask_file)):
+            for part in part_statistics(labels, parts):
                 part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
                                   "frame_index": frame, "chunk": chunk_of[frame]})
+        if retrieval_part is not None:
+            part_id = _part_id(retrieval_part, parts)
+            for i in queries:
+                retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
+                                       "part": parts[part_id], "round_trip_iou": round_trip_iou(
+                                           predictor, support, pixels[i], support_labels, part_id)})
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)
@@ -143,16 +171,22 @@ def main(argv: list[str] | None = None) -> None:
             group["canvas_transform"][:] = transforms[done]
     write_table(pd.DataFrame(part_rows, columns=PARTS_COLUMNS), table_path(config["results"], "parts", args.shard),
                 "parts", prov)
+    if retrieval_part is not None:
+        write_table(pd.DataFrame(retrieval_rows, columns=RETRIEVAL_COLUMNS),
+                    table_path(config["results"], "retrieval", args.shard), "retrieval", prov)
     write_failures(config, "segment", args.shard, pd.concat(failed, ignore_index=True), prov)
     print(f"segment shard {args.shard}: {int(done.sum())} images segmented, "
           f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}", file=sys.stderr)
 
 
-def _implicit(mask_file: str) -> dict[int, str]:
-    """Part names when none are declared: the labels of the reference mask, named ``part_<v>``."""
-    labels = np.unique(_read_mask(mask_file))
-    return {int(v): f"part_{int(v)}" for v in labels if v > 0}
+def _part_id(part: int | str, parts: dict[int, str]) -> int:
+    """The label of ``segment.retrieval.part`` (a label or a part name)."""
+    for part_id, name in parts.items():
+        if part in (part_id, name):
+            return part_id
+    raise ValueError(f"segment.retrieval.part {part!r} is not a declared part ({parts})")
 
 
+RETRIEVAL_COLUMNS = ["image_id", "species", "part_id", "part", "round_trip_iou"]
 PARTS_COLUMNS = ["image_id", "species", "part_id", "part", "area", "fraction", "x0", "y0", "x1", "y1", "cx", "cy",
                  "frame_index", "chunk"]

@@ -62,6 +62,14 @@ PARTS = pa.schema([
     pa.field("chunk", pa.int32(), nullable=False),
 ])
 
+RETRIEVAL = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("part_id", pa.int32(), nullable=False),
+    pa.field("part", pa.string(), nullable=False),
+    pa.field("round_trip_iou", pa.float32()),  # IoU of the part back on the support after [support, query, support]
+])
+
 EVALUATION = pa.schema([
     pa.field("model", pa.string(), nullable=False),
     pa.field("metric", pa.string(), nullable=False),
@@ -71,8 +79,8 @@ EVALUATION = pa.schema([
     pa.field("n", pa.int64(), nullable=False),
 ])
 
-TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "cams": CAMS,
-                                 "evaluation": EVALUATION}
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
+                                 "cams": CAMS, "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}
 

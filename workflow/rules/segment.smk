@@ -1,10 +1,29 @@
+rule sst_finetune:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+    output:
+        weights=model_file("sam2_finetuned.pt"),
+        description=model_file("sam2_finetuned.json"),
+    params:
+        settings=settings("segment", "device"),
+    log:
+        f"{LOGS}/sst_finetune.log",
+    benchmark:
+        f"{BENCHMARKS}/sst_finetune.tsv"
+    threads: workflow.cores
+    shell:
+        "{TRAITPIPE} job sst_finetune --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+
+
 rule segment:
     input:
         images=table_file("images", "{shard}"),
+        tuned=[model_file("sam2_finetuned.pt")] if CFG["segment"]["finetune"]["enabled"] else [],
     output:
         maps=directory(map_file("segment", "{shard}")),
         parts=table_file("parts", "{shard}"),
         failures=table_file("failures", "{shard}", "segment"),
+        retrieval=[table_file("retrieval", "{shard}")] if CFG["segment"]["retrieval"]["part"] is not None else [],
     params:
         settings=settings("segment", "device"),
     log:

@@ -1,0 +1,54 @@
+"""SST fine-tuning step: tune SAM 2's decoder side on the collection's own reference masks by the
+cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's checkpoint layout)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from traitpipe.collection.images import ImageError
+from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_json
+from traitpipe.jobs.segment import load_support, part_names, references
+from traitpipe.models.checkpoints import sha256_file
+from traitpipe.models.device import resolve_device
+from traitpipe.segment.finetune import finetune
+from traitpipe.segment.sst import load_sam2
+from traitpipe.store.atomic import atomic_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job sst_finetune --config RUN_CONFIG``."""
+    config = start_job(job_arguments("sst_finetune").parse_args(argv))
+    settings, tune = config["segment"], config["segment"]["finetune"]
+    device = resolve_device(config["device"])
+    names = part_names(config)
+    chosen, where = references(config)
+    rows = all_rows(config)
+    examples, skipped = [], []
+    for species, group in rows.groupby("species", sort=True):
+        try:
+            support, labels, image_file, _ = load_support(config, species, chosen, where, names)
+        except ImageError as error:
+            skipped.append(str(error))
+            continue
+        root = Path(config["collection"]["root"])
+        queries = group[[str(root / p) != image_file for p in group["path"]]].head(tune["queries_per_species"])
+        pixels, _, _ = load_pixels(config, queries)
+        examples.append((support, labels, pixels))
+    torch.manual_seed(settings["seed"])
+    predictor = load_sam2(settings["config"], settings["checkpoint"], device=str(device),
+                          image_size=settings["image_size"])
+    losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
+                      modules=tune["modules"], seed=settings["seed"])
+    weights = Path(config["results"]) / "models" / "sam2_finetuned.pt"
+    with atomic_path(weights) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)
+    write_json(weights.with_suffix(".json"), {
+        "base": {"config": settings["config"], "checkpoint": settings["checkpoint"],
+                 "random_weights": settings["checkpoint"] is None},
+        "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,
+        "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device)})
+    print(f"sst_finetune: {tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}",
+          file=sys.stderr)
