@@ -136,3 +136,19 @@ def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_decoder_side(s
     iou = round_trip_iou(model, frames[0], frames[1], support, 4)
     assert 0.0 <= iou <= 1.0
     assert np.isnan(round_trip_iou(model, frames[0], frames[1], np.where(support == 4, 0, support), 4))
+
+
+def test_local_checkpoint_files_load(predictor, species, tmp_path):
+    from traitpipe.segment.sst import config_file
+
+    assert config_file("sam2.1_hiera_t") == "configs/sam2.1/sam2.1_hiera_t.yaml"
+    assert config_file("sam2_hiera_l") == "configs/sam2/sam2_hiera_l.yaml"
+    torch.save({"model": predictor.state_dict()}, tmp_path / "sam2.pt")  # SAM 2's released layout
+    loaded = load_sam2("sam2.1_hiera_t", tmp_path / "sam2.pt", device="cpu", image_size=128)
+    frames, support = species
+    for a, b in zip(propagate(loaded, frames[:3], support), propagate(predictor, frames[:3], support)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="neither a local file nor a known Hugging Face id"):
+        load_sam2("sam2.1_hiera_t", tmp_path / "missing.pt", device="cpu", image_size=128)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=100)
