@@ -16,7 +16,11 @@ DISTANCES = (0.33, 0.5, 0.77)
 def read_tree(newick: str | Path) -> dendropy.Tree:
     """A tree from a Newick file path or Newick text (underscores in names are kept)."""
     text = Path(newick).read_text() if Path(str(newick)).is_file() else str(newick)
-    return dendropy.Tree.get(data=text, schema="newick", preserve_underscores=True)
+    try:
+        return dendropy.Tree.get(data=text, schema="newick", preserve_underscores=True)
+    except dendropy.dataio.newickreader.NewickReader.NewickReaderDuplicateTaxonError as error:
+        names = str(error).rsplit("Duplicate taxon labels:", 1)[-1].strip()
+        raise ValueError(f"the tree has duplicate tip names: {names}") from None
 
 
 def _tips(tree: dendropy.Tree, species: Sequence[str]) -> tuple[dict[str, dendropy.Node], float]:
