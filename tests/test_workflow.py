@@ -58,6 +58,19 @@ def test_run_then_query(small_collection, tmp_path):
     labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
     assert labels["labels"].shape[1:] == (64, 64) and labels.attrs["random_weights"] is True
     assert labels["image_size"][0].tolist() == [64, 64] and labels["canvas_transform"][0].tolist() == [1.0, 0, 0]
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select count(*) as n, min(len(phylo_codes)) as p, max(len(nonphylo_codes)) as q from codes",
+                     cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 20, "p": 6, "q": 6}]  # 2 codes x 3 levels each
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select codes, level, count(*) as pairs from species_distances group by all order by all",
+                     cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"codes": "nonphylo", "level": 2, "pairs": 6}] + [
+        {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "phylo_train", "n": 3},
+                                       {"stage": "phylonn", "n": 4}]
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
@@ -76,7 +89,7 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
 
 
 def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy, tmp_path):
-    config = write_config(tmp_path, collection_copy, segment={"enabled": False})
+    config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False})
     assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
     victim = sorted((collection_copy / "images").rglob("*.png"))[3]
     victim.write_bytes(b"broken after ingest")
@@ -102,7 +115,7 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     lost = manifest["species"].iloc[0]
     manifest.loc[manifest["species"] == lost, "mask"] = ""
     manifest.to_csv(collection_copy / "manifest.csv", index=False)
-    config = write_config(tmp_path, collection_copy, explain={"enabled": False},
+    config = write_config(tmp_path, collection_copy, explain={"enabled": False}, phylo={"enabled": False},
                           segment={"image_size": 128, "canvas": 64, "parts": "masks/parts.json",
                                    "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
                                    "retrieval": {"part": "left_forewing"}})
@@ -123,3 +136,18 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
                      "select count(*) as n, min(round_trip_iou) >= 0 and max(round_trip_iou) <= 1 as ok, "
                      "any_value(part) as part from retrieval", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"n": 12, "ok": True, "part": "left_forewing"}]
+
+
+def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
+    """Phylo-NN as the demo trains it: phylo codes' species distances track the tree more than non-phylo ones."""
+    synthesize(tmp_path / DEMO_COLLECTION, **DEMO_PARAMS)
+    settings = yaml.safe_load(DEMO_CONFIG.read_text())
+    settings["segment"]["enabled"] = settings["explain"]["enabled"] = False
+    settings["classifier"]["train"]["epochs"] = 1
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(settings))
+    done = traitpipe("run", "--config", "demo.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = traitpipe("query", "--format", "json", "select subset, level, value from evaluation "
+                     "where metric = 'spearman_vs_tree' order by subset, level", cwd=tmp_path)
+    rows = {(r["subset"], r["level"]): r["value"] for r in json.loads(done.stdout)}
+    assert rows[("phylo", "3")] > rows[("nonphylo", "3")] and min(v for k, v in rows.items() if k[0] == "phylo") > 0.5

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from traitpipe.models.checkpoints import load_state_dict
 from traitpipe.models.classifier import build_classifier
 
 
@@ -22,3 +23,19 @@ def load_classifier(config: dict, device: torch.device) -> tuple[torch.nn.Module
     meta = json.loads(description.read_text())
     model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], checkpoint=weights)
     return model.to(device).eval(), meta
+
+
+def load_phylonn(config: dict, device: torch.device):
+    """The run's Phylo-NN (base autoencoder and disentangler, eval mode, on ``device``) and its description."""
+    from traitpipe.phylo.model import Disentangler, VQAutoencoder
+
+    weights, description = model_files(config, "phylonn")
+    meta = json.loads(description.read_text())
+    sizes = meta["model"]
+    base = VQAutoencoder(sizes["channels"], sizes["downsample"], sizes["z_channels"], sizes["base_codes"])
+    model = Disentangler(sizes["z_channels"], meta["feature_size"], meta["groups"], hidden=sizes["hidden"],
+                         phylo_channels=sizes["phylo_channels"], code_dim=sizes["code_dim"],
+                         codes_per_level=sizes["codes_per_level"], n_codes=sizes["n_codes"])
+    base.load_state_dict(load_state_dict(weights, key="base"))
+    model.load_state_dict(load_state_dict(weights, key="disentangler"))
+    return base.to(device).eval(), model.to(device).eval(), meta

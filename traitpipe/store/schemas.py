@@ -70,6 +70,23 @@ RETRIEVAL = pa.schema([
     pa.field("round_trip_iou", pa.float32()),  # IoU of the part back on the support after [support, query, support]
 ])
 
+CODES = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("phylo_codes", pa.list_(pa.int16()), nullable=False),  # row-major over (position, level)
+    pa.field("nonphylo_codes", pa.list_(pa.int16()), nullable=False),
+    pa.field("reconstruction_error", pa.float32(), nullable=False),  # mean |h - h'| of the encoder features
+])
+
+SPECIES_DISTANCES = pa.schema([
+    pa.field("species_a", pa.string(), nullable=False),
+    pa.field("species_b", pa.string(), nullable=False),
+    pa.field("codes", pa.string(), nullable=False),  # "phylo" (levels 0..level, cumulative) or "nonphylo"
+    pa.field("level", pa.int32(), nullable=False),
+    pa.field("code_distance", pa.float64(), nullable=False),  # mean Jensen-Shannon distance over code positions
+    pa.field("tree_distance", pa.float64(), nullable=False),  # between the two species' ancestors at that level
+])
+
 EVALUATION = pa.schema([
     pa.field("model", pa.string(), nullable=False),
     pa.field("metric", pa.string(), nullable=False),
@@ -80,7 +97,8 @@ EVALUATION = pa.schema([
 ])
 
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
-                                 "cams": CAMS, "evaluation": EVALUATION}
+                                 "cams": CAMS, "codes": CODES, "species_distances": SPECIES_DISTANCES,
+                                 "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}
 

@@ -78,6 +78,13 @@ def explain_outputs():
     return [table_file("cams", s, m) for m in methods for s in SHARDS]
 
 
+def phylo_outputs():
+    """Codes of every shard and the species distances (none when phylo is off)."""
+    if not CFG["phylo"]["enabled"]:
+        return []
+    return [table_file("codes", s) for s in SHARDS] + [table_file("species_distances", "all")]
+
+
 def ingest_outputs():
     """The images and failures tables of every shard."""
     return [table_file("images", s) for s in SHARDS] + [table_file("failures", s, "ingest") for s in SHARDS]

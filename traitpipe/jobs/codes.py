@@ -1,0 +1,36 @@
+"""Codes step for one shard: the phylo and non-phylo codes of every image, into the ``codes`` table."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+
+from traitpipe.jobs.common import job_arguments, shard_rows, start_job, write_failures
+from traitpipe.jobs.models import load_phylonn
+from traitpipe.jobs.phylo_train import training_images
+from traitpipe.models.device import resolve_device
+from traitpipe.phylo.training import generate_codes
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job codes --config RUN_CONFIG --shard SHARD``."""
+    args = job_arguments("codes", "shard").parse_args(argv)
+    config = start_job(args)
+    device = resolve_device(config["device"])
+    base, model, meta = load_phylonn(config, device)
+    rows = shard_rows(config, args.shard)
+    images, ok, failures = training_images(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device)
+    table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
+                          "phylo_codes": list(codes["phylo"].numpy()),
+                          "nonphylo_codes": list(codes["nonphylo"].numpy()),
+                          "reconstruction_error": codes["reconstruction_error"].numpy()})
+    prov = provenance(config, device=str(device), models={"phylonn": {"sha256": meta["sha256"],
+                                                                      "random_weights": False}})
+    write_table(table, table_path(config["results"], "codes", args.shard), "codes", prov)
+    write_failures(config, "codes", args.shard, failures, prov)
+    print(f"codes shard {args.shard}: {len(rows)} images", file=sys.stderr)

@@ -1,0 +1,51 @@
+"""Phylo-NN evaluation: species distances in code space against the tree, per level.
+
+Writes ``species_distances`` (every species pair, level and code kind) and Spearman
+correlations of code distances against tree distances into ``evaluation``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from traitpipe.jobs.common import job_arguments, start_job
+from traitpipe.jobs.phylo_train import tree_distances
+from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
+from traitpipe.phylo.model import level_positions
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import read_table, table_path, write_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job phylo_eval --config RUN_CONFIG``."""
+    config = start_job(job_arguments("phylo_eval").parse_args(argv))
+    sizes = config["phylo"]["model"]
+    codes = read_table(config["results"], "codes")
+    species = sorted(codes["species"].unique())
+    tree = tree_distances(config, species)
+    levels = tree.shape[0]
+    phylo = np.stack(codes["phylo_codes"].to_numpy()).astype(np.int64)
+    nonphylo = np.stack(codes["nonphylo_codes"].to_numpy()).astype(np.int64)
+    matrices = [("phylo", k, js_distance_matrix(phylo[:, level_positions(levels, sizes["codes_per_level"], k)],
+                                                codes["species"], sizes["n_codes"])) for k in range(levels)]
+    matrices.append(("nonphylo", levels - 1, js_distance_matrix(nonphylo, codes["species"], sizes["n_codes"])))
+    rows_a, rows_b = np.triu_indices(len(species), k=1)
+    distances, evaluation = [], []
+    for kind, level, matrix in matrices:
+        distances.append(pd.DataFrame({
+            "species_a": np.asarray(species)[rows_a], "species_b": np.asarray(species)[rows_b], "codes": kind,
+            "level": level, "code_distance": matrix[rows_a, rows_b], "tree_distance": tree[level][rows_a, rows_b]}))
+        evaluation.append({"model": "phylonn", "metric": "spearman_vs_tree", "subset": kind, "level": str(level),
+                           "value": upper_spearman(matrix, tree[level]) if len(species) > 2 else float("nan"),
+                           "n": len(rows_a)})
+    prov = provenance(config)
+    results = config["results"]
+    write_table(pd.concat(distances, ignore_index=True), table_path(results, "species_distances", "all"),
+                "species_distances", prov)
+    write_table(pd.DataFrame(evaluation), table_path(results, "evaluation", "phylonn", "phylonn"), "evaluation", prov)
+    for row in evaluation:
+        print(f"phylo_eval: {row['subset']:>8} codes, level {row['level']}: Spearman vs tree {row['value']:.3f}",
+              file=sys.stderr)

@@ -1,0 +1,51 @@
+rule phylo_train:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+    output:
+        weights=model_file("phylonn.pt"),
+        description=model_file("phylonn.json"),
+        evaluation=table_file("evaluation", "phylo_train", "phylo_train"),
+        failures=table_file("failures", "all", "phylo_train"),
+    params:
+        settings=settings("phylo", "device"),
+    log:
+        f"{LOGS}/phylo_train.log",
+    benchmark:
+        f"{BENCHMARKS}/phylo_train.tsv"
+    threads: workflow.cores
+    shell:
+        "{TRAITPIPE} job phylo_train --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+
+
+rule codes:
+    input:
+        images=table_file("images", "{shard}"),
+        weights=model_file("phylonn.pt"),
+    output:
+        codes=table_file("codes", "{shard}"),
+        failures=table_file("failures", "{shard}", "codes"),
+    params:
+        settings=settings("phylo", "device"),
+    log:
+        f"{LOGS}/codes/{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/codes/{{shard}}.tsv"
+    threads: workflow.cores
+    shell:
+        "{TRAITPIPE} job codes --config {RUN_CONFIG} --shard {wildcards.shard} --threads {threads} > {log} 2>&1"
+
+
+rule phylo_eval:
+    input:
+        codes=[table_file("codes", s) for s in SHARDS],
+    output:
+        distances=table_file("species_distances", "all"),
+        evaluation=table_file("evaluation", "phylonn", "phylonn"),
+    params:
+        settings=settings("phylo"),
+    log:
+        f"{LOGS}/phylo_eval.log",
+    benchmark:
+        f"{BENCHMARKS}/phylo_eval.tsv"
+    shell:
+        "{TRAITPIPE} job phylo_eval --config {RUN_CONFIG} > {log} 2>&1"
