@@ -37,6 +37,7 @@ def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
                        "kwargs": {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2},
                        "train": {"epochs": 2, "batch_size": 8}},
         "explain": {"batch_size": 8, "methods": [{"name": "gradcam", "alphas": [None, 1.0]}]},
+        "prompt_cam": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8},
         "phylo": {"image_size": 32, "distances": [0.33, 0.5],
                   "model": {"channels": 8, "downsample": 1, "z_channels": 16, "base_codes": 16, "hidden": 16,
                             "phylo_channels": 8, "code_dim": 4, "codes_per_level": 2, "n_codes": 16},

@@ -73,3 +73,11 @@ def test_device_auto_and_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_crop_augmentation_keeps_the_size():
+    from traitpipe.models.transforms import augment
+
+    batch = torch.randn(4, 3, 28, 28)
+    out = augment(batch, torch.Generator().manual_seed(0), crop_scale=240 / 224)
+    assert out.shape == batch.shape and not torch.equal(out, batch)

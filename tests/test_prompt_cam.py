@@ -7,11 +7,11 @@ import torch
 from traitpipe.explain.prompt_cam import PromptCAM, greedy_rank_heads, load_released
 
 
-def _model(seed=0, reg_tokens=1):
+def _model(seed=0, reg_tokens=1, init_values=None):
     """A small random Prompt-CAM whose last-block heads matter (moderate logits, strong attention)."""
     torch.manual_seed(seed)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, embed_dim=48, num_heads=6,
-                            num_classes=5, reg_tokens=reg_tokens)
+                            num_classes=5, reg_tokens=reg_tokens, init_values=init_values)
     model = PromptCAM(vit, 5).eval()
     with torch.no_grad():
         model.prompts.normal_(0, 1.0)
@@ -32,8 +32,9 @@ def test_shapes_init_and_frozen_backbone():
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"prompts", "head.weight", "head.bias"}
 
 
-def test_forward_is_the_block_forward_and_maps_are_raw_attention():
-    model = _model()
+@pytest.mark.parametrize("init_values", [None, 0.5])  # 0.5: LayerScale, as in DINOv2
+def test_forward_is_the_block_forward_and_maps_are_raw_attention(init_values):
+    model = _model(init_values=init_values)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         tokens = model.last_block_input(x)

@@ -70,7 +70,13 @@ def test_run_then_query(small_collection, tmp_path):
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "phylo_train", "n": 3},
-                                       {"stage": "phylonn", "n": 4}]
+                                       {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select count(distinct image_id) as images, count(*) as n, max(rank) as last, "
+                     "count(distinct head) as heads from prompt_heads", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"images": 20, "n": 40, "last": 1, "heads": 2}]  # 2 heads ranked per image
+    prompt_maps = open_maps(tmp_path / "results" / "maps" / "cam-promptcam" / "shard-00000.zarr")
+    assert prompt_maps["cam"].shape[1:] == (2, 2, 2)  # heads, patch grid
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
@@ -89,7 +95,8 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
 
 
 def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy, tmp_path):
-    config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False})
+    config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False},
+                          prompt_cam={"enabled": False})
     assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
     victim = sorted((collection_copy / "images").rglob("*.png"))[3]
     victim.write_bytes(b"broken after ingest")

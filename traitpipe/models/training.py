@@ -58,8 +58,11 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
                      batch_size: int, lr: float, weight_decay: float, linear_probe: bool, seed: int,
                      device: torch.device, warmup_epochs: int = 2, label_smoothing: float = 0.1,
-                     val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict]:
-    """Train a classifier in place with AdamW, warm-up and cosine decay, flip/shift augmentation.
+                     optimizer: str = "adamw", trainable: list[nn.Parameter] | None = None,
+                     crop_scale: float | None = None,
+                     val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+                     desc: str = "train classifier") -> list[dict]:
+    """Train a classifier in place with warm-up and cosine decay, flip/shift augmentation.
 
     Parameters
     ----------
@@ -72,6 +75,18 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     lr, weight_decay : float
     linear_probe : bool
         Train only the head; the backbone stays frozen.
+    warmup_epochs : int
+        Linear warm-up before the cosine decay.
+    label_smoothing : float
+    optimizer : str
+        "adamw", or "sgd" (momentum 0.9, as Prompt-CAM's reference recipe).
+    trainable : list of nn.Parameter or None
+        The parameters to train (e.g. Prompt-CAM's prompts and head); None: all of
+        them, or the head alone for a linear probe. Every other parameter is frozen
+        while training and its flag restored afterwards.
+    crop_scale : float or None
+        Augmentation: None = flip and shift; a float = flip, resize by it, random crop
+        (see ``traitpipe.models.transforms.augment``).
     seed : int
         Fixes initial shuffling and augmentation.
     device : torch.device
@@ -85,11 +100,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     """
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
-    head = set(model.get_classifier().parameters())
+    if trainable is None:
+        trainable = list(model.get_classifier().parameters()) if linear_probe else list(model.parameters())
+    chosen = {id(p) for p in trainable}
+    flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
-        p.requires_grad_(not linear_probe or p in head)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        p.requires_grad_(id(p) in chosen)
+    if optimizer == "sgd":
+        step_rule = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        step_rule = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(images) / batch_size)
     total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
@@ -98,23 +118,23 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(step_rule, schedule)
     history = []
-    bar = tqdm(range(epochs), desc="train classifier", unit="epoch", disable=not progress, file=sys.stderr)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, file=sys.stderr)
     for epoch in bar:
         model.train()
         order = torch.randperm(len(images), generator=generator)
         loss_sum, correct = 0.0, 0
         for start in range(0, len(images), batch_size):
             index = order[start:start + batch_size]
-            batch = augment(images[index], generator).to(device)
+            batch = augment(images[index], generator, crop_scale=crop_scale).to(device)
             target = labels[index].to(device)
             with autocast(device):
                 logits = model(batch)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
+            step_rule.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            step_rule.step()
             scheduler.step()
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(1) == target).sum().item()
@@ -125,5 +145,5 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                         "val_accuracy": val_accuracy})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)
     for p in model.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(flags[id(p)])
     return history

@@ -35,12 +35,23 @@ def to_batch(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std
     return (out - mean_t) / std_t
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, shift: float = 0.0625) -> torch.Tensor:
-    """Random horizontal flip and translation (reflect padding) of a (B, 3, H, W) batch."""
+def augment(batch: torch.Tensor, generator: torch.Generator, shift: float = 0.0625,
+            crop_scale: float | None = None) -> torch.Tensor:
+    """Random horizontal flip and translation of a (B, 3, H, W) batch.
+
+    ``crop_scale`` None: translate by up to ``shift`` of the side (reflect padding).
+    A float (e.g. 240/224, Prompt-CAM's recipe): resize to ``crop_scale`` times the
+    side, then take a random crop of the original size.
+    """
     flip = torch.rand(len(batch), generator=generator) < 0.5
     batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
-    pad = max(1, int(round(shift * batch.shape[-1])))
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
+    if crop_scale is not None:
+        side = round(batch.shape[-1] * crop_scale)
+        padded = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        pad = (side - batch.shape[-1]) // 2
+    else:
+        pad = max(1, int(round(shift * batch.shape[-1])))
+        padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
     out = torch.empty_like(batch)
     offsets = torch.randint(0, 2 * pad + 1, (len(batch), 2), generator=generator)
     for i, (dy, dx) in enumerate(offsets.tolist()):

@@ -70,6 +70,15 @@ RETRIEVAL = pa.schema([
     pa.field("round_trip_iou", pa.float32()),  # IoU of the part back on the support after [support, query, support]
 ])
 
+PROMPT_HEADS = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("class", pa.int32(), nullable=False),  # the target (predicted) class
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),  # 0 = most important head (trait)
+    pa.field("head", pa.int32(), nullable=False),
+    pa.field("probability", pa.float32(), nullable=False),  # of the class, with the heads ranked above removed
+])
+
 CODES = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("species", pa.string(), nullable=False),
@@ -97,7 +106,7 @@ EVALUATION = pa.schema([
 ])
 
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
-                                 "cams": CAMS, "codes": CODES, "species_distances": SPECIES_DISTANCES,
+                                 "cams": CAMS, "prompt_heads": PROMPT_HEADS, "codes": CODES, "species_distances": SPECIES_DISTANCES,
                                  "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}

@@ -32,7 +32,7 @@ TRAITPIPE = f"{sys.executable} -m traitpipe"
 
 wildcard_constraints:
     shard=r"\d+",
-    method=r"[a-z]+",
+    method="|".join(m["name"] for m in CFG["explain"]["methods"]),
 
 
 def settings(*sections):
@@ -75,7 +75,8 @@ def explain_outputs():
     if not CFG["explain"]["enabled"]:
         return []
     methods = [m["name"] for m in CFG["explain"]["methods"]]
-    return [table_file("cams", s, m) for m in methods for s in SHARDS]
+    prompt = [table_file("prompt_heads", s) for s in SHARDS] if CFG["prompt_cam"]["enabled"] else []
+    return [table_file("cams", s, m) for m in methods for s in SHARDS] + prompt
 
 
 def phylo_outputs():

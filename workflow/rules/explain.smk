@@ -36,3 +36,42 @@ rule explain:
     shell:
         "{TRAITPIPE} job explain --config {RUN_CONFIG} --method {wildcards.method} --shard {wildcards.shard}"
         " --threads {threads} > {log} 2>&1"
+
+
+rule prompt_cam_train:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+        weights=model_file("classifier.pt"),
+    output:
+        weights=model_file("prompt_cam.pt"),
+        description=model_file("prompt_cam.json"),
+        evaluation=table_file("evaluation", "prompt_cam", "prompt_cam"),
+        failures=table_file("failures", "all", "prompt_cam_train"),
+    params:
+        settings=settings("prompt_cam", "device"),
+    log:
+        f"{LOGS}/prompt_cam_train.log",
+    benchmark:
+        f"{BENCHMARKS}/prompt_cam_train.tsv"
+    threads: workflow.cores
+    shell:
+        "{TRAITPIPE} job prompt_cam_train --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+
+
+rule prompt_cam:
+    input:
+        images=table_file("images", "{shard}"),
+        weights=model_file("prompt_cam.pt"),
+    output:
+        maps=directory(map_file("cam-promptcam", "{shard}")),
+        heads=table_file("prompt_heads", "{shard}"),
+        failures=table_file("failures", "{shard}", "cam-promptcam"),
+    params:
+        settings=settings("prompt_cam", "device"),
+    log:
+        f"{LOGS}/explain/promptcam-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
+    threads: workflow.cores
+    shell:
+        "{TRAITPIPE} job prompt_cam --config {RUN_CONFIG} --shard {wildcards.shard} --threads {threads} > {log} 2>&1"

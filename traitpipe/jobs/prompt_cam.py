@@ -1,0 +1,68 @@
+"""Prompt-CAM explain step for one shard: every head's map for the target class to Zarr,
+and the ranked trait heads into the ``prompt_heads`` table."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from traitpipe.explain.prompt_cam import load_released
+from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
+from traitpipe.jobs.models import model_files
+from traitpipe.jobs.prompt_cam_train import prompt_model
+from traitpipe.models.checkpoints import load_state_dict
+from traitpipe.models.device import autocast, resolve_device, to_device
+from traitpipe.models.transforms import to_batch
+from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job prompt_cam --config RUN_CONFIG --shard SHARD``."""
+    args = job_arguments("prompt_cam", "shard").parse_args(argv)
+    config = start_job(args)
+    device = resolve_device(config["device"])
+    model, meta = prompt_model(config)
+    weights, description = model_files(config, "prompt_cam")
+    load_released(model, load_state_dict(weights))
+    model.to(device).eval()
+    info = json.loads(description.read_text())
+    classes, heads = meta["classes"], model.num_heads
+    grid = tuple(model.backbone.patch_embed.grid_size)
+    rows = shard_rows(config, args.shard)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    prov = provenance(config, device=str(device), models={"prompt_cam": {"sha256": info["sha256"],
+                                                                         "random_weights": False,
+                                                                         "source": info["source"]}})
+    attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
+             "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
+                     "the map covers the whole image resized to input_size"}
+    records, batch_size = [], config["prompt_cam"]["batch_size"]
+    with map_writer(map_path(config["results"], "cam-promptcam", args.shard), rows["image_id"].tolist(),
+                    {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
+        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
+                          desc=f"promptcam shard {args.shard}", unit="batch", file=sys.stderr):
+            batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
+                                       meta["std"]), device)
+            with torch.no_grad(), autocast(device):
+                target = model(batch).argmax(1)
+                maps = model.attention_maps(batch)[torch.arange(len(batch)), :, target]  # (B, heads, gh, gw)
+                ranking, probability = model.rank_heads_with_probabilities(batch, target)
+            group["cam"][start:start + len(batch)] = maps.float().cpu().numpy().astype(np.float16)
+            for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
+                for rank in range(heads):
+                    records.append({"image_id": image_id, "class": int(target[i]), "species": classes[int(target[i])],
+                                    "rank": rank, "head": int(ranking[i, rank]),
+                                    "probability": float(probability[i, rank])})
+    table = pd.DataFrame(records, columns=["image_id", "class", "species", "rank", "head", "probability"])
+    write_table(table, table_path(config["results"], "prompt_heads", args.shard), "prompt_heads", prov)
+    write_failures(config, "cam-promptcam", args.shard, failures, prov)
+    print(f"prompt_cam shard {args.shard}: {len(rows)} images, {heads} heads ranked", file=sys.stderr)

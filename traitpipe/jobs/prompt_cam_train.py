@@ -1,0 +1,91 @@
+"""Prompt-CAM training step: class prompts on the run's classifier backbone, frozen.
+
+Writes ``models/prompt_cam.pt`` in the authors' layout (backbone weights,
+``vpt.prompt_embeddings``, ``head.*``) with its sha256 and accuracy; or, when
+``prompt_cam.checkpoint`` names a released checkpoint, loads and records that instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from traitpipe.explain.prompt_cam import PromptCAM, load_released
+from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_failures, write_json
+from traitpipe.jobs.models import model_files
+from traitpipe.models.checkpoints import load_state_dict, sha256_file
+from traitpipe.models.classifier import build_classifier
+from traitpipe.models.device import resolve_device
+from traitpipe.models.training import predict, split_by_specimen, train_classifier
+from traitpipe.models.transforms import to_batch
+from traitpipe.store.atomic import atomic_path
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+
+def prompt_model(config: dict, *, drop_path: float = 0.0, prompt_dropout: float = 0.0) -> tuple[PromptCAM, dict]:
+    """A PromptCAM on the run's classifier backbone (weights from ``models/classifier.pt``) and the classifier's description."""
+    import json
+
+    weights, description = model_files(config, "classifier")
+    meta = json.loads(description.read_text())
+    backbone, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs={**meta["kwargs"],
+                                                                               "drop_path_rate": drop_path},
+                                   checkpoint=weights)
+    return PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout), meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job prompt_cam_train --config RUN_CONFIG``."""
+    config = start_job(job_arguments("prompt_cam_train").parse_args(argv))
+    settings = config["prompt_cam"]
+    device = resolve_device(config["device"])
+    torch.manual_seed(settings["seed"])
+    model, meta = prompt_model(config, drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
+    rows = all_rows(config)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    images = to_batch(pixels, meta["input_size"], meta["mean"], meta["std"])
+    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
+    specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
+    is_val = split_by_specimen(specimens, rows["label"].to_numpy(), settings["val_fraction"], settings["seed"])
+    mask = torch.from_numpy(is_val)
+    history, source = [], "trained here"
+    if settings["checkpoint"] is not None:
+        load_released(model, load_state_dict(settings["checkpoint"]))
+        source = f"released checkpoint {settings['checkpoint']}"
+    else:
+        history = train_classifier(
+            model, images[~mask], labels[~mask], epochs=settings["epochs"], batch_size=settings["batch_size"],
+            lr=settings["lr"], weight_decay=settings["weight_decay"], linear_probe=False, seed=settings["seed"],
+            device=device, warmup_epochs=settings["warmup_epochs"], label_smoothing=0.0, optimizer="sgd",
+            trainable=[model.prompts, *model.head.parameters()], crop_scale=240 / 224,
+            val=(images[mask], labels[mask]),
+            desc="train Prompt-CAM")
+    model.eval()
+    correct = (predict(model, images, settings["batch_size"], device).argmax(1) == labels).numpy()
+    accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
+                for subset, m in (("train", ~is_val), ("val", is_val))}
+    weights, description = model_files(config, "prompt_cam")
+    state = {k: v.cpu() for k, v in model.backbone.state_dict().items()}
+    state.update({"vpt.prompt_embeddings": model.prompts.detach().cpu(), "head.weight": model.head.weight.detach().cpu(),
+                  "head.bias": model.head.bias.detach().cpu()})
+    with atomic_path(weights) as tmp:
+        torch.save(state, tmp)
+    write_json(description, {"classifier": meta, "source": source, "sha256": sha256_file(weights),
+                             "accuracy": {k: v[0] for k, v in accuracy.items()}, "history": history,
+                             "settings": settings, "device": str(device)})
+    prov = provenance(config, device=str(device), models={"prompt_cam": {"sha256": sha256_file(weights),
+                                                                         "random_weights": False,
+                                                                         "source": source}})
+    evaluation = pd.DataFrame([{"model": "prompt_cam", "metric": "top1_accuracy", "subset": subset, "level": None,
+                                "value": value, "n": n} for subset, (value, n) in accuracy.items()])
+    write_table(evaluation, table_path(config["results"], "evaluation", "prompt_cam", "prompt_cam"), "evaluation",
+                prov)
+    write_failures(config, "prompt_cam_train", "all", failures, prov)
+    print(f"prompt_cam_train: {source}, train accuracy {accuracy['train'][0]:.3f}, "
+          f"val accuracy {accuracy['val'][0]:.3f}", file=sys.stderr)
