@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 
-from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_failures, write_json
+from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
 from traitpipe.jobs.models import model_files
 from traitpipe.collection.manifest import load_manifest
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.classifier import build_classifier
 from traitpipe.models.device import resolve_device
-from traitpipe.models.training import predict, split_by_specimen, train_classifier
-from traitpipe.models.transforms import to_batch
+from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
 from traitpipe.store.tables import table_path, write_table
@@ -29,14 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(config["device"])
     classes = sorted(load_manifest(config)["species"].unique())
 
-    rows = all_rows(config)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
-    images = to_batch(pixels, spec["input_size"], spec["mean"], spec["std"])
-    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
-    specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
-    specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
-    is_val = split_by_specimen(specimens, rows["label"].to_numpy(), train["val_fraction"], train["seed"])
+    rows, images, labels, is_val, failures = labelled_images(config, spec["input_size"], spec["mean"], spec["std"],
+                                                             train["val_fraction"], train["seed"])
 
     torch.manual_seed(train["seed"])
     model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], checkpoint=spec["checkpoint"],

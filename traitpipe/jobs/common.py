@@ -88,3 +88,32 @@ def write_json(path: str | Path, value: dict) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(value, indent=1, sort_keys=True, default=str) + "\n")
     return Path(path)
+
+
+def labelled_images(config: dict, size: int, mean, std, val_fraction: float, seed: int):
+    """Every readable image of the run as one model batch, with labels and a validation split by specimen.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        The readable ``images`` rows, in batch order.
+    images : torch.Tensor, float32, shape (N, 3, size, size)
+    labels : torch.Tensor, int64, shape (N,)
+    is_val : numpy.ndarray of bool, shape (N,)
+        Held-out specimens (an image without a specimen id is its own specimen).
+    failures : pandas.DataFrame
+        ``failures`` rows of the unreadable images.
+    """
+    import torch
+
+    from traitpipe.models.training import split_by_specimen
+    from traitpipe.models.transforms import to_batch
+
+    rows = all_rows(config)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    images = to_batch(pixels, size, mean, std)
+    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
+    specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
+    return rows, images, labels, split_by_specimen(specimens, rows["label"].to_numpy(), val_fraction, seed), failures

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 
 from traitpipe.explain.prompt_cam import PromptCAM, load_released
-from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_failures, write_json
+from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
 from traitpipe.jobs.models import model_files
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.classifier import build_classifier
 from traitpipe.models.device import resolve_device
-from traitpipe.models.training import predict, split_by_specimen, train_classifier
-from traitpipe.models.transforms import to_batch
+from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
 from traitpipe.store.tables import table_path, write_table
@@ -45,14 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(config["device"])
     torch.manual_seed(settings["seed"])
     model, meta = prompt_model(config, drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
-    rows = all_rows(config)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
-    images = to_batch(pixels, meta["input_size"], meta["mean"], meta["std"])
-    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
-    specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
-    specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
-    is_val = split_by_specimen(specimens, rows["label"].to_numpy(), settings["val_fraction"], settings["seed"])
+    rows, images, labels, is_val, failures = labelled_images(config, meta["input_size"], meta["mean"], meta["std"],
+                                                             settings["val_fraction"], settings["seed"])
     mask = torch.from_numpy(is_val)
     history, source = [], "trained here"
     if settings["checkpoint"] is not None:
