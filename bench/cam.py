@@ -33,17 +33,19 @@ def best_time(run, repeats: int = REPEATS) -> float:
     return min(times)
 
 
+def vit_reshape(model):
+    """(B, N, C) tokens -> (B, C, h, w) patch maps, class and register tokens dropped."""
+    prefix, side = model.num_prefix_tokens, model.patch_embed.grid_size[0]
+    return lambda t: t[:, prefix:].reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+
 def bench_model(name: str, arch: str, layer: str) -> dict:
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=200).eval()
     images = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     target_layer = dict(model.named_modules())[layer]
-    reshape = None
-    if hasattr(model, "blocks"):
-        prefix, side = model.num_prefix_tokens, model.patch_embed.grid_size[0]
-
-        def reshape(t):
-            return t[:, prefix:].reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2)
+    # the reference needs the ViT token reshape spelled out; traitpipe finds it itself
+    reshape = vit_reshape(model) if hasattr(model, "blocks") else None
 
     reference = FinerCAM(model, [target_layer], reshape_transform=reshape, base_method=GradCAM)
 
