@@ -69,6 +69,10 @@ def test_cheap_ranking_matches_the_greedy_full_forward_procedure(seed):
     assert torch.equal(ranking, greedy_rank_heads(model, x, target))
     _, probability = model.rank_heads_with_probabilities(x, target)
     torch.testing.assert_close(probability[:, 0], model(x).softmax(1)[torch.arange(8), target])
+    predicted, maps, ranked, probabilities = model.explain(x)  # one pass serves the explain step
+    assert torch.equal(predicted, target) and torch.equal(ranked, ranking)
+    torch.testing.assert_close(probabilities, probability)
+    torch.testing.assert_close(maps, model.attention_maps(x)[torch.arange(8), :, target])
 
 
 def test_released_checkpoint_layout_loads():

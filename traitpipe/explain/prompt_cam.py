@@ -98,8 +98,11 @@ class PromptCAM(nn.Module):
 
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Raw last-block attention of every class prompt over the patches: (B, heads, C, gh, gw)."""
-        tokens = self.last_block_input(x)
-        logits, _ = self._last_attention_logits(tokens)
+        logits, _ = self._last_attention_logits(self.last_block_input(x))
+        return self._maps(logits)
+
+    def _maps(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, heads, C, gh, gw) prompt attention over the patches from the last block's logits."""
         start = self.num_classes + self.backbone.num_prefix_tokens
         attention = logits[:, :, : self.num_classes].softmax(-1)[..., start:]
         return attention.reshape(*attention.shape[:3], *self.backbone.patch_embed.grid_size)
@@ -148,22 +151,48 @@ class PromptCAM(nn.Module):
         """
         tokens = self.last_block_input(x)
         logits, v = self._last_attention_logits(tokens)
-        batch, heads = len(x), self.num_heads
-        index = torch.arange(batch, device=x.device)
         all_rows = torch.arange(self.num_classes, device=x.device)
         class_logits = self._class_logits(tokens, logits[:, :, : self.num_classes], v, all_rows)  # (B, C)
+        return self._rank(tokens, logits, v, class_logits, target)
+
+    @torch.no_grad()
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything the explain step needs from one pass through the backbone.
+
+        Returns
+        -------
+        target : torch.Tensor, int64, (B,)
+            The predicted class.
+        maps : torch.Tensor, float, (B, heads, gh, gw)
+            The target prompt's attention maps (see :meth:`attention_maps`).
+        ranking, probability : torch.Tensor, (B, heads)
+            As :meth:`rank_heads_with_probabilities` for the target.
+        """
+        tokens = self.last_block_input(x)
+        logits, v = self._last_attention_logits(tokens)
+        all_rows = torch.arange(self.num_classes, device=x.device)
+        class_logits = self._class_logits(tokens, logits[:, :, : self.num_classes], v, all_rows)
+        target = class_logits.argmax(1)
+        maps = self._maps(logits)[torch.arange(len(x), device=x.device), :, target]
+        return (target, maps, *self._rank(tokens, logits, v, class_logits, target))
+
+    def _rank(self, tokens: torch.Tensor, logits: torch.Tensor, v: torch.Tensor, class_logits: torch.Tensor,
+              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The greedy ranking and probabilities from the last block's input, attention logits and values."""
+        batch, heads, device = len(tokens), self.num_heads, tokens.device
+        index = torch.arange(batch, device=device)
         own = logits[index, :, target]  # (B, heads, T): the target prompt's attention rows
         token = tokens[index, target][:, None]  # (B, 1, D)
-        removed = torch.zeros(batch, heads, dtype=torch.bool, device=x.device)
+        removed = torch.zeros(batch, heads, dtype=torch.bool, device=device)
         order = []
-        eye = torch.eye(heads, dtype=torch.bool, device=x.device)
+        eye = torch.eye(heads, dtype=torch.bool, device=device)
         for _ in range(heads):
             trial = removed[:, None] | eye[None]  # (B, candidates, heads)
             rows = torch.where(trial[..., None], torch.zeros_like(own)[:, None], own[:, None])  # (B, K, heads, T)
             rows = rows.reshape(batch * heads, heads, 1, -1)
             values = v.repeat_interleave(heads, 0)
             scores = self._class_logits(token.repeat_interleave(heads, 0), rows, values,
-                                        torch.zeros(1, dtype=torch.long, device=x.device))
+                                        torch.zeros(1, dtype=torch.long, device=device))
             scores = scores.view(batch, heads)
             probability = _target_probability(class_logits, target, scores)  # (B, candidates)
             probability = probability.masked_fill(removed, -1.0)
@@ -173,11 +202,11 @@ class PromptCAM(nn.Module):
         ranking = torch.stack(order[::-1], 1)
         # probability after removing the heads ranked above each rank
         probs = [_target_probability(class_logits, target, class_logits[index, target][:, None])[:, 0]]
-        blurred = torch.zeros(batch, heads, dtype=torch.bool, device=x.device)
+        blurred = torch.zeros(batch, heads, dtype=torch.bool, device=device)
         for rank in range(heads - 1):
             blurred = blurred | F.one_hot(ranking[:, rank], heads).bool()
             rows = torch.where(blurred[..., None], torch.zeros_like(own), own)[:, :, None]
-            score = self._class_logits(token, rows, v, torch.zeros(1, dtype=torch.long, device=x.device))
+            score = self._class_logits(token, rows, v, torch.zeros(1, dtype=torch.long, device=device))
             probs.append(_target_probability(class_logits, target, score)[:, 0])
         return ranking, torch.stack(probs, 1).float()
 

@@ -53,9 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
                                        meta["std"]), device)
             with torch.no_grad(), autocast(device):
-                target = model(batch).argmax(1)
-                maps = model.attention_maps(batch)[torch.arange(len(batch)), :, target]  # (B, heads, gh, gw)
-                ranking, probability = model.rank_heads_with_probabilities(batch, target)
+                target, maps, ranking, probability = model.explain(batch)  # one pass through the backbone
             group["cam"][start:start + len(batch)] = maps.float().cpu().numpy().astype(np.float16)
             for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
                 for rank in range(heads):
