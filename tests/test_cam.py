@@ -82,7 +82,11 @@ def test_shared_forward_equals_separate_calls():
     for a, alpha in enumerate([None, 0.6]):
         single = compute_cams(model, IMAGES, ["blocks.1.norm1"], method="layercam", alpha=alpha, normalize=False)
         torch.testing.assert_close(batch.raw[:, a], single)
-    assert batch.drop.shape == (4, 2) and batch.probability.shape == (4,)
+    assert torch.equal(batch.similar, batch.compared[1][:, 0])  # the paper's d is Finer-CAM's first compared class
+    probabilities = model(IMAGES).softmax(1)
+    for drop in batch.drops:
+        torch.testing.assert_close(drop.p_target, probabilities[torch.arange(4), batch.target])
+        torch.testing.assert_close(drop.p_similar, probabilities[torch.arange(4), batch.similar])
 
 
 def test_hooks_are_released_even_on_error():

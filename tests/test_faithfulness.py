@@ -1,15 +1,30 @@
+import math
+
 import torch
 from torch import nn
 
-from traitpipe.explain.faithfulness import faithfulness_drop, top_fraction_mask
+from traitpipe.explain.cam import similar_classes
+from traitpipe.explain.faithfulness import confidence_drop, top_fraction_mask
 
 
-class TopLeftModel(nn.Module):
-    """Class 0's logit is the mean brightness of the top-left quadrant; class 1's is constant."""
+class QuadrantModel(nn.Module):
+    """Class 0 sees the top-left and the top-right quadrant, class 1 only the top-right, class 2 is constant.
+
+    Classes 0 and 1 share the top-right quadrant; only the top-left tells class 0 from class 1.
+    """
 
     def forward(self, x):
-        score = x[:, :, :8, :8].mean((1, 2, 3)) * 10
-        return torch.stack([score, torch.zeros_like(score)], 1)
+        left, right = x[:, :, :8, :8].mean((1, 2, 3)), x[:, :, :8, 8:].mean((1, 2, 3))
+        return torch.stack([4 * (left + right), 4 * right + 3.0, torch.zeros_like(left)], 1)
+
+
+def quadrant(y, x):
+    maps = torch.zeros(2, 16, 16)
+    maps[:, y:y + 8, x:x + 8] = 1
+    return maps
+
+
+IMAGES, TARGET, SIMILAR = torch.ones(2, 3, 16, 16), torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
 
 
 def test_mask_covers_the_fraction():
@@ -19,16 +34,36 @@ def test_mask_covers_the_fraction():
     assert (maps[mask].view(3, 5).min(1).values >= maps.flatten(1).kthvalue(96, 1).values).all()
 
 
-def test_a_map_on_what_the_model_uses_drops_more():
-    images = torch.ones(2, 3, 16, 16)
-    target = torch.zeros(2, dtype=torch.long)
-    right = torch.zeros(2, 16, 16)
-    right[:, :8, :8] = 1
-    wrong = torch.zeros(2, 16, 16)
-    wrong[:, 8:, 8:] = 1
-    model = TopLeftModel()
-    good = faithfulness_drop(model, images, right, target, fraction=0.25)
-    bad = faithfulness_drop(model, images, wrong, target, fraction=0.25)
-    assert (good > 0.49).all() and bad.abs().max() < 1e-6  # p: 0.99995 -> 0.5 when the quadrant is hidden
-    small = faithfulness_drop(model, images, right[:, ::2, ::2], target, fraction=0.25)  # low-res map is resized
-    torch.testing.assert_close(small, good)
+def test_the_similar_class_is_the_closest_logit():
+    model = QuadrantModel()
+    assert similar_classes(model(IMAGES), TARGET, 1)[:, 0].tolist() == [1, 1]  # logits 8, 7, 0
+
+
+def test_relative_drop_rewards_the_discriminative_part_not_the_shared_one():
+    model = QuadrantModel()
+    discriminative = confidence_drop(model, IMAGES, quadrant(0, 0), TARGET, SIMILAR, fraction=0.25)
+    shared = confidence_drop(model, IMAGES, quadrant(0, 8), TARGET, SIMILAR, fraction=0.25)
+    # by hand: logits (8, 7, 0) -> (4, 7, 0) after hiding the left quadrant, -> (4, 3, 0) after the right one
+    p = torch.tensor([8.0, 7.0, 0.0]).softmax(0)
+    p_left, p_right = torch.tensor([4.0, 7.0, 0.0]).softmax(0), torch.tensor([4.0, 3.0, 0.0]).softmax(0)
+    torch.testing.assert_close(discriminative.relative_drop, ((p[0] - p_left[0]) - (p[1] - p_left[1])).repeat(2))
+    torch.testing.assert_close(shared.relative_drop, ((p[0] - p_right[0]) - (p[1] - p_right[1])).repeat(2))
+    assert (discriminative.relative_drop > 0.9).all() and (shared.relative_drop.abs() < 0.1).all()
+    # the target-only drop is kept beside it, under its own name
+    torch.testing.assert_close(discriminative.target_drop_ratio, (1 - p_left[0] / p[0]).repeat(2))
+    torch.testing.assert_close(shared.target_drop_ratio, (1 - p_right[0] / p[0]).repeat(2))
+
+
+def test_an_all_zero_or_constant_map_masks_nothing():
+    model = QuadrantModel()
+    maps = torch.stack([torch.zeros(16, 16), torch.full((16, 16), 0.5)])
+    drop = confidence_drop(model, IMAGES, maps, TARGET, SIMILAR, fraction=0.25)
+    assert all(math.isnan(v) for v in drop.relative_drop.tolist() + drop.target_drop_ratio.tolist())
+    assert not drop.p_target.isnan().any()  # the unmasked probabilities are still known
+
+
+def test_low_resolution_maps_are_resized_before_ranking():
+    model = QuadrantModel()
+    full = confidence_drop(model, IMAGES, quadrant(0, 0), TARGET, SIMILAR, fraction=0.25)
+    small = confidence_drop(model, IMAGES, quadrant(0, 0)[:, ::2, ::2], TARGET, SIMILAR, fraction=0.25)
+    torch.testing.assert_close(small.relative_drop, full.relative_drop)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from traitpipe.explain.cam import cam_pass, combine_layers
-from traitpipe.explain.faithfulness import faithfulness_drop
+from traitpipe.explain.cam import cam_pass, combine_layers, similar_classes
+from traitpipe.explain.faithfulness import ConfidenceDrop, confidence_drop
 
 
 @dataclass
@@ -21,20 +21,21 @@ class ExplainedBatch:
     raw : torch.Tensor, float32, shape (B, A, h, w)
         Raw maps (ReLU, no min-max) at the first target layer's resolution.
     target, predicted : torch.Tensor, int64, shape (B,)
-    probability : torch.Tensor, float32, shape (B,)
-        Softmax probability of the target class.
+    similar : torch.Tensor, int64, shape (B,)
+        The class most similar to the target (rank 1 by ``|y - y_t|``): the paper's d.
     compared : list of torch.Tensor, int64, each (B, n_a)
         Finer-CAM's compared classes per alpha (n_a = 0 for the base method).
-    drop : torch.Tensor, float32, shape (B, A)
-        Faithfulness: relative drop of the target's probability with the map's top pixels masked.
+    drops : list of ConfidenceDrop, one per alpha
+        Faithfulness: p_c, p_d before and after masking each map's top pixels, and
+        the paper's relative drop RD (:mod:`traitpipe.explain.faithfulness`).
     """
 
     raw: torch.Tensor
     target: torch.Tensor
     predicted: torch.Tensor
-    probability: torch.Tensor
+    similar: torch.Tensor
     compared: list[torch.Tensor]
-    drop: torch.Tensor
+    drops: list[ConfidenceDrop]
 
 
 def explain_batch(model: nn.Module, images: torch.Tensor, layers: Sequence[str], *, method: str,
@@ -65,14 +66,16 @@ def explain_batch(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
     ExplainedBatch
     """
     passes = cam_pass(model, images, layers, method=method, alphas=alphas, target=target, n_compare=n_compare)
-    logits = passes[0].logits
-    probability = logits.softmax(1).gather(1, passes[0].target[:, None])[:, 0]
+    logits, target = passes[0].logits, passes[0].target
+    if logits.shape[1] < 2:
+        raise ValueError("faithfulness compares the target with its most similar class: the model needs >= 2 classes")
+    similar = similar_classes(logits, target, 1)[:, 0]
+    probabilities = logits.softmax(1)
     raw, drops = [], []
     for result in passes:
         raw.append(combine_layers(result.raw, tuple(images.shape[2:]), normalize=False))
         shown = combine_layers(result.raw, tuple(images.shape[2:]), normalize=True)
-        drops.append(faithfulness_drop(model, images, shown, result.target, probability=probability,
-                                       fraction=fraction))
-    return ExplainedBatch(raw=torch.stack(raw, 1), target=passes[0].target, predicted=logits.argmax(1),
-                          probability=probability, compared=[p.compared for p in passes],
-                          drop=torch.stack(drops, 1))
+        drops.append(confidence_drop(model, images, shown, target, similar, probabilities=probabilities,
+                                     fraction=fraction))
+    return ExplainedBatch(raw=torch.stack(raw, 1), target=target, predicted=logits.argmax(1), similar=similar,
+                          compared=[p.compared for p in passes], drops=drops)

@@ -137,6 +137,32 @@ def _to_maps(model: nn.Module, tensor: torch.Tensor, reshape_transform) -> torch
     raise ValueError(f"target layer output of shape {tuple(tensor.shape)}: expected (B,C,h,w) or (B,N,C)")
 
 
+def similar_classes(logits: torch.Tensor, target: torch.Tensor, n: int = 3) -> torch.Tensor:
+    """The classes the model finds most similar to the target: ranks 1..n by ``|y - y_t|``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor, float, shape (B, K)
+    target : torch.Tensor, int64, shape (B,)
+    n : int
+        Clamped to K - 1.
+
+    Returns
+    -------
+    torch.Tensor, int64, shape (B, min(n, K - 1))
+        Most similar first; never the target itself (rank 0).
+
+    Examples
+    --------
+    >>> similar_classes(torch.tensor([[4.0, 3.5, -1.0, 3.9]]), torch.tensor([0]), 2)
+    tensor([[3, 1]])
+    """
+    y_t = logits.gather(1, target[:, None])
+    distance = (logits - y_t).abs().detach()
+    distance.scatter_(1, target[:, None], -1.0)  # the target is always rank 0
+    return distance.argsort(dim=1, stable=True)[:, 1:1 + min(n, logits.shape[1] - 1)]
+
+
 def finer_objective(logits: torch.Tensor, target: torch.Tensor, alpha: float | None,
                     n_compare: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample objective to explain.
@@ -160,10 +186,7 @@ def finer_objective(logits: torch.Tensor, target: torch.Tensor, alpha: float | N
     y_t = logits.gather(1, target[:, None])
     if alpha is None:
         return y_t[:, 0], target.new_zeros((len(target), 0))
-    distance = (logits - y_t).abs().detach()
-    distance.scatter_(1, target[:, None], -1.0)  # the target is always rank 0
-    n = min(n_compare, logits.shape[1] - 1)
-    compared = distance.argsort(dim=1)[:, 1:1 + n]
+    compared = similar_classes(logits, target, n_compare)
     weights = logits.softmax(1).gather(1, compared)
     objective = (weights * (y_t - alpha * logits.gather(1, compared))).sum(1) / (weights.sum(1) + 1e-9)
     return objective, compared

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
         history = train_classifier(
             model, images[~mask], labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"],
             lr=train["lr"], weight_decay=train["weight_decay"], linear_probe=train["linear_probe"],
-            seed=train["seed"], device=device, val=(images[mask], labels[mask]))
+            seed=train["seed"], device=device, val=(images[mask], labels[mask]), precision=spec["precision"])
         info["random_weights"] = False
         info["trained"] = "linear probe" if train["linear_probe"] else "fine-tuned"
     model.eval()
-    predicted = predict(model, images, train["batch_size"], device).argmax(1)
+    predicted = predict(model, images, train["batch_size"], device, spec["precision"]).argmax(1)
     correct = (predicted == labels).numpy()
 
     weights, description = model_files(config, "classifier")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         **{k: spec[k] for k in ("arch", "kwargs", "input_size", "mean", "std")}, "classes": classes,
         "source": info, "sha256": sha256_file(weights), "accuracy": {k: v[0] for k, v in accuracy.items()},
         "history": history, "device": str(device)})
-    prov = provenance(config, device=str(device), models={"classifier": {**info, "sha256": sha256_file(weights)}})
+    prov = provenance(config, device=str(device), precision=spec["precision"], models={"classifier": {**info, "sha256": sha256_file(weights)}})
     evaluation = pd.DataFrame([{"model": "classifier", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
     write_table(evaluation, table_path(config["results"], "evaluation", "classifier", "classifier"), "evaluation", prov)

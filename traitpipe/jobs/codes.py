@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = shard_rows(config, args.shard)
     images, ok, failures = training_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device)
+    codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
+                           precision=config["phylo"]["precision"])
     table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
                           "phylo_codes": list(codes["phylo"].numpy()),
                           "nonphylo_codes": list(codes["nonphylo"].numpy()),
                           "reconstruction_error": codes["reconstruction_error"].numpy()})
-    prov = provenance(config, device=str(device), models={"phylonn": {"sha256": meta["sha256"],
+    prov = provenance(config, device=str(device), precision=config["phylo"]["precision"], models={"phylonn": {"sha256": meta["sha256"],
                                                                       "random_weights": False}})
     write_table(table, table_path(config["results"], "codes", args.shard), "codes", prov)
     write_failures(config, "codes", args.shard, failures, prov)

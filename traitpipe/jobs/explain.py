@@ -18,6 +18,7 @@ from traitpipe.models.device import autocast, resolve_device, to_device
 from traitpipe.models.transforms import to_batch
 from traitpipe.store.maps import map_path, map_writer
 from traitpipe.store.provenance import provenance
+from traitpipe.store.schemas import CAMS
 from traitpipe.store.tables import table_path, write_table
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     grid = _layer_grid(model, layers, meta["input_size"], device)
-    prov = provenance(config, device=str(device), models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
+    prov = provenance(config, device=str(device), precision=settings["precision"], models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
     attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
              "input_size": meta["input_size"],
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
@@ -56,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
         for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
                           desc=f"{spec['name']} shard {args.shard}", unit="batch", file=sys.stderr):
             batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
-            with autocast(device):
+            with autocast(device, settings["precision"]):
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
                                     n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"])
             group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
-            records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes)
-    cams = pd.DataFrame(records, columns=["image_id", "alpha", "target", "target_species", "predicted",
-                                          "predicted_species", "probability", "compared", "faithfulness_drop"])
+            records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
+                                settings["faithfulness_fraction"])
+    cams = pd.DataFrame(records, columns=CAMS.names)
     write_table(cams, table_path(config["results"], "cams", args.shard, spec["name"]), "cams", prov)
     write_failures(config, f"cam-{spec['name']}", args.shard, failures, prov)
     print(f"explain {spec['name']} shard {args.shard}: {len(rows)} images x {len(alphas)} alphas", file=sys.stderr)
@@ -74,16 +75,21 @@ def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: to
     return tuple(result.raw[0].shape[1:])
 
 
-def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str]) -> list[dict]:
+def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction: float) -> list[dict]:
     """``cams`` rows for one batch: one per image and alpha."""
-    target, predicted = out.target.cpu().tolist(), out.predicted.cpu().tolist()
-    probability, drop = out.probability.cpu().tolist(), out.drop.cpu().tolist()
+    target, predicted, similar = (t.cpu().tolist() for t in (out.target, out.predicted, out.similar))
+    drops = [{name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS} for drop in out.drops]
     records = []
     for i, image_id in enumerate(rows["image_id"]):
         for a, alpha in enumerate(alphas):
             records.append({
                 "image_id": image_id, "alpha": alpha, "target": target[i], "target_species": classes[target[i]],
                 "predicted": predicted[i], "predicted_species": classes[predicted[i]],
-                "probability": probability[i], "compared": out.compared[a][i].cpu().tolist(),
-                "faithfulness_drop": drop[i][a]})
+                "compared": out.compared[a][i].cpu().tolist(), "similar": similar[i],
+                "similar_species": classes[similar[i]], "mask_fraction": fraction,
+                **{name: values[i] for name, values in drops[a].items()}})
     return records
+
+
+#: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
+DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")

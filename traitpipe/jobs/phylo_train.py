@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     model = Disentangler(sizes["z_channels"], feature_size, groups, hidden=sizes["hidden"],
                          phylo_channels=sizes["phylo_channels"], code_dim=sizes["code_dim"],
                          codes_per_level=sizes["codes_per_level"], n_codes=sizes["n_codes"])
-    common = {"batch_size": train["batch_size"], "lr": train["lr"], "seed": train["seed"], "device": device}
+    common = {"batch_size": train["batch_size"], "lr": train["lr"], "seed": train["seed"], "device": device,
+              "precision": settings["precision"]}
     base_history = train_base(base, images, epochs=train["base_epochs"], **common)
     history = train_disentangler(base, model, images, targets, epochs=train["epochs"], **common)
-    logits = generate_codes(base, model, images, batch_size=settings["batch_size"], device=device)["level_logits"]
+    logits = generate_codes(base, model, images, batch_size=settings["batch_size"], device=device,
+                            precision=settings["precision"])["level_logits"]
     accuracy = [float((level.argmax(1) == targets[:, k]).float().mean()) for k, level in enumerate(logits)]
 
     weights, description = model_files(config, "phylonn")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                              "groups": groups, "species": species, "levels_from": source,
                              "level_accuracy": accuracy, "base_history": base_history, "history": history,
                              "sha256": sha256_file(weights), "device": str(device)})
-    prov = provenance(config, device=str(device), models={"phylonn": {"sha256": sha256_file(weights),
+    prov = provenance(config, device=str(device), precision=settings["precision"], models={"phylonn": {"sha256": sha256_file(weights),
                                                                       "random_weights": False}})
     evaluation = pd.DataFrame([{"model": "phylonn", "metric": "head_accuracy", "subset": "train", "level": str(k),
                                 "value": a, "n": len(rows)} for k, a in enumerate(accuracy)])

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = shard_rows(config, args.shard)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    prov = provenance(config, device=str(device), models={"prompt_cam": {"sha256": info["sha256"],
+    prov = provenance(config, device=str(device), precision=config["prompt_cam"]["precision"], models={"prompt_cam": {"sha256": info["sha256"],
                                                                          "random_weights": False,
                                                                          "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
                           desc=f"promptcam shard {args.shard}", unit="batch", file=sys.stderr):
             batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
                                        meta["std"]), device)
-            with torch.no_grad(), autocast(device):
+            with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
                 target, maps, ranking, probability = model.explain(batch)  # one pass through the backbone
             group["cam"][start:start + len(batch)] = maps.float().cpu().numpy().astype(np.float16)
             for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):

@@ -56,10 +56,9 @@ def main(argv: list[str] | None = None) -> None:
             lr=settings["lr"], weight_decay=settings["weight_decay"], linear_probe=False, seed=settings["seed"],
             device=device, warmup_epochs=settings["warmup_epochs"], label_smoothing=0.0, optimizer="sgd",
             trainable=[model.prompts, *model.head.parameters()], crop_scale=240 / 224,
-            val=(images[mask], labels[mask]),
-            desc="train Prompt-CAM")
+            val=(images[mask], labels[mask]), desc="train Prompt-CAM", precision=settings["precision"])
     model.eval()
-    correct = (predict(model, images, settings["batch_size"], device).argmax(1) == labels).numpy()
+    correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
     accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
                 for subset, m in (("train", ~is_val), ("val", is_val))}
     weights, description = model_files(config, "prompt_cam")
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(description, {"classifier": meta, "source": source, "sha256": sha256_file(weights),
                              "accuracy": {k: v[0] for k, v in accuracy.items()}, "history": history,
                              "settings": settings, "device": str(device)})
-    prov = provenance(config, device=str(device), models={"prompt_cam": {"sha256": sha256_file(weights),
+    prov = provenance(config, device=str(device), precision=settings["precision"], models={"prompt_cam": {"sha256": sha256_file(weights),
                                                                          "random_weights": False,
                                                                          "source": source}})
     evaluation = pd.DataFrame([{"model": "prompt_cam", "metric": "top1_accuracy", "subset": subset, "level": None,

@@ -30,10 +30,48 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16 autocast on CUDA (where the methods' authors used it); a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+#: Precision settings of a stage: "auto" is bfloat16 on CUDA and float32 elsewhere (SST only: the authors' setting).
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a stage runs in: "float32" or "bfloat16".
+
+    Parameters
+    ----------
+    precision : str
+        "float32", "bfloat16", or "auto" (bfloat16 on CUDA, float32 elsewhere: SST's authors' setting).
+    device : torch.device
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "float32"):
+    """The autocast context of a stage: bfloat16 autocast where chosen (on any device), else none.
+
+    Parameters
+    ----------
+    device : torch.device
+    precision : str
+        See :func:`resolve_precision`. Only SST's authors published bfloat16 (on CUDA);
+        every other method defaults to float32 so that a cluster run gives the laptop's numbers.
+
+    Examples
+    --------
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> with autocast(torch.device("cpu"), "bfloat16"):
+    ...     layer(torch.ones(1, 2)).dtype
+    torch.bfloat16
+    >>> with autocast(torch.device("cpu"), "auto"):
+    ...     layer(torch.ones(1, 2)).dtype
+    torch.float32
+    """
+    if resolve_precision(precision, device) == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

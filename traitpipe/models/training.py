@@ -45,12 +45,13 @@ def split_by_specimen(specimens: np.ndarray, labels: np.ndarray, val_fraction: f
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits (N, K) float32 on the CPU for (N, 3, H, W) images, in eval mode."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+            precision: str = "float32") -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU for (N, 3, H, W) images, in eval mode, in ``precision``."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        with autocast(device):
+        with autocast(device, precision):
             out.append(model(images[start:start + batch_size].to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -61,7 +62,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      optimizer: str = "adamw", trainable: list[nn.Parameter] | None = None,
                      crop_scale: float | None = None,
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
-                     desc: str = "train classifier") -> list[dict]:
+                     desc: str = "train classifier", precision: str = "float32") -> list[dict]:
     """Train a classifier in place with warm-up and cosine decay, flip/shift augmentation.
 
     Parameters
@@ -92,6 +93,9 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     device : torch.device
     val : (images, labels) or None
         Scored after every epoch.
+    precision : str
+        "float32" (default) or "bfloat16" autocast for the forward passes
+        (``traitpipe.models.device.autocast``).
 
     Returns
     -------
@@ -129,7 +133,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             index = order[start:start + batch_size]
             batch = augment(images[index], generator, crop_scale=crop_scale).to(device)
             target = labels[index].to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(batch)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
             step_rule.zero_grad(set_to_none=True)
@@ -140,7 +144,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             correct += (logits.argmax(1) == target).sum().item()
         val_accuracy = None
         if val is not None and len(val[0]):
-            val_accuracy = (predict(model, val[0], batch_size, device).argmax(1) == val[1]).float().mean().item()
+            val_accuracy = (predict(model, val[0], batch_size, device, precision).argmax(1) == val[1]).float().mean().item()
         history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images),
                         "val_accuracy": val_accuracy})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)

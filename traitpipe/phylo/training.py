@@ -24,12 +24,14 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def train_base(model: VQAutoencoder, images: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int,
-               device: torch.device, progress: bool = True) -> list[float]:
+               device: torch.device, progress: bool = True, precision: str = "float32") -> list[float]:
     """Train the VQ autoencoder: L1 reconstruction + VQ loss, Adam betas (0.5, 0.9).
 
     Parameters
     ----------
     images : torch.Tensor, float32, shape (N, 3, S, S), in [-1, 1]
+    precision : str
+        "float32" (the authors') or "bfloat16" autocast (``traitpipe.models.device.autocast``).
 
     Returns
     -------
@@ -44,7 +46,7 @@ def train_base(model: VQAutoencoder, images: torch.Tensor, *, epochs: int, batch
         total = 0.0
         for index in _batches(len(images), batch_size, generator):
             x = images[index].to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 reconstruction, vq_loss = model(x)
             loss = F.l1_loss(reconstruction.float(), x) + vq_loss
             optimizer.zero_grad(set_to_none=True)
@@ -57,7 +59,7 @@ def train_base(model: VQAutoencoder, images: torch.Tensor, *, epochs: int, batch
 
 def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, seed: int, device: torch.device,
-                       progress: bool = True) -> list[float]:
+                       progress: bool = True, precision: str = "float32") -> list[float]:
     """Train the disentangler on the frozen base's features.
 
     Loss = L1(h, h') + VQ loss + ||W W^T - I||_F + 0.1 (0.5 sum_{k<L-1} CE_k + CE_species)
@@ -88,7 +90,7 @@ def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.T
         total = 0.0
         for index in _batches(len(images), batch_size, generator):
             x, y = images[index].to(device), targets[index].to(device)
-            with torch.no_grad(), autocast(device):
+            with torch.no_grad(), autocast(device, precision):
                 h = base.encode(x).float()
             out = model(h)
             ce = [F.cross_entropy(logits, y[:, k]) for k, logits in enumerate(out.level_logits)]
@@ -111,7 +113,7 @@ def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.T
 
 @torch.no_grad()
 def generate_codes(base: VQAutoencoder, model: Disentangler, images: torch.Tensor, *, batch_size: int,
-                   device: torch.device) -> dict[str, torch.Tensor]:
+                   device: torch.device, precision: str = "float32") -> dict[str, torch.Tensor]:
     """Codes of every image.
 
     Parameters
@@ -132,7 +134,7 @@ def generate_codes(base: VQAutoencoder, model: Disentangler, images: torch.Tenso
     logits: list[list[torch.Tensor]] = [[] for _ in range(model.levels)]
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        with autocast(device):
+        with autocast(device, precision):
             h = base.encode(x).float()
             result = model(h)
         out["phylo"].append(result.phylo_codes.cpu())

@@ -1,10 +1,20 @@
 """One-shot fine-tuning of SAM 2 by cycle consistency, and trait retrieval by round-trip IoU.
 
-The round trip is the pseudo-video [support, query, support]: the support mask is
-tracked to the query and back. Fine-tuning minimises the BCE between the returned
-support logits and the support's true mask, tuning only decoder-side modules
-(METHODS.md section 1; the paper's own fine-tuning code was never published).
-Retrieval ranks query images by the IoU of the returned mask of one part.
+The round trip runs in TWO independent inference states (METHODS.md section 1):
+
+1. pass 1, the pseudo-video [support, query] seeded with the support's true mask,
+   predicts the query's mask;
+2. pass 2, a fresh state over [query, support] seeded with pass 1's predicted query
+   mask, predicts the support's mask.
+
+Pass 2 never sees the support's true mask: it reaches the support only through what
+pass 1 found on the query, so a query without the part sends nothing back. (Playing
+[support, query, support] as one video leaks the answer: SAM 2 keeps frame 0's true
+mask as a conditioning memory for every later frame, and the third frame can copy it.)
+
+Fine-tuning minimises the BCE between pass 2's support logits and the support's true
+mask, tuning only decoder-side modules (the paper's own fine-tuning code was never
+published). Retrieval ranks query images by the IoU of one part's returned mask.
 """
 
 from __future__ import annotations
@@ -24,33 +34,65 @@ from traitpipe.segment.sst import labels_from_logits, new_state, track
 TUNED = ("sam_mask_decoder", "memory_attention")
 
 
-def round_trip_logits(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray):
+def _seeded_logits(predictor, frames: Sequence[np.ndarray], seeds: dict[int, torch.Tensor],
+                   precision: str) -> torch.Tensor:
+    """Logits of every seeded object on the last frame of a fresh pseudo-video, with gradients.
+
+    ``seeds`` maps object id -> frame 0 mask: (H_0, W_0) bool, or (S, S) float at the
+    model's ``image_size`` S, which SAM 2 uses as given (so gradients reach it).
+    Returns float32 (n_objects, S / 4, S / 4).
+    """
+    state = new_state(predictor, frames)
+    state["cached_features"] = {}  # computed again outside inference mode, so autograd may save them
+    # SAM 2's public methods run under inference mode; their undecorated bodies keep the graph
+    add_new_mask = type(predictor).add_new_mask.__wrapped__
+    propagate_in_video = type(predictor).propagate_in_video.__wrapped__
+    with torch.enable_grad(), autocast(predictor.device, precision):
+        for obj_id, mask in seeds.items():
+            add_new_mask(predictor, state, frame_idx=0, obj_id=obj_id, mask=mask)
+        *_, (_, _, logits) = propagate_in_video(predictor, state)
+    return logits[:, 0].float()
+
+
+def round_trip_logits(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, *,
+                      precision: str = "auto"):
     """Logits of every part on the support after a round trip through the query, with gradients.
+
+    Pass 1 ([support, query], seeded with ``support_labels``) predicts the query's part
+    logits; they are upsampled to the model's input size and binarised at 0 with a
+    straight-through estimator (forward: the hard mask SAM 2 would be given; backward:
+    the gradient of the sigmoid). Pass 2, a fresh state over [query, support] seeded
+    with those masks, predicts the support's logits.
+
+    Where the gradient flows: from the returned logits back through pass 2 (mask decoder,
+    memory attention, memory encoder and the object pointer of the seeded query frame),
+    through the straight-through seed into pass 1's query logits, and on through pass 1's
+    memory attention and mask decoder. The image encoder's features are inputs to both
+    passes; what is tuned is chosen by the caller (:func:`finetune`).
 
     Parameters
     ----------
     predictor : SAM2VideoPredictor
     support, query : numpy.ndarray, uint8, (H, W, 3)
     support_labels : numpy.ndarray, uint8, (H_0, W_0)
+    precision : str
+        "auto" (bfloat16 on CUDA, the SST authors' setting), "float32" or "bfloat16".
 
     Returns
     -------
     logits : torch.Tensor, float32, shape (n_parts, h, w)
-        At the model's mask resolution (image_size / 4); differentiable with
-        respect to the predictor's trainable parameters.
+        At the model's mask resolution (image_size / 4).
     part_ids : list of int
     """
     parts = [int(v) for v in np.unique(support_labels) if v > 0]
-    state = new_state(predictor, [support, query, support])
-    state["cached_features"] = {}  # computed again outside inference mode, so autograd may save them
-    # SAM 2's public methods run under inference mode; their undecorated bodies keep the graph
-    add_new_mask = type(predictor).add_new_mask.__wrapped__
-    propagate_in_video = type(predictor).propagate_in_video.__wrapped__
-    with torch.enable_grad(), autocast(predictor.device):
-        for part in parts:
-            add_new_mask(predictor, state, frame_idx=0, obj_id=part, mask=torch.from_numpy(support_labels == part))
-        *_, (_, _, logits) = propagate_in_video(predictor, state)
-    return logits[:, 0].float(), parts
+    forward = _seeded_logits(predictor, [support, query],
+                             {p: torch.from_numpy(support_labels == p) for p in parts}, precision)
+    size = predictor.image_size
+    upsampled = F.interpolate(forward[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    soft = upsampled.sigmoid()
+    seeds = (upsampled > 0).float() + (soft - soft.detach())  # hard forward, sigmoid gradient backward
+    back = _seeded_logits(predictor, [query, support], dict(zip(parts, seeds)), precision)
+    return back, parts
 
 
 def _drop_inference_caches(predictor) -> None:
@@ -70,7 +112,7 @@ def _low_res_targets(support_labels: np.ndarray, parts: Sequence[int], size: int
 
 def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequence[np.ndarray]]], *, steps: int,
              lr: float = 1e-5, weight_decay: float = 0.01, modules: Sequence[str] = TUNED, seed: int = 0,
-             progress: bool = True) -> list[float]:
+             progress: bool = True, precision: str = "auto") -> list[float]:
     """Tune decoder-side modules of SAM 2 in place by the cycle-consistent round-trip loss.
 
     Parameters
@@ -85,6 +127,8 @@ def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
     modules : sequence of str
         Names of the predictor's sub-modules to tune; everything else stays frozen.
     seed : int
+    precision : str
+        "auto" (bfloat16 on CUDA, the SST authors' setting), "float32" or "bfloat16".
 
     Returns
     -------
@@ -106,7 +150,7 @@ def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
     for _ in tqdm(range(steps), desc="fine-tune SAM 2", unit="step", disable=not progress, file=sys.stderr):
         support, labels, queries = usable[int(rng.integers(len(usable)))]
         query = queries[int(rng.integers(len(queries)))]
-        logits, parts = round_trip_logits(predictor, support, query, labels)
+        logits, parts = round_trip_logits(predictor, support, query, labels, precision=precision)
         target = _low_res_targets(labels, parts, logits.shape[-1]).to(logits.device)
         loss = F.binary_cross_entropy_with_logits(logits, target)
         optimizer.zero_grad(set_to_none=True)
@@ -118,14 +162,24 @@ def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
     return losses
 
 
-def round_trip_iou(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int) -> float:
-    """IoU of one part's mask on the support after the round trip [support, query, support].
+def round_trip_iou(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int, *,
+                   precision: str = "auto") -> float:
+    """IoU of one part's mask on the support after the two-pass round trip through the query.
+
+    Pass 1 tracks the part from the support to the query; pass 2, a fresh pseudo-video
+    [query, support], tracks pass 1's query mask back. A query on which pass 1 finds
+    nothing sends nothing back: IoU 0.
 
     Returns NaN when the part is absent from the support mask.
     """
     truth = support_labels == part
     if not truth.any():
         return float("nan")
-    *_, (_, part_ids, logits, size) = track(predictor, [support, query, support], truth.astype(np.uint8) * part)
+    *_, (_, part_ids, logits, size) = track(predictor, [support, query], truth.astype(np.uint8) * part,
+                                            precision=precision)
+    found = labels_from_logits(logits, part_ids, size)
+    if not found.any():
+        return 0.0
+    *_, (_, part_ids, logits, size) = track(predictor, [query, support], found, precision=precision)
     back = labels_from_logits(logits, part_ids, size) == part
     return float((back & truth).sum() / (back | truth).sum())

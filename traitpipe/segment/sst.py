@@ -171,7 +171,7 @@ def _drop_old_outputs(state: dict, frame_idx: int) -> None:
 
 
 def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
-          num_frames: int | None = None) -> Iterator[tuple[int, list[int], torch.Tensor, tuple[int, int]]]:
+          num_frames: int | None = None, precision: str = "auto") -> Iterator[tuple[int, list[int], torch.Tensor, tuple[int, int]]]:
     """Track every part of the support mask through frames, one pseudo-video.
 
     Parameters
@@ -183,6 +183,9 @@ def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
         0 = background, v > 0 = part v.
     num_frames : int or None
         Video length SAM 2 is told (see :func:`new_state`); only ``len(frames)`` are tracked.
+    precision : str
+        "auto" (bfloat16 autocast on CUDA, float32 elsewhere: the SST authors' setting),
+        "float32" or "bfloat16".
 
     Yields
     ------
@@ -198,12 +201,12 @@ def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
     if not parts:
         raise ValueError("the support mask is empty: it labels no part")
     state = new_state(predictor, frames, num_frames)
-    with autocast(predictor.device):  # SAM 2's own methods run under inference mode
+    with autocast(predictor.device, precision):  # SAM 2's own methods run under inference mode
         for part in parts:
             predictor.add_new_mask(state, frame_idx=0, obj_id=part, mask=torch.from_numpy(support_labels == part))
     steps = predictor.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=len(frames) - 1)
     while True:
-        with autocast(predictor.device):  # entered per step: nothing leaks to the caller between frames
+        with autocast(predictor.device, precision):  # entered per step: nothing leaks to the caller between frames
             step = next(steps, None)
         if step is None:
             return
@@ -257,7 +260,7 @@ def chunks(n_frames: int, chunk_size: int | None) -> list[list[int]]:
 
 
 def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
-              chunk_size: int | None = None, with_chunks: bool = False):
+              chunk_size: int | None = None, with_chunks: bool = False, precision: str = "auto"):
     """Segment every frame of one species' pseudo-video.
 
     Parameters
@@ -274,6 +277,8 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
         the support frame. None: one pseudo-video.
     with_chunks : bool
         Also return the chunk index of every frame.
+    precision : str
+        See :func:`track`.
 
     Returns
     -------
@@ -285,7 +290,7 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
     chunk_of = [0] * len(frames)
     for chunk, indices in enumerate(chunks(len(frames), chunk_size)):
         for local, part_ids, logits, size in track(predictor, Subset(frames, indices), support_labels,
-                                                   num_frames=len(frames)):
+                                                   num_frames=len(frames), precision=precision):
             frame = indices[local]
             if frame == 0 and support_labels.shape != size:
                 raise ValueError(f"support mask {support_labels.shape} and support image {size} differ in size")

@@ -41,7 +41,7 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def provenance(config: dict, *, device: str = "cpu", models: dict | None = None) -> dict:
+def provenance(config: dict, *, device: str = "cpu", models: dict | None = None, precision: str = "float32") -> dict:
     """The provenance record of one output.
 
     Parameters
@@ -52,12 +52,14 @@ def provenance(config: dict, *, device: str = "cpu", models: dict | None = None)
         Where the compute ran ("cpu", "cuda:0", ...).
     models : dict or None
         Per model used: ``{"name": {"source": ..., "sha256": ..., "random_weights": bool}}``.
+    precision : str
+        The precision the compute ran in ("float32" or "bfloat16"; see ``traitpipe.models.device``).
 
     Returns
     -------
     dict
         JSON-serialisable: traitpipe version, git commit, run id, config hash,
-        library versions, python, platform, device, models.
+        library versions, python, platform, device, precision, models.
     """
     return {
         "traitpipe_version": traitpipe.__version__,
@@ -68,5 +70,6 @@ def provenance(config: dict, *, device: str = "cpu", models: dict | None = None)
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
+        "precision": precision,
         "models": models or {},
     }

@@ -40,9 +40,18 @@ CAMS = pa.schema([
     pa.field("target_species", pa.string(), nullable=False),
     pa.field("predicted", pa.int32(), nullable=False),
     pa.field("predicted_species", pa.string(), nullable=False),
-    pa.field("probability", pa.float32(), nullable=False),  # softmax probability of the target class
     pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
-    pa.field("faithfulness_drop", pa.float32(), nullable=False),  # (p - p') / p after masking the map's top pixels
+    # faithfulness (Finer-CAM Eq. 10): the target c and its most similar class d (rank 1 by |y - y_c|),
+    # softmax before and after the map's top mask_fraction pixels are set to the normalisation mean
+    pa.field("similar", pa.int32(), nullable=False),  # d
+    pa.field("similar_species", pa.string(), nullable=False),
+    pa.field("mask_fraction", pa.float32(), nullable=False),
+    pa.field("p_target", pa.float32(), nullable=False),  # p_c
+    pa.field("p_target_masked", pa.float32()),  # p'_c; NaN: the map ranks no pixel (all zero), nothing masked
+    pa.field("p_similar", pa.float32(), nullable=False),  # p_d
+    pa.field("p_similar_masked", pa.float32()),  # p'_d
+    pa.field("relative_drop", pa.float32()),  # the paper's RD = (p_c - p'_c) - (p_d - p'_d)
+    pa.field("target_drop_ratio", pa.float32()),  # (p_c - p'_c) / p_c, the target-only drop
 ])
 
 PARTS = pa.schema([
