@@ -63,3 +63,23 @@ def test_size_limit_and_float_mode(tmp_path):
         read_image(tmp_path / "nope.png")
     with pytest.raises(ImageError, match="not a file but a folder"):
         read_image(tmp_path)
+
+
+def test_a_mask_of_the_stored_size_is_turned_with_its_exif_rotated_image(tmp_path):
+    from traitpipe.collection.images import stored_orientation
+    from traitpipe.segment.parts import check_support_mask
+
+    pixels = np.full((20, 40, 3), 200, np.uint8)
+    pixels[2:8, 30:38] = (255, 0, 0)  # a red part, top right as stored
+    mask = np.zeros((20, 40), np.uint8)
+    mask[2:8, 30:38] = 1  # drawn on the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "side.png", exif=exif.tobytes())
+    image = read_image(tmp_path / "side.png")
+    stored, orientation = stored_orientation(tmp_path / "side.png")
+    assert image.shape[:2] == (40, 20) and stored == (20, 40) and orientation == 6
+    labels = check_support_mask(mask, {1: "spot"}, "m.png", image.shape[:2], stored_size=stored,
+                                orientation=orientation)
+    red = (image[..., 0] > 250) & (image[..., 1] < 5)
+    np.testing.assert_array_equal(labels == 1, red)  # the mask lies on the part in the image as shown

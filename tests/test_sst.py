@@ -91,8 +91,18 @@ def test_support_mask_checks():
     parts = {1: "head", 2: "thorax"}
     mask = np.zeros((10, 20), np.uint8)
     mask[2:4, 2:6] = 1
-    resized = check_support_mask(mask, parts, "m.png", (20, 40))
-    assert resized.shape == (20, 40) and set(np.unique(resized)) == {0, 1}  # nearest: no new labels
+    with pytest.raises(ValueError, match=r"reference mask m.png is 10x20 \(HxW\) but image i.jpg is 20x40: .*never "
+                                         r"stretched"):
+        check_support_mask(mask, parts, "m.png", (20, 40), image="i.jpg")
+    # an image stored 10x20 and shown rotated (EXIF 6) is 20x10: a mask of either size is accepted
+    shown = check_support_mask(mask, parts, "m.png", (20, 10), stored_size=(10, 20), orientation=6)
+    np.testing.assert_array_equal(shown, np.rot90(mask, -1))  # rotated as the image is
+    np.testing.assert_array_equal(check_support_mask(shown, parts, "m.png", (20, 10), stored_size=(10, 20),
+                                                     orientation=6), shown)
+    with pytest.raises(ValueError, match=r"is 20x20 \(HxW\) but image i.jpg is 20x10, stored 10x20 before EXIF "
+                                         r"orientation 6"):
+        check_support_mask(np.pad(mask, ((0, 10), (0, 0))), parts, "m.png", (20, 10), stored_size=(10, 20),
+                           orientation=6, image="i.jpg")
     mask[5, 5] = 9
     with pytest.raises(ValueError, match=r"reference mask m.png has labels \[9\] that are not declared parts"):
         check_support_mask(mask, parts, "m.png", (10, 20))

@@ -110,6 +110,23 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
+#: The EXIF tag that holds the orientation.
+ORIENTATION_TAG = 0x0112
+
+
+def stored_orientation(path: str | Path) -> tuple[tuple[int, int], int]:
+    """An image file's stored (H, W), before its EXIF orientation, and that orientation (1 = none).
+
+    Reads the header only. Raises :class:`ImageError` for a file Pillow cannot identify.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width), int(image.getexif().get(ORIENTATION_TAG, 1))
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ImageError(f"cannot read the header of {path}: {error}") from None
+
+
 def read_image(source: str | Path | bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
     """Read one image from a path or from encoded bytes.
 

@@ -107,8 +107,8 @@ def confidence_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, 
     >>> right[:, :8, :8] = 1
     >>> zero = torch.zeros(1, dtype=torch.long)
     >>> drop = confidence_drop(TopLeft(), images, right, zero, zero + 1, fraction=0.25)
-    >>> round(drop.relative_drop.item(), 3)
-    0.999
+    >>> round(drop.p_target.item(), 3), round(drop.p_target_masked.item(), 3), round(drop.relative_drop.item(), 3)
+    (1.0, 0.5, 1.0)
     """
     if maps.shape[1:] != images.shape[2:]:
         maps = F.interpolate(maps[:, None].float(), size=images.shape[2:], mode="bilinear", align_corners=False)[:, 0]

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from traitpipe.collection.images import ImageError, read_image
+from traitpipe.collection.images import ImageError, read_image, stored_orientation
 from traitpipe.collection.manifest import load_manifest
 from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.models.device import resolve_device
+from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import round_trip_iou
 from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
 from traitpipe.segment.sst import load_sam2, propagate
@@ -68,15 +68,22 @@ def load_support(config: dict, species: str, chosen: dict, where: str,
                  names: dict[int, str] | None) -> tuple[np.ndarray, np.ndarray, str, dict[int, str]]:
     """A species' support image (H, W, 3) uint8, its checked labels (H, W) uint8, its image file and part names.
 
-    Raises ImageError when the species has no usable reference (the reason names where it was looked for).
+    Raises ImageError when the species has no usable reference: none found (the reason names where it was
+    looked for), unreadable, or failing :func:`~traitpipe.segment.parts.check_support_mask`.
     """
     if species not in chosen:
         raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
     image_file, mask_file = chosen[species]
     support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+    stored_size, orientation = stored_orientation(image_file)
     mask = _read_mask(mask_file)
     parts = names or {int(v): f"part_{int(v)}" for v in np.unique(mask) if v > 0}
-    return support, check_support_mask(mask, parts, mask_file, support.shape[:2]), image_file, parts
+    try:
+        labels = check_support_mask(mask, parts, mask_file, support.shape[:2], stored_size=stored_size,
+                                    orientation=orientation, image=image_file)
+    except ValueError as error:  # a bad reference fails its species (failures rows), not the whole shard
+        raise ImageError(str(error)) from None
+    return support, labels, image_file, parts
 
 
 def sam2_model(config: dict, device) -> tuple[object, dict]:
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
 
     predictor, model = sam2_model(config, device)
     random = model["random_weights"]
-    prov = provenance(config, device=str(device), models={"sam2": model})
+    precision = resolve_precision(settings["precision"], device)
+    prov = provenance(config, device=str(device), precision=precision, models={"sam2": model})
     retrieval_part = settings["retrieval"]["part"]
 
     canvas = settings["canvas"]
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
         maps, chunk_of = propagate(predictor, [support] + [pixels[i] for i in queries], support_labels,
-                                   chunk_size=settings["chunk_size"], with_chunks=True)
+                                   chunk_size=settings["chunk_size"], with_chunks=True, precision=precision)
         for i in index:
             frame = 1 + queries.index(i) if i in queries else 0
             labels = maps[frame]
@@ -153,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             for i in queries:
                 retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
                                        "part": parts[part_id], "round_trip_iou": round_trip_iou(
-                                           predictor, support, pixels[i], support_labels, part_id)})
+                                           predictor, support, pixels[i], support_labels, part_id,
+                                           precision=precision)})
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)

@@ -12,7 +12,7 @@ from traitpipe.collection.images import ImageError
 from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_json
 from traitpipe.jobs.segment import load_support, part_names, references
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.models.device import resolve_device
+from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import finetune
 from traitpipe.segment.sst import load_sam2
 from traitpipe.store.atomic import atomic_path
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     predictor = load_sam2(settings["config"], settings["checkpoint"], device=str(device),
                           image_size=settings["image_size"])
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
-                      modules=tune["modules"], seed=settings["seed"])
+                      modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
     weights = Path(config["results"]) / "models" / "sam2_finetuned.pt"
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "base": {"config": settings["config"], "checkpoint": settings["checkpoint"],
                  "random_weights": settings["checkpoint"] is None},
         "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,
-        "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device)})
+        "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
+        "precision": resolve_precision(settings["precision"], device)})
     print(f"sst_finetune: {tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}",
           file=sys.stderr)

@@ -40,9 +40,41 @@ def part_statistics(labels: np.ndarray, part_names: Mapping[int, str]) -> list[d
     return rows
 
 
-def check_support_mask(mask: np.ndarray, part_names: Mapping[int, str], where: str,
-                       size: tuple[int, int]) -> np.ndarray:
-    """A reference mask ready for tracking.
+#: EXIF orientation -> the PIL transpose that displays the image upright (as ``ImageOps.exif_transpose``).
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}
+
+
+def orient(labels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to a label map, as the image reader applies it to the image.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, uint8, shape (h, w)
+    orientation : int
+        EXIF orientation tag, 1..8 (1 and unknown values: unchanged).
+
+    Returns
+    -------
+    numpy.ndarray, uint8, shape (h, w), or (w, h) for orientations 5..8
+
+    Examples
+    --------
+    >>> orient(np.array([[1, 2, 3]], np.uint8), 6)  # stored sideways, shown rotated 90 degrees clockwise
+    array([[1],
+           [2],
+           [3]], dtype=uint8)
+    """
+    if orientation not in ORIENTATIONS:
+        return labels
+    return np.array(Image.fromarray(labels).transpose(ORIENTATIONS[orientation]))
+
+
+def check_support_mask(mask: np.ndarray, part_names: Mapping[int, str], where: str, size: tuple[int, int], *,
+                       stored_size: tuple[int, int] | None = None, orientation: int = 1,
+                       image: str = "its image") -> np.ndarray:
+    """A reference mask ready for tracking, in the orientation its image is shown in.
 
     Parameters
     ----------
@@ -51,18 +83,28 @@ def check_support_mask(mask: np.ndarray, part_names: Mapping[int, str], where: s
     part_names : mapping of int to str
         Declared parts.
     where : str
-        The file, for error messages.
+        The mask file, for error messages.
     size : (H, W)
-        Size of the image it labels; another size is resized with nearest neighbour.
+        Size of the image it labels as displayed (EXIF orientation applied), as traitpipe reads it.
+    stored_size : (H, W) or None
+        Size of the image as stored, before its EXIF orientation (default: ``size``).
+    orientation : int
+        The image's EXIF orientation (1 = none).
+    image : str
+        The image file, for error messages.
 
     Returns
     -------
     numpy.ndarray, uint8, shape (H, W)
+        A mask of the displayed size is taken as it is; a mask of the stored size gets
+        the image's orientation. (Where the two sizes are equal, the displayed form wins.)
 
     Raises
     ------
     ValueError
-        Labels outside the declared parts (naming file and labels), or no part at all.
+        Labels outside the declared parts (naming file and labels), no part at all, or a
+        size that is neither the image's displayed nor its stored size (naming both files
+        and all sizes): a mask is never stretched to fit.
     """
     if mask.ndim != 2:
         raise ValueError(f"reference mask {where} has shape {mask.shape}: expected a 2-D label image")
@@ -74,9 +116,15 @@ def check_support_mask(mask: np.ndarray, part_names: Mapping[int, str], where: s
     if not present:
         raise ValueError(f"reference mask {where} is empty: it labels no part")
     mask = mask.astype(np.uint8)
-    if mask.shape != tuple(size):
-        mask = np.array(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-    return mask
+    size, stored_size = tuple(size), tuple(stored_size or size)
+    if mask.shape == size:
+        return mask
+    if mask.shape == stored_size:
+        return orient(mask, orientation)
+    stored = f", stored {stored_size[0]}x{stored_size[1]} before EXIF orientation {orientation}" \
+        if stored_size != size else ""
+    raise ValueError(f"reference mask {where} is {mask.shape[0]}x{mask.shape[1]} (HxW) but image {image} is "
+                     f"{size[0]}x{size[1]}{stored}: a mask must have its image's size (it is never stretched)")
 
 
 def to_canvas(labels: np.ndarray, canvas: int) -> tuple[np.ndarray, np.ndarray]:
