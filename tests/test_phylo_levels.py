@@ -30,18 +30,17 @@ def test_published_phylonn_correlations(codes, truth, expected):
     assert upper_spearman(a, b) == pytest.approx(expected, abs=1e-3)
 
 
-def test_levels_of_a_small_tree():
-    species = ["A a", "A b", "B c", "C d", "C e"]
-    labels = level_labels(TREE, species, distances=(0.2, 0.5, 0.9))
-    # depth 4: cut at 0.8 -> {A a, A b, B c} | {C d, C e}; at 2 -> {A a, A b} | B c | {C d, C e}
-    # (the point at depth 2 is the node of C d and C e itself); at 3.6 -> tips
-    assert labels[:, 0].tolist() == [0, 0, 0, 1, 1]
-    assert labels[:, 1].tolist() == [0, 0, 1, 2, 2]
-    assert labels[:, 2].tolist() == [0, 1, 2, 3, 4] and labels[:, 3].tolist() == [0, 1, 2, 3, 4]
-    dist = level_distances(TREE, species, distances=(0.2, 0.5, 0.9))
-    assert dist[3, 0, 1] == pytest.approx(2) and dist[3, 0, 3] == pytest.approx(8)  # patristic
-    assert dist[0, 0, 2] == 0 and dist[0, 0, 3] == pytest.approx(1.6)  # 2 * (0.8 - 0)
-    assert dist[1, 0, 1] == 0 and dist[1, 0, 2] == pytest.approx(2 * (2 - 1))
+def test_levels_follow_the_authors_first_ancestor_at_or_above_the_cut():
+    tree = "((A:0.3,B:0.3):0.7,((C:0.6,D:0.6):0.2,E:0.8):0.2);"
+    labels = level_labels(tree, list("ABCDE"), distances=(0.33, 0.5, 0.77))
+    # the authors' groups: {A,B},{C,D,E} / {A,B},{C,D},{E} / {A,B},{C,D},{E} / species; the clade just
+    # below the cut would give {A,B},{C,D},{E} already at 0.33 and {A},{B},{C,D},{E} at 0.77
+    assert labels.T.tolist() == [[0, 0, 1, 1, 1], [0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [0, 1, 2, 3, 4]]
+    dist = level_distances(tree, list("ABCDE"), distances=(0.33, 0.5, 0.77))
+    # node to node: A and B climb to the root (1.0 from their leaves), C, D, E to their node at 0.8 / CD at 0.6
+    assert dist[0, 0, 2] == pytest.approx(0.2) and dist[0, 2, 4] == 0  # root - CDE node; same group
+    assert dist[1, 2, 4] == pytest.approx(0.2) and dist[1, 0, 2] == pytest.approx(0.4)  # CD - CDE; root - CD
+    assert dist[3, 0, 1] == pytest.approx(0.6) and dist[3, 0, 4] == pytest.approx(2.0)  # patristic
 
 
 def test_tree_errors_name_the_species():
@@ -53,14 +52,17 @@ def test_tree_errors_name_the_species():
         level_labels("(('A a':1,'A a':1):1,'B c':2);", ["A a", "B c"])
 
 
-def test_synthetic_tree_levels_match_its_ranks(small_collection):
+def test_synthetic_ranks_refine_the_tree_levels(small_collection):
+    """The synthetic taxonomy cuts the tree just below each distance; the authors' level groups are the
+    first ancestors at or above it, so every family (genus) lies inside one level-0 (level-1) group."""
     manifest = pd.read_csv(small_collection / "manifest.csv").drop_duplicates("species").sort_values("species")
     labels = level_labels(small_collection / "phylogeny.nwk", manifest["species"].tolist(),
                           distances=tuple(RANK_DISTANCES.values()))
     ranks = rank_labels(manifest[["family", "genus"]].to_numpy())
-    for level in range(2):  # same partition, whatever the numbering
-        pairs = set(zip(labels[:, level], ranks[:, level]))
-        assert len(pairs) == len(set(labels[:, level])) == len(set(ranks[:, level]))
+    for level in range(2):
+        pairs = set(zip(ranks[:, level], labels[:, level]))
+        assert len(pairs) == len(set(ranks[:, level]))  # one level group per rank group
+        assert len(set(labels[:, level])) <= len(set(ranks[:, level]))
 
 
 def test_js_distance_bounds():

@@ -43,20 +43,28 @@ def test_run_then_query(small_collection, tmp_path):
     done = traitpipe("query", "--results", results, "select * from nowhere", cwd=tmp_path)
     assert done.returncode == 2 and "tables in" in done.stderr and "images" in done.stderr
     done = traitpipe("query", "--results", results, "--format", "json",
-                     "select alpha, count(*) as n, min(len(compared)) as k, max(faithfulness_drop) <= 1 as ok "
-                     "from cams group by 1 order by 1 nulls first", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"alpha": None, "n": 20, "k": 0, "ok": True},
-                                       {"alpha": 1.0, "n": 20, "k": 3, "ok": True}]
+                     "select alpha, count(*) as n, min(len(compared)) as k, "
+                     "bool_and(abs(relative_drop - ((p_target - p_target_masked) - (p_similar - p_similar_masked)))"
+                     " < 1e-6) as rd, bool_and(similar_class <> target) as d, "
+                     "bool_and(alpha is null or similar_class = compared[1]) as first, "
+                     "bool_and(abs(mask_fraction - 0.05) < 1e-6) as fraction from cams group by 1 order by 1 nulls first",
+                     cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"alpha": None, "n": 20, "k": 0, "rd": True, "d": True, "first": True,
+                                        "fraction": True},
+                                       {"alpha": 1.0, "n": 20, "k": 3, "rd": True, "d": True, "first": True,
+                                        "fraction": True}]
     maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
     group = open_maps(maps[0])
     assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16
     assert group.attrs["alphas"] == [None, 1.0] and group.attrs["provenance"]["models"]["classifier"]["sha256"]
+    assert group.attrs["provenance"]["precision"] == "float32"  # every stage but SST defaults to float32
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select count(*) as n, count(distinct image_id) as images, count(distinct part) as parts, "
                      "sum((frame_index = 0)::int) as support_rows from parts", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"n": 140, "images": 20, "parts": 7, "support_rows": 28}]
     labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
     assert labels["labels"].shape[1:] == (64, 64) and labels.attrs["random_weights"] is True
+    assert labels.attrs["provenance"]["precision"] == "float32"  # SST's "auto": bfloat16 on CUDA only
     assert labels["image_size"][0].tolist() == [64, 64] and labels["canvas_transform"][0].tolist() == [1.0, 0, 0]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select count(*) as n, min(len(phylo_codes)) as p, max(len(nonphylo_codes)) as q from codes",

@@ -8,11 +8,11 @@ import sys
 import pandas as pd
 import torch
 
-from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
-from traitpipe.jobs.models import model_files
 from traitpipe.collection.manifest import load_manifest
+from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
+from traitpipe.jobs.models import class_order, model_files
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.models.classifier import build_classifier
+from traitpipe.models.classifier import build_classifier, head_outputs
 from traitpipe.models.device import resolve_device
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
@@ -25,14 +25,19 @@ def main(argv: list[str] | None = None) -> None:
     config = start_job(job_arguments("classifier").parse_args(argv))
     spec, train = config["classifier"], config["classifier"]["train"]
     device = resolve_device(config["device"])
-    classes = sorted(load_manifest(config)["species"].unique())
+    species = sorted(load_manifest(config)["species"].unique())
+    classes, warning = species, None
+    if spec["checkpoint"] is not None and not train["enabled"]:  # the checkpoint's own head: its class order
+        outputs = head_outputs(spec["arch"], spec["checkpoint"], kwargs=spec["kwargs"])
+        classes, warning = class_order(spec["classes"], spec["checkpoint"], species, outputs, config, "classifier")
 
     rows, images, labels, is_val, failures = labelled_images(config, spec["input_size"], spec["mean"], spec["std"],
-                                                             train["val_fraction"], train["seed"])
+                                                             train["val_fraction"], train["seed"], classes)
 
     torch.manual_seed(train["seed"])
     model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], checkpoint=spec["checkpoint"],
                                    pretrained=spec["pretrained"], new_head=train["enabled"])
+    info["class_order_warning"] = warning
     history = []
     if train["enabled"]:
         mask = torch.from_numpy(is_val)
@@ -48,14 +53,15 @@ def main(argv: list[str] | None = None) -> None:
 
     weights, description = model_files(config, "classifier")
     with atomic_path(weights) as tmp:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+        torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
                 for subset, m in (("train", ~is_val), ("val", is_val))}
     write_json(description, {
         **{k: spec[k] for k in ("arch", "kwargs", "input_size", "mean", "std")}, "classes": classes,
         "source": info, "sha256": sha256_file(weights), "accuracy": {k: v[0] for k, v in accuracy.items()},
         "history": history, "device": str(device)})
-    prov = provenance(config, device=str(device), precision=spec["precision"], models={"classifier": {**info, "sha256": sha256_file(weights)}})
+    prov = provenance(config, device=str(device), precision=spec["precision"],
+                      models={"classifier": {**info, "sha256": sha256_file(weights)}})
     evaluation = pd.DataFrame([{"model": "classifier", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
     write_table(evaluation, table_path(config["results"], "evaluation", "classifier", "classifier"), "evaluation", prov)

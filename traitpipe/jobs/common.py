@@ -90,8 +90,10 @@ def write_json(path: str | Path, value: dict) -> Path:
     return Path(path)
 
 
-def labelled_images(config: dict, size: int, mean, std, val_fraction: float, seed: int):
+def labelled_images(config: dict, size: int, mean, std, val_fraction: float, seed: int, classes=None):
     """Every readable image of the run as one model batch, with labels and a validation split by specimen.
+
+    ``classes`` (a model's class order; default: the sorted species) sets which label each species gets.
 
     Returns
     -------
@@ -113,7 +115,8 @@ def labelled_images(config: dict, size: int, mean, std, val_fraction: float, see
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     images = to_batch(pixels, size, mean, std)
-    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    order = {name: i for i, name in enumerate(classes if classes is not None else sorted(rows["species"].unique()))}
+    labels = torch.tensor(rows["species"].map(order).to_numpy(np.int64))
     specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
     specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
-    return rows, images, labels, split_by_specimen(specimens, rows["label"].to_numpy(), val_fraction, seed), failures
+    return rows, images, labels, split_by_specimen(specimens, labels.numpy(), val_fraction, seed), failures

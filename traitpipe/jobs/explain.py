@@ -85,7 +85,7 @@ def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction
             records.append({
                 "image_id": image_id, "alpha": alpha, "target": target[i], "target_species": classes[target[i]],
                 "predicted": predicted[i], "predicted_species": classes[predicted[i]],
-                "compared": out.compared[a][i].cpu().tolist(), "similar": similar[i],
+                "compared": out.compared[a][i].cpu().tolist(), "similar_class": similar[i],
                 "similar_species": classes[similar[i]], "mask_fraction": fraction,
                 **{name: values[i] for name, values in drops[a].items()}})
     return records

@@ -17,6 +17,27 @@ def model_files(config: dict, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.pt", folder / f"{name}.json"
 
 
+def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict, what: str):
+    """The output order of an external checkpoint's classes, checked against the collection's species.
+
+    ``setting`` is the config's class list (``classifier.classes`` / ``prompt_cam.classes``: a list,
+    a file under the collection root, or null); null falls back on the list the checkpoint carries.
+    Returns ``(classes, warning)``; a warning (no class list anywhere, the sorted species assumed)
+    is also printed to the job's log. Raises ValueError when the classes and species differ.
+    """
+    import sys
+
+    from traitpipe.models.classes import carried_classes, match_classes, read_class_list
+
+    given = read_class_list(setting, config["collection"]["root"])
+    if given is None:
+        given = carried_classes(checkpoint)
+    classes, warning = match_classes(given, species, n_outputs, f"{what} checkpoint {checkpoint}")
+    if warning:
+        print(f"{what}: WARNING {warning}", file=sys.stderr)
+    return classes, warning
+
+
 def load_classifier(config: dict, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The run's classifier (from ``models/classifier.pt``) on ``device``, in eval mode, and its description."""
     weights, description = model_files(config, "classifier")

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     load_released(model, load_state_dict(weights))
     model.to(device).eval()
     info = json.loads(description.read_text())
-    classes, heads = meta["classes"], model.num_heads
+    classes, heads = info["classes"], model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
     rows = shard_rows(config, args.shard)
     pixels, ok, failures = load_pixels(config, rows)

@@ -14,7 +14,7 @@ import torch
 
 from traitpipe.explain.prompt_cam import PromptCAM, load_released
 from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
-from traitpipe.jobs.models import model_files
+from traitpipe.jobs.models import class_order, model_files
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.classifier import build_classifier
 from traitpipe.models.device import resolve_device
@@ -46,10 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     rows, images, labels, is_val, failures = labelled_images(config, meta["input_size"], meta["mean"], meta["std"],
                                                              settings["val_fraction"], settings["seed"])
     mask = torch.from_numpy(is_val)
-    history, source = [], "trained here"
+    history, source, classes, warning = [], "trained here", meta["classes"], None
     if settings["checkpoint"] is not None:
-        load_released(model, load_state_dict(settings["checkpoint"]))
+        state = load_state_dict(settings["checkpoint"])
+        load_released(model, state)
         source = f"released checkpoint {settings['checkpoint']}"
+        classes, warning = class_order(settings["classes"], settings["checkpoint"], meta["classes"],
+                                       state["vpt.prompt_embeddings"].shape[1], config, "prompt_cam")
+        order = {name: i for i, name in enumerate(classes)}
+        labels = torch.as_tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
     else:
         history = train_classifier(
             model, images[~mask], labels[~mask], epochs=settings["epochs"], batch_size=settings["batch_size"],
@@ -67,12 +72,13 @@ def main(argv: list[str] | None = None) -> None:
                   "head.bias": model.head.bias.detach().cpu()})
     with atomic_path(weights) as tmp:
         torch.save(state, tmp)
-    write_json(description, {"classifier": meta, "source": source, "sha256": sha256_file(weights),
+    write_json(description, {"classifier": meta, "classes": classes, "source": source, "sha256": sha256_file(weights),
                              "accuracy": {k: v[0] for k, v in accuracy.items()}, "history": history,
                              "settings": settings, "device": str(device)})
     prov = provenance(config, device=str(device), precision=settings["precision"], models={"prompt_cam": {"sha256": sha256_file(weights),
                                                                          "random_weights": False,
-                                                                         "source": source}})
+                                                                         "source": source,
+                                                                         "class_order_warning": warning}})
     evaluation = pd.DataFrame([{"model": "prompt_cam", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
     write_table(evaluation, table_path(config["results"], "evaluation", "prompt_cam", "prompt_cam"), "evaluation",

@@ -66,3 +66,26 @@ def build_classifier(arch: str, num_classes: int, *, kwargs: dict | None = None,
         info.update(source="checkpoint", checkpoint=str(checkpoint), sha256=sha256_file(checkpoint),
                     random_weights=False)
     return model.eval(), info
+
+
+def head_outputs(arch: str, checkpoint: str | Path, *, kwargs: dict | None = None) -> int:
+    """Number of classes of a checkpoint's classifier head, for a timm architecture.
+
+    The architecture is built on the meta device (no memory, no weights) only to name its head.
+
+    Raises
+    ------
+    CheckpointError
+        When the checkpoint holds no weights for the architecture's head.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(arch, num_classes=2, **dict(kwargs or {}))
+    head = model.get_classifier()
+    name = next(n for n, m in model.named_modules() if m is head)
+    state = load_state_dict(checkpoint)
+    key = f"{name}.weight" if name else "weight"
+    if key not in state:
+        raise CheckpointError(f"checkpoint {checkpoint} has no classifier head {key!r} for {arch}")
+    return int(state[key].shape[0])

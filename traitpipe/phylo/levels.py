@@ -38,8 +38,31 @@ def _tips(tree: dendropy.Tree, species: Sequence[str]) -> tuple[dict[str, dendro
     return {name: leaves[name] for name in species}, deepest
 
 
+def _group_nodes(tips: dict[str, dendropy.Node], depth: float, species: Sequence[str],
+                 distances: Sequence[float]) -> list[list[dendropy.Node]]:
+    """The node naming each species' group at each level, by the authors' rule.
+
+    elhamod/phylonn (``get_parent_by_ottid`` with ``get_relative_distance_for_level``): walk up
+    from the leaf, node by node, while the distance from the leaf is below ``(1 - d) * D``
+    (D = root-to-tip depth); stop at the root. The node reached is the first ancestor AT OR
+    ABOVE the cut at relative distance d from the root.
+    """
+    nodes = []
+    for fraction in distances:
+        climb = (1 - fraction) * depth
+        level = []
+        for name in species:
+            node, walked = tips[name], 0.0
+            while walked < climb - 1e-12 * depth and node.parent_node is not None:
+                walked += node.edge_length or 0.0
+                node = node.parent_node
+            level.append(node)
+        nodes.append(level)
+    return nodes
+
+
 def level_labels(newick: str | Path, species: Sequence[str], distances: Sequence[float] = DISTANCES) -> np.ndarray:
-    """Group of every species at every level of an ultrametric tree.
+    """Group of every species at every level of an ultrametric tree, by the authors' rule.
 
     Parameters
     ----------
@@ -48,9 +71,10 @@ def level_labels(newick: str | Path, species: Sequence[str], distances: Sequence
     species : sequence of str, length S
         Tip names.
     distances : sequence of float
-        Relative distances from the root of the ancestor levels; a species'
-        group at level k is the clade below the point reached at ``distances[k]``
-        of the root-to-tip depth on its root-to-tip path.
+        Relative distances from the root of the ancestor levels. A species' group at
+        level k is its first ancestor at or above the point at ``distances[k]`` of the
+        root-to-tip depth (walking up from the leaf; METHODS.md section 5), so groups are
+        coarser than the clades just below the cut.
 
     Returns
     -------
@@ -62,17 +86,18 @@ def level_labels(newick: str | Path, species: Sequence[str], distances: Sequence
     ------
     ValueError
         Duplicate tip names, species missing from the tree, or a tree that is not ultrametric.
+
+    Examples
+    --------
+    >>> tree = "((A:0.3,B:0.3):0.7,((C:0.6,D:0.6):0.2,E:0.8):0.2);"
+    >>> level_labels(tree, list("ABCDE"), (0.33, 0.5, 0.77)).T.tolist()
+    [[0, 0, 1, 1, 1], [0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [0, 1, 2, 3, 4]]
     """
     tips, depth = _tips(read_tree(newick), species)
     out = np.zeros((len(species), len(distances) + 1), np.int64)
-    for level, fraction in enumerate(distances):
-        cut = fraction * depth
+    for level, nodes in enumerate(_group_nodes(tips, depth, species, distances)):
         groups: dict[int, int] = {}
-        for i, name in enumerate(species):
-            node = tips[name]
-            while node.parent_node is not None and node.parent_node.distance_from_root() >= cut - 1e-12:
-                node = node.parent_node
-            out[i, level] = groups.setdefault(id(node), len(groups))
+        out[:, level] = [groups.setdefault(id(node), len(groups)) for node in nodes]
     out[:, -1] = np.arange(len(species))
     return out
 
@@ -100,31 +125,43 @@ def rank_labels(ranks: np.ndarray) -> np.ndarray:
 
 def level_distances(newick: str | Path, species: Sequence[str],
                     distances: Sequence[float] = DISTANCES) -> np.ndarray:
-    """Tree distance between the ancestors of every species pair at every level.
+    """Tree distance between the groups of every species pair at every level.
 
-    At level k both species are followed from the root to the point at
-    ``distances[k]`` of the depth; the distance between those points is
-    ``2 * max(0, d_k * D - depth(mrca))``. The last level (d = 1) is the patristic distance.
+    At level k each species is represented by its group node (:func:`level_labels`); the
+    distance is the path length between the two nodes (the authors'
+    ``get_distance_between_parents``), 0 within a group. The last level is the patristic
+    distance between the species.
 
     Returns
     -------
     numpy.ndarray, float64, shape (len(distances) + 1, S, S)
+
+    Examples
+    --------
+    >>> tree = "((A:0.3,B:0.3):0.7,((C:0.6,D:0.6):0.2,E:0.8):0.2);"
+    >>> level_distances(tree, list("ABE"), (0.5,))[:, 0].round(3).tolist()  # A to A, B, E; A's group is the root
+    [[0.0, 0.0, 0.2], [0.0, 0.6, 2.0]]
     """
-    tree = read_tree(newick)
-    tips, depth = _tips(tree, species)
-    n = len(species)
-    mrca_depth = np.zeros((n, n))
-    paths = []
-    for name in species:
-        path, node = [], tips[name]
-        while node is not None:
-            path.append(node)
-            node = node.parent_node
-        paths.append({id(p): p.distance_from_root() for p in path})
-    for i in range(n):
-        for j in range(i + 1, n):
-            common = paths[i].keys() & paths[j].keys()
-            mrca_depth[i, j] = mrca_depth[j, i] = max(paths[i][c] for c in common)
-    np.fill_diagonal(mrca_depth, depth)
-    levels = [*distances, 1.0]
-    return np.stack([2 * np.clip(d * depth - mrca_depth, 0, None) for d in levels])
+    tips, depth = _tips(read_tree(newick), species)
+    levels = _group_nodes(tips, depth, species, distances) + [[tips[name] for name in species]]
+    out = np.zeros((len(levels), len(species), len(species)))
+    for k, nodes in enumerate(levels):
+        for i in range(len(species)):
+            for j in range(i + 1, len(species)):
+                out[k, i, j] = out[k, j, i] = _path_length(nodes[i], nodes[j])
+    return out
+
+
+def _path_length(a: dendropy.Node, b: dendropy.Node) -> float:
+    """Sum of branch lengths on the path between two nodes of one tree."""
+    up = {}
+    node, length = a, 0.0
+    while node is not None:
+        up[id(node)] = length
+        length += node.edge_length or 0.0
+        node = node.parent_node
+    node, length = b, 0.0
+    while id(node) not in up:
+        length += node.edge_length or 0.0
+        node = node.parent_node
+    return length + up[id(node)]

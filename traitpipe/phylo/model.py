@@ -1,103 +1,35 @@
-"""The Phylo-NN model (METHODS.md section 5): a VQ autoencoder and a disentangler on its features.
+"""The Phylo-NN model (METHODS.md section 5): a disentangler on the features of a frozen VQGAN.
 
 The disentangler turns the frozen encoder's features h (B, C, s, s) into two grids
 of discrete codes from one shared codebook: phylo codes, whose levels follow the
 phylogeny (level k's head sees levels 0..k and predicts the level-k group), and
-non-phylo codes, kept free of species information by an adversary.
+non-phylo codes, which an adversary tries to keep free of species information.
+
+It follows the authors' code (elhamod/phylonn; module and state-dict names included, so
+their checkpoints load with :func:`split_authors_state`): taming's legacy quantizer
+weighting (:mod:`traitpipe.phylo.quantize`), the SiLU before the output 1x1 conv, one
+codebook for both grids, the non-phylo grid's own number of levels (16 in the fish
+model), the adversary of ``traitpipe.phylo.training``. Where traitpipe differs:
+
+- the base VQGAN (:mod:`traitpipe.phylo.vqgan`) is trained with L1 + codebook loss only;
+  the authors add an LPIPS perceptual term (VGG weights, which cannot be fetched here)
+  and a discriminator whose generator term their code sets to zero;
+- learning rates and schedules are the config's (the authors: 5e-6 with cosine warm
+  restarts every 150 epochs, batch 5); Adam betas (0.5, 0.9) as theirs;
+- one forward pass per batch serves both the disentangler's and the adversary's step
+  (the authors' Lightning loop runs a second forward after the first step).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class VectorQuantizer(nn.Module):
-    """Nearest-code quantisation with a straight-through gradient and commitment loss.
-
-    Parameters
-    ----------
-    n_codes, dim : int
-        Codebook size and code dimension.
-    beta : float
-        Commitment weight.
-    """
-
-    def __init__(self, n_codes: int, dim: int, beta: float = 0.25):
-        super().__init__()
-        self.beta = beta
-        self.codebook = nn.Embedding(n_codes, dim)
-        self.codebook.weight.data.uniform_(-1.0 / n_codes, 1.0 / n_codes)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z (..., dim) -> quantised (..., dim), indices (...) int64, loss (scalar)."""
-        flat = z.reshape(-1, z.shape[-1])
-        distance = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.weight.t()
-                    + self.codebook.weight.pow(2).sum(1)[None])
-        indices = distance.argmin(1)
-        quantised = self.codebook(indices).view_as(z)
-        loss = F.mse_loss(quantised, z.detach()) + self.beta * F.mse_loss(z, quantised.detach())
-        return z + (quantised - z).detach(), indices.view(z.shape[:-1]), loss
-
-
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv residual block (taming style)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class VQAutoencoder(nn.Module):
-    """Base autoencoder: images (B, 3, S, S) in [-1, 1] -> features (B, z, S/2^d, S/2^d) -> codes -> images.
-
-    Parameters
-    ----------
-    channels : int
-        Width of the convolutional stages.
-    downsample : int
-        Number of stride-2 stages d (4 for 256 -> 16, 2 for 64 -> 16).
-    z_channels : int
-        Feature channels (the disentangler's input).
-    n_codes : int
-        Base codebook size.
-    """
-
-    def __init__(self, channels: int = 128, downsample: int = 4, z_channels: int = 256, n_codes: int = 1024):
-        super().__init__()
-        down = [nn.Conv2d(3, channels, 3, padding=1)]
-        for _ in range(downsample):
-            down += [ResBlock(channels), nn.Conv2d(channels, channels, 4, stride=2, padding=1)]
-        down += [ResBlock(channels), nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, z_channels, 1)]
-        self.encoder = nn.Sequential(*down)
-        self.quantizer = VectorQuantizer(n_codes, z_channels)
-        up = [nn.Conv2d(z_channels, channels, 3, padding=1), ResBlock(channels)]
-        for _ in range(downsample):
-            up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1),
-                   ResBlock(channels)]
-        up += [nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, 3, 3, padding=1)]
-        self.decoder = nn.Sequential(*up)
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Features h (B, z_channels, s, s) before quantisation."""
-        return self.encoder(images)
-
-    def quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h -> (quantised h, code indices (B, s, s), VQ loss)."""
-        quantised, indices, loss = self.quantizer(h.permute(0, 2, 3, 1))
-        return quantised.permute(0, 3, 1, 2), indices, loss
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction (B, 3, S, S) and VQ loss."""
-        quantised, _, loss = self.quantize(self.encode(images))
-        return self.decoder(quantised), loss
+from traitpipe.phylo.quantize import VectorQuantizer
 
 
 @dataclass
@@ -124,8 +56,46 @@ class Disentangled:
     level_logits: list[torch.Tensor]
 
 
+def _mlp(in_shape: Sequence[int], out_shape: Sequence[int], normalize: bool) -> nn.Sequential:
+    """The authors' ``make_MLP`` with one layer: [LayerNorm,] Flatten, Linear, Unflatten (no nonlinearity)."""
+    layers: list[nn.Module] = [nn.LayerNorm(list(in_shape))] if normalize else []
+    layers += [nn.Flatten(), nn.Linear(math.prod(in_shape), math.prod(out_shape)), nn.Unflatten(1, tuple(out_shape))]
+    return nn.Sequential(*layers)
+
+
+class ClassifierLayer(nn.Module):
+    """The authors' level head: ``seq`` = Flatten, Linear."""
+
+    def __init__(self, in_features: int, classes: int):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Flatten(), nn.Linear(in_features, classes))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.seq(codes)
+
+
+def head_name(distance: float | None) -> str:
+    """The authors' name of a level head: "033distance" for 0.33, "class" for the species (None)."""
+    return "class" if distance is None else f"{str(distance).replace('.', '')}distance"
+
+
 class Disentangler(nn.Module):
     """Phylo and non-phylo code grids from features, one shared codebook, cumulative level heads.
+
+    The authors' ``PhyloDisentangler`` (elhamod/phylonn ``scripts/models/phyloautoencoder.py``),
+    with their module and state-dict names:
+
+    - ``conv_in``: 1x1 conv ``in_channels -> hidden``, SiLU (kept orthogonal); split into
+      ``phylo_channels`` and the rest;
+    - ``mlp_in`` / ``mlp_in_non_attribute``: LayerNorm, Flatten, Linear to the code grid
+      (code_dim, codes_per_level, levels) / (code_dim, codes_per_level, nonphylo_levels);
+    - ``quantize``: one codebook shared by both grids (:class:`~traitpipe.phylo.quantize.VectorQuantizer`);
+    - ``mlp_out`` / ``mlp_out_non_attribute``: Flatten, Linear back to the feature channels;
+      concatenated, then ``conv_out``: SiLU and a 1x1 conv back to ``in_channels``;
+    - ``classification_layers``: the head of level k sees the phylo codes of levels 0..k
+      ("033distance", ..., "class" for the species);
+    - ``codebook_mapping_layers``: the adversary's map from the non-phylo grid to the phylo grid,
+      read by the species head (see ``traitpipe.phylo.training``).
 
     Parameters
     ----------
@@ -133,51 +103,78 @@ class Disentangler(nn.Module):
         Feature channels and side (h is (B, in_channels, size, size)).
     groups : sequence of int
         Number of groups per level, the last being the number of species.
+    distances : sequence of float
+        The relative distances of the ancestor levels (``len(groups) - 1``), naming their heads.
     hidden : int
-        Channels of the 1x1 convolution (kept orthogonal); split into ``phylo_channels`` and the rest.
     phylo_channels : int
     code_dim, codes_per_level, n_codes : int
         Code vectors of ``code_dim``, ``codes_per_level`` per level, a codebook of ``n_codes``.
+    nonphylo_levels : int
+        Levels of the non-phylo grid (the authors' fish model: 16, so 128 non-phylo codes).
     """
 
-    def __init__(self, in_channels: int, size: int, groups: list[int], *, hidden: int = 128,
-                 phylo_channels: int = 64, code_dim: int = 16, codes_per_level: int = 8, n_codes: int = 64):
+    def __init__(self, in_channels: int, size: int, groups: Sequence[int], distances: Sequence[float], *,
+                 hidden: int = 128, phylo_channels: int = 64, code_dim: int = 16, codes_per_level: int = 8,
+                 n_codes: int = 64, nonphylo_levels: int = 16):
         super().__init__()
+        if len(distances) != len(groups) - 1:
+            raise ValueError(f"{len(groups)} levels need {len(groups) - 1} distances, got {len(distances)}")
         self.levels, self.code_dim, self.codes_per_level = len(groups), code_dim, codes_per_level
         self.split = (phylo_channels, hidden - phylo_channels)
-        self.conv = nn.Conv2d(in_channels, hidden, 1)
-        n_code_values = code_dim * codes_per_level * self.levels
-        self.norms = nn.ModuleList(nn.LayerNorm([c, size, size]) for c in self.split)
-        self.to_codes = nn.ModuleList(nn.Linear(c * size * size, n_code_values) for c in self.split)
-        self.from_codes = nn.ModuleList(nn.Linear(n_code_values, c * size * size) for c in self.split)
-        self.back = nn.Conv2d(hidden, in_channels, 1)
-        self.quantizer = VectorQuantizer(n_codes, code_dim)
-        self.heads = nn.ModuleList(nn.Linear(code_dim * codes_per_level * (k + 1), g) for k, g in enumerate(groups))
-        self.size = size
+        phylo_grid = (code_dim, codes_per_level, self.levels)
+        nonphylo_grid = (code_dim, codes_per_level, nonphylo_levels)
+        self.conv_in = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.SiLU())
+        self.mlp_in = _mlp((self.split[0], size, size), phylo_grid, normalize=True)
+        self.mlp_out = _mlp(phylo_grid, (self.split[0], size, size), normalize=False)
+        self.mlp_in_non_attribute = _mlp((self.split[1], size, size), nonphylo_grid, normalize=True)
+        self.mlp_out_non_attribute = _mlp(nonphylo_grid, (self.split[1], size, size), normalize=False)
+        self.quantize = VectorQuantizer(n_codes, code_dim)
+        self.conv_out = nn.Sequential(nn.SiLU(), nn.Conv2d(hidden, in_channels, 1))
+        names = [head_name(d) for d in distances] + [head_name(None)]
+        self.head_names = names
+        self.classification_layers = nn.ModuleDict({
+            name: ClassifierLayer(code_dim * codes_per_level * (k + 1), g)
+            for k, (name, g) in enumerate(zip(names, groups))})
+        self.codebook_mapping_layers = _mlp(nonphylo_grid, phylo_grid, normalize=False)
+
+    def _quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Grid (B, dim, positions, levels) -> quantised grid, indices (B, positions * levels), loss."""
+        q, indices, loss = self.quantize(z.permute(0, 2, 3, 1))  # (B, position, level, dim), as taming's NHWC
+        return q.permute(0, 3, 1, 2), indices.reshape(len(z), -1), loss  # row-major: k = levels * pos + level
 
     def forward(self, h: torch.Tensor) -> Disentangled:
         """Disentangle features h (B, C, s, s)."""
-        batch = h.shape[0]
-        parts = torch.split(F.silu(self.conv(h)), self.split, dim=1)
-        shape = (batch, self.code_dim, self.codes_per_level, self.levels)
-        quantised, indices, vq_loss, rebuilt = [], [], 0.0, []
-        for part, norm, to_codes, from_codes in zip(parts, self.norms, self.to_codes, self.from_codes):
-            z = to_codes(norm(part).flatten(1)).view(shape)
-            q, idx, loss = self.quantizer(z.permute(0, 2, 3, 1))  # (B, position, level, dim)
-            q = q.permute(0, 3, 1, 2)
-            quantised.append(q)
-            indices.append(idx.reshape(batch, -1))  # row-major over (position, level): k = levels * pos + level
-            vq_loss = vq_loss + loss
-            rebuilt.append(from_codes(q.flatten(1)).view(batch, part.shape[1], self.size, self.size))
-        phylo = quantised[0]
-        logits = [head(phylo[..., : k + 1].flatten(1)) for k, head in enumerate(self.heads)]
-        return Disentangled(indices[0], indices[1], phylo, quantised[1], self.back(torch.cat(rebuilt, 1)),
-                            vq_loss, logits)
+        phylo_part, other_part = torch.split(self.conv_in(h), self.split, dim=1)
+        phylo, phylo_codes, phylo_loss = self._quantize(self.mlp_in(phylo_part))
+        nonphylo, nonphylo_codes, nonphylo_loss = self._quantize(self.mlp_in_non_attribute(other_part))
+        rebuilt = torch.cat([self.mlp_out(phylo), self.mlp_out_non_attribute(nonphylo)], 1)
+        logits = [self.classification_layers[name](phylo[..., : k + 1]) for k, name in enumerate(self.head_names)]
+        return Disentangled(phylo_codes, nonphylo_codes, phylo, nonphylo, self.conv_out(rebuilt),
+                            phylo_loss + nonphylo_loss, logits)
 
     def orthogonality(self) -> torch.Tensor:
-        """||W W^T - I||_F of the 1x1 convolution's weight W (hidden, in)."""
-        weight = self.conv.weight.flatten(1)
+        """||W W^T - I||_F of ``conv_in``'s 1x1 weight W (hidden, in): the authors' kernel orthogonality."""
+        weight = self.conv_in[0].weight.flatten(1)
         return torch.linalg.matrix_norm(weight @ weight.t() - torch.eye(len(weight), device=weight.device))
+
+
+def split_authors_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A Phylo-NN checkpoint's state dict in the authors' layout -> (base VQGAN state, disentangler state).
+
+    The authors' Lightning checkpoint (``state_dict`` of ``PhyloVQVAE``) holds the taming
+    VQGAN under ``encoder.``, ``decoder.``, ``quantize.``, ``quant_conv.``, ``post_quant_conv.``
+    and the disentangler under ``phylo_disentangler.``. Loss modules (``loss.``, the
+    disentangler's unused LPIPS ``phylo_disentangler.loss.``) hold no model weights and are dropped.
+    """
+    base, disentangler = {}, {}
+    for key, value in state.items():
+        if key.startswith("phylo_disentangler."):
+            key = key.removeprefix("phylo_disentangler.")
+            if not key.startswith("loss."):
+                disentangler[key] = value
+        elif not key.startswith("loss."):
+            base[key] = value
+    return base, disentangler
 
 
 def level_positions(levels: int, codes_per_level: int, upto: int) -> torch.Tensor:

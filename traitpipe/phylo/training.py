@@ -1,7 +1,17 @@
-"""Phylo-NN training (base autoencoder, then the disentangler with the base frozen) and code generation."""
+"""Phylo-NN training (base autoencoder, then the disentangler with the base frozen) and code generation.
+
+The adversary is the authors' (elhamod/phylonn ``PhyloVQVAE.step`` with Lightning's optimizer
+toggling): ``codebook_mapping_layers`` maps the non-phylo codes to the phylo grid and the shared
+species head reads them. The disentangler's loss adds ``0.1 * (log C - H)``, H the entropy of the
+species head on the mapped codes computed WITHOUT gradient to the codes: it trains only the species
+head to be uncertain there, and sends no gradient to the encoder side. A second optimizer trains the
+mapping alone (detached codes, species head frozen) to make that head confident: loss ``0.07 * H``.
+Neither term uses species labels.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 
 import torch
@@ -10,10 +20,10 @@ from torch import nn
 from tqdm import tqdm
 
 from traitpipe.models.device import autocast
-from traitpipe.phylo.model import Disentangler, VQAutoencoder
+from traitpipe.phylo.model import Disentangler
 
-#: Weights of the loss terms (METHODS.md section 5).
-CLASS_WEIGHT, ADVERSARY_WEIGHT = 0.1, 0.1
+#: Weights of the loss terms (METHODS.md section 5; the authors' configs/phyloNN.yaml: adversarial weight 0.1, beta 0.7).
+CLASS_WEIGHT, ADVERSARY_WEIGHT, ADVERSARY_BETA = 0.1, 0.1, 0.7
 BETAS = (0.5, 0.9)
 
 
@@ -23,9 +33,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield order[start:start + batch_size]
 
 
-def train_base(model: VQAutoencoder, images: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int,
+def train_base(model: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int,
                device: torch.device, progress: bool = True, precision: str = "float32") -> list[float]:
-    """Train the VQ autoencoder: L1 reconstruction + VQ loss, Adam betas (0.5, 0.9).
+    """Train the base VQGAN: L1 reconstruction + codebook loss, Adam betas (0.5, 0.9) (the authors add LPIPS).
 
     Parameters
     ----------
@@ -57,20 +67,30 @@ def train_base(model: VQAutoencoder, images: torch.Tensor, *, epochs: int, batch
     return history
 
 
-def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.Tensor, targets: torch.Tensor, *,
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of softmax(logits) over a batch, as the authors compute it (log of p + 1e-9)."""
+    p = logits.softmax(1)
+    return -(p * (p + 1e-9).log()).sum(1).mean()
+
+
+def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, seed: int, device: torch.device,
                        progress: bool = True, precision: str = "float32") -> list[float]:
     """Train the disentangler on the frozen base's features.
 
     Loss = L1(h, h') + VQ loss + ||W W^T - I||_F + 0.1 (0.5 sum_{k<L-1} CE_k + CE_species)
-    + 0.1 * (negative entropy of an adversary's species prediction from the non-phylo codes);
-    the adversary itself learns to predict the species from those codes.
+    + 0.1 (log C - H(species head on the mapped non-phylo codes, no gradient to the codes));
+    then the adversary's step on ``codebook_mapping_layers`` alone: 0.07 H (module docstring).
 
     Parameters
     ----------
+    base : torch.nn.Module
+        The base autoencoder (``encode(images) -> h``), frozen.
     images : torch.Tensor, float32, shape (N, 3, S, S), in [-1, 1]
     targets : torch.Tensor, int64, shape (N, L)
         Group of every image at every level (the last level is the species).
+    precision : str
+        "float32" (the authors') or "bfloat16" autocast.
 
     Returns
     -------
@@ -80,10 +100,11 @@ def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.T
     generator = torch.Generator().manual_seed(seed)
     base.to(device).eval().requires_grad_(False)
     model.to(device).train()
-    n_species = int(targets[:, -1].max()) + 1
-    adversary = nn.Linear(model.code_dim * model.codes_per_level * model.levels, n_species).to(device)
+    species_head = model.classification_layers["class"]
+    mapping = list(model.codebook_mapping_layers.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
-    adversary_optimizer = torch.optim.Adam(adversary.parameters(), lr=lr, betas=BETAS)
+    adversary_optimizer = torch.optim.Adam(mapping, lr=lr, betas=BETAS)
+    log_classes = math.log(species_head.seq[1].out_features)
     history = []
     for _ in tqdm(range(epochs), desc="train Phylo-NN disentangler", unit="epoch", disable=not progress,
                   file=sys.stderr):
@@ -92,19 +113,24 @@ def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.T
             x, y = images[index].to(device), targets[index].to(device)
             with torch.no_grad(), autocast(device, precision):
                 h = base.encode(x).float()
-            out = model(h)
-            ce = [F.cross_entropy(logits, y[:, k]) for k, logits in enumerate(out.level_logits)]
-            guess = adversary(out.nonphylo.flatten(1)).log_softmax(1)
-            confusion = (guess.exp() * guess).sum(1).mean()  # minimising it spreads the adversary's guess
-            loss = (F.l1_loss(out.reconstruction, h) + out.vq_loss + model.orthogonality()
-                    + CLASS_WEIGHT * (0.5 * sum(ce[:-1]) + ce[-1]) + ADVERSARY_WEIGHT * confusion)
+            with autocast(device, precision):
+                out = model(h)
+                with torch.no_grad():
+                    mapped = model.codebook_mapping_layers(out.nonphylo)
+                uncertainty = log_classes - _entropy(species_head(mapped).float())
+            ce = [F.cross_entropy(logits.float(), y[:, k]) for k, logits in enumerate(out.level_logits)]
+            loss = (F.l1_loss(out.reconstruction.float(), h) + out.vq_loss + model.orthogonality()
+                    + CLASS_WEIGHT * (0.5 * sum(ce[:-1]) + ce[-1]) + ADVERSARY_WEIGHT * uncertainty)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            adversary_loss = F.cross_entropy(adversary(out.nonphylo.detach().flatten(1)), y[:, -1])
-            adversary_optimizer.zero_grad(set_to_none=True)
-            adversary_loss.backward()
+            with autocast(device, precision):  # the adversary: the mapping alone, codes detached, head frozen
+                confidence = _entropy(species_head(model.codebook_mapping_layers(out.nonphylo.detach())).float())
+            grads = torch.autograd.grad(ADVERSARY_BETA * ADVERSARY_WEIGHT * confidence, mapping)
+            for parameter, grad in zip(mapping, grads):
+                parameter.grad = grad
             adversary_optimizer.step()
+            adversary_optimizer.zero_grad(set_to_none=True)
             total += loss.item() * len(index)
         history.append(total / len(images))
     model.eval()
@@ -112,7 +138,7 @@ def train_disentangler(base: VQAutoencoder, model: Disentangler, images: torch.T
 
 
 @torch.no_grad()
-def generate_codes(base: VQAutoencoder, model: Disentangler, images: torch.Tensor, *, batch_size: int,
+def generate_codes(base: nn.Module, model: Disentangler, images: torch.Tensor, *, batch_size: int,
                    device: torch.device, precision: str = "float32") -> dict[str, torch.Tensor]:
     """Codes of every image.
 

@@ -43,7 +43,7 @@ CAMS = pa.schema([
     pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
     # faithfulness (Finer-CAM Eq. 10): the target c and its most similar class d (rank 1 by |y - y_c|),
     # softmax before and after the map's top mask_fraction pixels are set to the normalisation mean
-    pa.field("similar", pa.int32(), nullable=False),  # d
+    pa.field("similar_class", pa.int32(), nullable=False),  # d (a bare "similar" is an SQL keyword)
     pa.field("similar_species", pa.string(), nullable=False),
     pa.field("mask_fraction", pa.float32(), nullable=False),
     pa.field("p_target", pa.float32(), nullable=False),  # p_c
