@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from traitpipe.phylo.model import Disentangler, VQAutoencoder
+from traitpipe.phylo.model import Disentangler
+from traitpipe.phylo.vqgan import VQGAN
 from traitpipe.phylo.training import generate_codes
 
 BATCH, REPEATS, SIZE = 128, 5, 64
@@ -33,8 +34,10 @@ def best_time(run) -> float:
 def main() -> None:
     torch.manual_seed(0)
     device = torch.device("cpu")
-    base = VQAutoencoder(channels=32, downsample=2, z_channels=64, n_codes=128).eval()
-    model = Disentangler(64, 16, [3, 6, 9, 38], hidden=64, phylo_channels=32).eval()
+    base = VQGAN(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,), resolution=SIZE, z_channels=64,
+                 embed_dim=64, n_embed=128).eval()
+    model = Disentangler(64, 16, [3, 6, 9, 38], ["033distance", "05distance", "077distance"], hidden=64,
+                         phylo_channels=32, nonphylo_levels=4).eval()
     images = torch.rand(BATCH, 3, SIZE, SIZE) * 2 - 1
 
     def codes():

@@ -39,8 +39,10 @@ def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
         "explain": {"batch_size": 8, "methods": [{"name": "gradcam", "alphas": [None, 1.0]}]},
         "prompt_cam": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8},
         "phylo": {"image_size": 32, "distances": [0.33, 0.5],
-                  "model": {"channels": 8, "downsample": 1, "z_channels": 16, "base_codes": 16, "hidden": 16,
-                            "phylo_channels": 8, "code_dim": 4, "codes_per_level": 2, "n_codes": 16},
+                  "model": {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16],
+                            "z_channels": 16, "embed_dim": 8, "n_embed": 16, "norm_groups": 8, "hidden": 16,
+                            "phylo_channels": 8, "code_dim": 4, "codes_per_level": 2, "n_codes": 16,
+                            "nonphylo_levels": 3},
                   "train": {"base_epochs": 1, "epochs": 2, "batch_size": 8}},
     }
     config.update(overrides)

@@ -47,12 +47,15 @@ def test_classifier_training_and_prediction_run_in_the_chosen_precision(precisio
 
 @pytest.mark.parametrize("precision, dtype", [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
 def test_phylo_codes_run_in_the_chosen_precision(precision, dtype):
-    from traitpipe.phylo.model import Disentangler, VQAutoencoder
+    from traitpipe.phylo.model import Disentangler
     from traitpipe.phylo.training import generate_codes
+    from traitpipe.phylo.vqgan import VQGAN
 
     torch.manual_seed(0)
-    base = VQAutoencoder(channels=8, downsample=1, z_channels=16, n_codes=16)
-    model = Disentangler(16, 8, [2, 3], hidden=16, phylo_channels=8, code_dim=4, codes_per_level=2, n_codes=16)
+    base = VQGAN(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16, z_channels=16,
+                 embed_dim=8, n_embed=16, groups=4)
+    model = Disentangler(16, 8, [2, 3], ["05distance"], hidden=16, phylo_channels=8, code_dim=4, codes_per_level=2,
+                         n_codes=16, nonphylo_levels=2)
     seen = []
     handle = next(m for m in base.modules() if isinstance(m, nn.Conv2d)).register_forward_hook(
         lambda m, a, out: seen.append(out.dtype))

@@ -108,7 +108,6 @@ def labelled_images(config: dict, size: int, mean, std, val_fraction: float, see
     """
     import torch
 
-    from traitpipe.models.training import split_by_specimen
     from traitpipe.models.transforms import to_batch
 
     rows = all_rows(config)
@@ -117,6 +116,17 @@ def labelled_images(config: dict, size: int, mean, std, val_fraction: float, see
     images = to_batch(pixels, size, mean, std)
     order = {name: i for i, name in enumerate(classes if classes is not None else sorted(rows["species"].unique()))}
     labels = torch.tensor(rows["species"].map(order).to_numpy(np.int64))
+    return rows, images, labels, held_out(rows, val_fraction, seed), failures
+
+
+def held_out(rows: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
+    """Which ``images`` rows are held out: whole specimens, about ``val_fraction`` of each species'.
+
+    An image without a specimen id is its own specimen. Returns bool (len(rows),).
+    """
+    from traitpipe.models.training import split_by_specimen
+
     specimens = rows["specimen_id"].fillna("").to_numpy(dtype=str)
     specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
-    return rows, images, labels, split_by_specimen(specimens, labels.numpy(), val_fraction, seed), failures
+    species = rows["species"].astype("category").cat.codes.to_numpy()
+    return split_by_specimen(specimens, species, val_fraction, seed)

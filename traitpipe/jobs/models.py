@@ -46,17 +46,28 @@ def load_classifier(config: dict, device: torch.device) -> tuple[torch.nn.Module
     return model.to(device).eval(), meta
 
 
-def load_phylonn(config: dict, device: torch.device):
-    """The run's Phylo-NN (base autoencoder and disentangler, eval mode, on ``device``) and its description."""
-    from traitpipe.phylo.model import Disentangler, VQAutoencoder
+def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):
+    """The Phylo-NN base VQGAN and disentangler of the ``phylo`` config section, for ``groups`` per level."""
+    from traitpipe.phylo.model import Disentangler
+    from traitpipe.phylo.vqgan import VQGAN
 
+    sizes = settings["model"]
+    base = VQGAN(ch=sizes["ch"], ch_mult=sizes["ch_mult"], num_res_blocks=sizes["num_res_blocks"],
+                 attn_resolutions=sizes["attn_resolutions"], resolution=settings["image_size"],
+                 z_channels=sizes["z_channels"], embed_dim=sizes["embed_dim"], n_embed=sizes["n_embed"],
+                 groups=sizes["norm_groups"])
+    model = Disentangler(sizes["z_channels"], base.feature_size, groups, level_names,
+                         hidden=sizes["hidden"], phylo_channels=sizes["phylo_channels"], code_dim=sizes["code_dim"],
+                         codes_per_level=sizes["codes_per_level"], n_codes=sizes["n_codes"],
+                         nonphylo_levels=sizes["nonphylo_levels"])
+    return base, model
+
+
+def load_phylonn(config: dict, device: torch.device):
+    """The run's Phylo-NN (base VQGAN and disentangler, eval mode, on ``device``) and its description."""
     weights, description = model_files(config, "phylonn")
     meta = json.loads(description.read_text())
-    sizes = meta["model"]
-    base = VQAutoencoder(sizes["channels"], sizes["downsample"], sizes["z_channels"], sizes["base_codes"])
-    model = Disentangler(sizes["z_channels"], meta["feature_size"], meta["groups"], hidden=sizes["hidden"],
-                         phylo_channels=sizes["phylo_channels"], code_dim=sizes["code_dim"],
-                         codes_per_level=sizes["codes_per_level"], n_codes=sizes["n_codes"])
+    base, model = build_phylonn(config["phylo"], meta["groups"], meta["level_names"])
     base.load_state_dict(load_state_dict(weights, key="base"))
     model.load_state_dict(load_state_dict(weights, key="disentangler"))
     return base.to(device).eval(), model.to(device).eval(), meta

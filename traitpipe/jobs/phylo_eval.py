@@ -1,17 +1,21 @@
 """Phylo-NN evaluation: species distances in code space against the tree, per level.
 
-Writes ``species_distances`` (every species pair, level and code kind) and Spearman
-correlations of code distances against tree distances into ``evaluation``.
+As the authors do, only the held-out images count (the specimens ``phylo_train`` kept out
+of training, listed in ``models/phylonn.json``). Writes ``species_distances`` (every species
+pair, level and code kind) and Spearman correlations of code distances against tree
+distances into ``evaluation``; both say which images they used in ``subset``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 import pandas as pd
 
 from traitpipe.jobs.common import job_arguments, start_job
+from traitpipe.jobs.models import model_files
 from traitpipe.jobs.phylo_train import tree_distances
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
 from traitpipe.phylo.model import level_positions
@@ -23,7 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     """``traitpipe job phylo_eval --config RUN_CONFIG``."""
     config = start_job(job_arguments("phylo_eval").parse_args(argv))
     sizes = config["phylo"]["model"]
+    _, description = model_files(config, "phylonn")
+    held = set(json.loads(description.read_text())["held_out"])
     codes = read_table(config["results"], "codes")
+    subset = "held_out"
+    if held:
+        codes = codes[codes["image_id"].isin(held)].reset_index(drop=True)
+    else:  # nothing could be held out (one specimen per species): say so in every row
+        subset = "train"
+        print("phylo_eval: WARNING no held-out images (every species has one specimen); evaluating on the "
+              "training images", file=sys.stderr)
     species = sorted(codes["species"].unique())
     tree = tree_distances(config, species)
     levels = tree.shape[0]
@@ -36,9 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     distances, evaluation = [], []
     for kind, level, matrix in matrices:
         distances.append(pd.DataFrame({
-            "species_a": np.asarray(species)[rows_a], "species_b": np.asarray(species)[rows_b], "codes": kind,
+            "species_a": np.asarray(species)[rows_a], "species_b": np.asarray(species)[rows_b], "subset": subset,
+            "codes": kind,
             "level": level, "code_distance": matrix[rows_a, rows_b], "tree_distance": tree[level][rows_a, rows_b]}))
-        evaluation.append({"model": "phylonn", "metric": "spearman_vs_tree", "subset": kind, "level": str(level),
+        evaluation.append({"model": "phylonn", "metric": f"spearman_{kind}_codes_vs_tree", "subset": subset,
+                           "level": str(level),
                            "value": upper_spearman(matrix, tree[level]) if len(species) > 2 else float("nan"),
                            "n": len(rows_a)})
     prov = provenance(config)
@@ -47,5 +62,5 @@ def main(argv: list[str] | None = None) -> None:
                 "species_distances", prov)
     write_table(pd.DataFrame(evaluation), table_path(results, "evaluation", "phylonn", "phylonn"), "evaluation", prov)
     for row in evaluation:
-        print(f"phylo_eval: {row['subset']:>8} codes, level {row['level']}: Spearman vs tree {row['value']:.3f}",
+        print(f"phylo_eval: {row['metric']}, level {row['level']}, {row['subset']} images: {row['value']:.3f}",
               file=sys.stderr)

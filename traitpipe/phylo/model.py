@@ -103,8 +103,10 @@ class Disentangler(nn.Module):
         Feature channels and side (h is (B, in_channels, size, size)).
     groups : sequence of int
         Number of groups per level, the last being the number of species.
-    distances : sequence of float
-        The relative distances of the ancestor levels (``len(groups) - 1``), naming their heads.
+    level_names : sequence of str
+        Names of the ancestor levels' heads (``len(groups) - 1``): :func:`head_name` of each
+        level's relative distance for levels from a tree ("033distance", as the authors), or
+        the taxonomy ranks' names. The species head is "class".
     hidden : int
     phylo_channels : int
     code_dim, codes_per_level, n_codes : int
@@ -113,12 +115,12 @@ class Disentangler(nn.Module):
         Levels of the non-phylo grid (the authors' fish model: 16, so 128 non-phylo codes).
     """
 
-    def __init__(self, in_channels: int, size: int, groups: Sequence[int], distances: Sequence[float], *,
+    def __init__(self, in_channels: int, size: int, groups: Sequence[int], level_names: Sequence[str], *,
                  hidden: int = 128, phylo_channels: int = 64, code_dim: int = 16, codes_per_level: int = 8,
                  n_codes: int = 64, nonphylo_levels: int = 16):
         super().__init__()
-        if len(distances) != len(groups) - 1:
-            raise ValueError(f"{len(groups)} levels need {len(groups) - 1} distances, got {len(distances)}")
+        if len(level_names) != len(groups) - 1:
+            raise ValueError(f"{len(groups)} levels need {len(groups) - 1} level names, got {len(level_names)}")
         self.levels, self.code_dim, self.codes_per_level = len(groups), code_dim, codes_per_level
         self.split = (phylo_channels, hidden - phylo_channels)
         phylo_grid = (code_dim, codes_per_level, self.levels)
@@ -130,7 +132,7 @@ class Disentangler(nn.Module):
         self.mlp_out_non_attribute = _mlp(nonphylo_grid, (self.split[1], size, size), normalize=False)
         self.quantize = VectorQuantizer(n_codes, code_dim)
         self.conv_out = nn.Sequential(nn.SiLU(), nn.Conv2d(hidden, in_channels, 1))
-        names = [head_name(d) for d in distances] + [head_name(None)]
+        names = [*level_names, head_name(None)]
         self.head_names = names
         self.classification_layers = nn.ModuleDict({
             name: ClassifierLayer(code_dim * codes_per_level * (k + 1), g)

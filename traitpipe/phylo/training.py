@@ -73,6 +73,26 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(p * (p + 1e-9).log()).sum(1).mean()
 
 
+def adversarial_uncertainty(model: Disentangler, nonphylo: torch.Tensor) -> torch.Tensor:
+    """The disentangler's adversarial term ``log C - H``: H the species head's entropy on the mapped codes.
+
+    The mapping runs without gradient (the authors' ``AdversarialLoss``), so this term's gradient
+    reaches the species head only, never the codes or the encoder side.
+    """
+    head = model.classification_layers["class"]
+    with torch.no_grad():
+        mapped = model.codebook_mapping_layers(nonphylo)
+    return math.log(head.seq[1].out_features) - _entropy(head(mapped).float())
+
+
+def adversary_confidence(model: Disentangler, nonphylo: torch.Tensor) -> torch.Tensor:
+    """The adversary's loss before its weights: H, the species head's entropy on the mapped, detached codes.
+
+    Minimised over ``codebook_mapping_layers`` alone (the caller takes gradients for those only).
+    """
+    return _entropy(model.classification_layers["class"](model.codebook_mapping_layers(nonphylo.detach())).float())
+
+
 def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, seed: int, device: torch.device,
                        progress: bool = True, precision: str = "float32") -> list[float]:
@@ -100,11 +120,9 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
     generator = torch.Generator().manual_seed(seed)
     base.to(device).eval().requires_grad_(False)
     model.to(device).train()
-    species_head = model.classification_layers["class"]
     mapping = list(model.codebook_mapping_layers.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
     adversary_optimizer = torch.optim.Adam(mapping, lr=lr, betas=BETAS)
-    log_classes = math.log(species_head.seq[1].out_features)
     history = []
     for _ in tqdm(range(epochs), desc="train Phylo-NN disentangler", unit="epoch", disable=not progress,
                   file=sys.stderr):
@@ -115,9 +133,7 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
                 h = base.encode(x).float()
             with autocast(device, precision):
                 out = model(h)
-                with torch.no_grad():
-                    mapped = model.codebook_mapping_layers(out.nonphylo)
-                uncertainty = log_classes - _entropy(species_head(mapped).float())
+                uncertainty = adversarial_uncertainty(model, out.nonphylo)
             ce = [F.cross_entropy(logits.float(), y[:, k]) for k, logits in enumerate(out.level_logits)]
             loss = (F.l1_loss(out.reconstruction.float(), h) + out.vq_loss + model.orthogonality()
                     + CLASS_WEIGHT * (0.5 * sum(ce[:-1]) + ce[-1]) + ADVERSARY_WEIGHT * uncertainty)
@@ -125,7 +141,7 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
             loss.backward()
             optimizer.step()
             with autocast(device, precision):  # the adversary: the mapping alone, codes detached, head frozen
-                confidence = _entropy(species_head(model.codebook_mapping_layers(out.nonphylo.detach())).float())
+                confidence = adversary_confidence(model, out.nonphylo)
             grads = torch.autograd.grad(ADVERSARY_BETA * ADVERSARY_WEIGHT * confidence, mapping)
             for parameter, grad in zip(mapping, grads):
                 parameter.grad = grad

@@ -99,6 +99,7 @@ CODES = pa.schema([
 SPECIES_DISTANCES = pa.schema([
     pa.field("species_a", pa.string(), nullable=False),
     pa.field("species_b", pa.string(), nullable=False),
+    pa.field("subset", pa.string(), nullable=False),  # the images the histograms came from: "held_out"
     pa.field("codes", pa.string(), nullable=False),  # "phylo" (levels 0..level, cumulative) or "nonphylo"
     pa.field("level", pa.int32(), nullable=False),
     pa.field("code_distance", pa.float64(), nullable=False),  # mean Jensen-Shannon distance over code positions

@@ -38,6 +38,7 @@ rule codes:
 rule phylo_eval:
     input:
         codes=[table_file("codes", s) for s in SHARDS],
+        description=model_file("phylonn.json"),
     output:
         distances=table_file("species_distances", "all"),
         evaluation=table_file("evaluation", "phylonn", "phylonn"),
