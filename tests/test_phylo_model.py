@@ -48,7 +48,8 @@ def test_the_authors_state_dict_names_load():
     """A state dict in the authors' layout (PhyloVQVAE: taming VQGAN + phylo_disentangler) at reduced width."""
     base, model = _models()
     names = {f"phylo_disentangler.{k}" for k in model.state_dict()} | set(base.state_dict())
-    for key in ("encoder.conv_in.weight", "encoder.down.1.block.0.nin_shortcut.weight", "encoder.down.0.downsample.conv.weight",
+    for key in ("encoder.conv_in.weight", "encoder.down.1.block.0.nin_shortcut.weight",
+                "encoder.down.0.downsample.conv.weight",
                 "encoder.mid.attn_1.q.weight", "decoder.up.1.upsample.conv.weight", "decoder.up.0.block.1.norm1.weight",
                 "quantize.embedding.weight", "quant_conv.weight", "post_quant_conv.bias",
                 "phylo_disentangler.conv_in.0.weight", "phylo_disentangler.mlp_in.0.weight",

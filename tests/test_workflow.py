@@ -77,8 +77,13 @@ def test_run_then_query(small_collection, tmp_path):
         {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "phylo_train", "n": 3},
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "phylo_train", "n": 6},
                                        {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
+    phylonn = json.loads((tmp_path / "results" / "models" / "phylonn.json").read_text())
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select distinct subset, n from evaluation where stage = 'phylonn'", cwd=tmp_path)
+    # evaluated on the held-out specimens only (one of five per species here): 4 species, 6 pairs
+    assert len(phylonn["held_out"]) == 4 and json.loads(done.stdout) == [{"subset": "held_out", "n": 6}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select count(distinct image_id) as images, count(*) as n, max(rank) as last, "
                      "count(distinct head) as heads from prompt_heads", cwd=tmp_path)
@@ -148,9 +153,9 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     assert len(tuned["losses"]) == 2 and tuned["species"] == 3 and tuned["sha256"]
     assert tuned["skipped"] == [f"no reference mask for species {lost!r} (looked in manifest column 'mask')"]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
-                     "select count(*) as n, min(round_trip_iou) >= 0 and max(round_trip_iou) <= 1 as ok, "
-                     "any_value(part) as part from retrieval", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"n": 12, "ok": True, "part": "left_forewing"}]
+                     "select count(*) as n, count(round_trip_iou) as scored, any_value(part) as part from retrieval",
+                     cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 12, "scored": 12, "part": "left_forewing"}]
 
 
 def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
@@ -162,7 +167,8 @@ def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(settings))
     done = traitpipe("run", "--config", "demo.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = traitpipe("query", "--format", "json", "select subset, level, value from evaluation "
-                     "where metric = 'spearman_vs_tree' order by subset, level", cwd=tmp_path)
-    rows = {(r["subset"], r["level"]): r["value"] for r in json.loads(done.stdout)}
-    assert rows[("phylo", "3")] > rows[("nonphylo", "3")] and min(v for k, v in rows.items() if k[0] == "phylo") > 0.5
+    done = traitpipe("query", "--format", "json", "select metric, subset, level, value from evaluation "
+                     "where metric like 'spearman_%_codes_vs_tree' order by metric, level", cwd=tmp_path)
+    rows = {(r["metric"].split("_")[1], r["level"]): r["value"] for r in json.loads(done.stdout)}
+    assert {r["subset"] for r in json.loads(done.stdout)} == {"held_out"}
+    assert rows[("phylo", "3")] > rows[("nonphylo", "3")] and rows[("phylo", "3")] > 0.5, rows

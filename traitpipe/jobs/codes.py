@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
                           "phylo_codes": list(codes["phylo"].numpy()),
                           "nonphylo_codes": list(codes["nonphylo"].numpy()),
                           "reconstruction_error": codes["reconstruction_error"].numpy()})
-    prov = provenance(config, device=str(device), precision=config["phylo"]["precision"], models={"phylonn": {"sha256": meta["sha256"],
-                                                                      "random_weights": False}})
+    prov = provenance(config, device=str(device), precision=config["phylo"]["precision"],
+                      models={"phylonn": {"sha256": meta["sha256"], "random_weights": False}})
     write_table(table, table_path(config["results"], "codes", args.shard), "codes", prov)
     write_failures(config, "codes", args.shard, failures, prov)
     print(f"codes shard {args.shard}: {len(rows)} images", file=sys.stderr)

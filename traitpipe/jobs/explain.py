@@ -21,6 +21,9 @@ from traitpipe.store.provenance import provenance
 from traitpipe.store.schemas import CAMS
 from traitpipe.store.tables import table_path, write_table
 
+#: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
+DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")
+
 
 def method_spec(config: dict, name: str) -> dict:
     """The ``explain.methods`` entry called ``name``."""
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     grid = _layer_grid(model, layers, meta["input_size"], device)
-    prov = provenance(config, device=str(device), precision=settings["precision"], models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
+    prov = provenance(config, device=str(device), precision=settings["precision"],
+                      models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
     attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
              "input_size": meta["input_size"],
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
@@ -89,7 +93,3 @@ def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction
                 "similar_species": classes[similar[i]], "mask_fraction": fraction,
                 **{name: values[i] for name, values in drops[a].items()}})
     return records
-
-
-#: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
-DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")

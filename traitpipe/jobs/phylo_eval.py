@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             "level": level, "code_distance": matrix[rows_a, rows_b], "tree_distance": tree[level][rows_a, rows_b]}))
         evaluation.append({"model": "phylonn", "metric": f"spearman_{kind}_codes_vs_tree", "subset": subset,
                            "level": str(level),
-                           "value": upper_spearman(matrix, tree[level]) if len(species) > 2 else float("nan"),
+                           "value": _spearman(matrix, tree[level]),
                            "n": len(rows_a)})
     prov = provenance(config)
     results = config["results"]
@@ -64,3 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     for row in evaluation:
         print(f"phylo_eval: {row['metric']}, level {row['level']}, {row['subset']} images: {row['value']:.3f}",
               file=sys.stderr)
+
+
+def _spearman(codes: np.ndarray, tree: np.ndarray) -> float:
+    """Spearman of code against tree distances over species pairs; NaN where undefined (fewer than
+    three species, or a level whose tree distances are all equal: every species in one group)."""
+    upper = tree[np.triu_indices(len(tree), k=1)]
+    if len(tree) < 3 or np.ptp(upper) == 0:
+        return float("nan")
+    return upper_spearman(codes, tree)

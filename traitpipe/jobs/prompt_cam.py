@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = shard_rows(config, args.shard)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    prov = provenance(config, device=str(device), precision=config["prompt_cam"]["precision"], models={"prompt_cam": {"sha256": info["sha256"],
-                                                                         "random_weights": False,
-                                                                         "source": info["source"]}})
+    prov = provenance(config, device=str(device), precision=config["prompt_cam"]["precision"],
+                      models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
+                                             "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}

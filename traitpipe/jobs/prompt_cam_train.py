@@ -72,13 +72,12 @@ def main(argv: list[str] | None = None) -> None:
                   "head.bias": model.head.bias.detach().cpu()})
     with atomic_path(weights) as tmp:
         torch.save(state, tmp)
-    write_json(description, {"classifier": meta, "classes": classes, "source": source, "sha256": sha256_file(weights),
-                             "accuracy": {k: v[0] for k, v in accuracy.items()}, "history": history,
+    write_json(description, {"classifier": meta, "classes": classes, "source": source,
+                             "sha256": sha256_file(weights), "accuracy": {k: v[0] for k, v in accuracy.items()}, "history": history,
                              "settings": settings, "device": str(device)})
-    prov = provenance(config, device=str(device), precision=settings["precision"], models={"prompt_cam": {"sha256": sha256_file(weights),
-                                                                         "random_weights": False,
-                                                                         "source": source,
-                                                                         "class_order_warning": warning}})
+    prov = provenance(config, device=str(device), precision=settings["precision"],
+                      models={"prompt_cam": {"sha256": sha256_file(weights), "random_weights": False, "source": source,
+                                             "class_order_warning": warning}})
     evaluation = pd.DataFrame([{"model": "prompt_cam", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
     write_table(evaluation, table_path(config["results"], "evaluation", "prompt_cam", "prompt_cam"), "evaluation",

@@ -144,7 +144,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             correct += (logits.argmax(1) == target).sum().item()
         val_accuracy = None
         if val is not None and len(val[0]):
-            val_accuracy = (predict(model, val[0], batch_size, device, precision).argmax(1) == val[1]).float().mean().item()
+            predicted = predict(model, val[0], batch_size, device, precision).argmax(1)
+            val_accuracy = (predicted == val[1]).float().mean().item()
         history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images),
                         "val_accuracy": val_accuracy})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)

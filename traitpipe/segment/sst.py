@@ -170,8 +170,8 @@ def _drop_old_outputs(state: dict, frame_idx: int) -> None:
             del tracked[old]
 
 
-def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray,
-          num_frames: int | None = None, precision: str = "auto") -> Iterator[tuple[int, list[int], torch.Tensor, tuple[int, int]]]:
+def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, num_frames: int | None = None,
+          precision: str = "auto") -> Iterator[tuple[int, list[int], torch.Tensor, tuple[int, int]]]:
     """Track every part of the support mask through frames, one pseudo-video.
 
     Parameters

@@ -111,7 +111,7 @@ EVALUATION = pa.schema([
     pa.field("metric", pa.string(), nullable=False),
     pa.field("subset", pa.string(), nullable=False),
     pa.field("level", pa.string()),
-    pa.field("value", pa.float64(), nullable=False),
+    pa.field("value", pa.float64()),  # null where undefined (a Spearman against a level with one group)
     pa.field("n", pa.int64(), nullable=False),
 ])
 
