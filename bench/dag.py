@@ -1,7 +1,8 @@
 """Planning cost: Snakemake dry run (DAG build) for manifests of 1,000 to 100,000 images.
 
-Manifests are rows only (no image files: planning never reads images). Uses the
-demo config with the default shard_size. Goal: 100,000 images plan as at most
+Manifests are rows only (no image files: planning never reads images), with one
+reference image and mask per species (empty files: the segment rules declare them as inputs,
+so they must exist). Uses the demo config with the default shard_size. Goal: 100,000 images plan as at most
 2,000 jobs in at most 30 seconds. Last line: a JSON object.
 """
 
@@ -36,6 +37,15 @@ def make_manifest(folder: Path, n_images: int, seed: int = 0) -> Path:
         "species": [f"Genus{s // 7:04d} species{s:05d}" for s in species],
         "genus": [f"Genus{s // 7:04d}" for s in species],
     })
+    # one reference (support image and mask) per species and the part names: inputs of the segment
+    # rules, so they must exist (a dry run never reads them)
+    first = ~frame["species"].duplicated()
+    frame["mask"] = np.where(first, [f"masks/{i:07d}.png" for i in range(n_images)], "")
+    for folder_name in ("masks", "images"):
+        (folder / folder_name).mkdir()
+    for reference in frame.loc[first, ["path", "mask"]].to_numpy().ravel():
+        (folder / reference).touch()
+    (folder / "masks" / "parts.json").write_text('{"1": "body"}')
     path = folder / "manifest.csv"
     frame.to_csv(path, index=False)
     return path
@@ -46,7 +56,7 @@ def dry_run(folder: Path, n_images: int) -> dict:
     make_manifest(folder, n_images)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["collection"].update(root=str(folder), manifest="manifest.csv", phylogeny=None,
-                                columns={"path": "path", "species": "species", "ranks": ["genus"]})
+                                columns={"path": "path", "species": "species", "mask": "mask", "ranks": ["genus"]})
     config.pop("shard_size")  # the default
     config["results"] = str(folder / "results")
     (folder / "config.yaml").write_text(yaml.safe_dump(config))

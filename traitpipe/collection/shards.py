@@ -67,6 +67,18 @@ def shard_names(species: pd.Series, shard_size: int) -> list[str]:
     return [shard_name(i) for i in range(len(plan_shards(species.value_counts().to_dict(), shard_size)))]
 
 
+def shard_species(species: pd.Series, shard_size: int) -> dict[str, list[str]]:
+    """The species of every shard :func:`assign_shards` will fill, from the species column alone.
+
+    Examples
+    --------
+    >>> shard_species(pd.Series(["b", "a", "a", "c"]), 2)
+    {'00000': ['a'], '00001': ['b', 'c']}
+    """
+    plan = plan_shards(species.value_counts().to_dict(), shard_size)
+    return {shard_name(i): sorted({piece[0] for piece in pieces}) for i, pieces in enumerate(plan)}
+
+
 def assign_shards(species: pd.Series, sort_key: pd.Series, shard_size: int) -> np.ndarray:
     """Shard of every row.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import round_trip_iou
 from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
+from traitpipe.segment.references import find_references, part_names
 from traitpipe.segment.sst import load_sam2, propagate
 from traitpipe.store.maps import map_path, map_writer
 from traitpipe.store.provenance import provenance
@@ -26,42 +26,11 @@ from traitpipe.store.schemas import FAILURES
 from traitpipe.store.tables import table_path, write_table
 
 
-def part_names(config: dict) -> dict[int, str] | None:
-    """Declared parts (label -> name) from ``segment.parts`` (a mapping or a JSON file under the root)."""
-    parts = config["segment"]["parts"]
-    if parts is None:
-        return None
-    if isinstance(parts, str):
-        file = Path(config["collection"]["root"]) / parts
-        if not file.is_file():
-            raise FileNotFoundError(f"segment.parts: no file {file}")
-        parts = json.loads(file.read_text())
-    return {int(k): str(v) for k, v in parts.items()}
-
-
 def references(config: dict) -> tuple[dict[str, tuple[str, str]], str]:
-    """Each species' labelled reference: species -> (image file, mask file), and where masks were looked for.
-
-    ``segment.masks`` null: the manifest's mask column (on the row of the image it labels).
-    A folder (under the root): masks named after the image they label, ``<folder>/<image stem>.png``.
-    """
-    manifest = load_manifest(config)
-    folder = config["segment"]["masks"]
-    if folder is None:
-        column = config["collection"]["columns"]["mask"]
-        labelled = manifest[manifest["mask"] != ""]
-        where = f"manifest column {column!r}" if column else "the manifest (collection.columns.mask is not set)"
-        pairs = zip(labelled["species"], labelled["file"], labelled["mask"])
-    else:
-        root = Path(config["collection"]["root"]) / folder
-        where = f"folder {root} (<image stem>.png)"
-        masks = [root / f"{Path(p).stem}.png" for p in manifest["path"]]
-        found = [m.is_file() for m in masks]
-        pairs = zip(manifest["species"][found], manifest["file"][found], [str(m) for m, f in zip(masks, found) if f])
-    chosen: dict[str, tuple[str, str]] = {}
-    for species, image, mask in pairs:
-        chosen.setdefault(species, (image, mask))  # the first labelled row of a species
-    return chosen, where
+    """Each species' (support image, mask) files, and where masks were looked for (see ``find_references``)."""
+    collection = config["collection"]
+    return find_references(load_manifest(config), config["segment"]["masks"], collection["root"],
+                           collection["columns"]["mask"])
 
 
 def load_support(config: dict, species: str, chosen: dict, where: str,
@@ -115,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     config = start_job(args)
     settings = config["segment"]
     device = resolve_device(config["device"])
-    names = part_names(config)
+    names = part_names(settings["parts"], config["collection"]["root"])
     chosen, where = references(config)
     rows = shard_rows(config, args.shard)
     pixels, ok, failures = load_pixels(config, rows)

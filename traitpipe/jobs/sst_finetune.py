@@ -10,10 +10,11 @@ import torch
 
 from traitpipe.collection.images import ImageError
 from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_json
-from traitpipe.jobs.segment import load_support, part_names, references
+from traitpipe.jobs.segment import load_support, references
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import finetune
+from traitpipe.segment.references import part_names
 from traitpipe.segment.sst import load_sam2
 from traitpipe.store.atomic import atomic_path
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     config = start_job(job_arguments("sst_finetune").parse_args(argv))
     settings, tune = config["segment"], config["segment"]["finetune"]
     device = resolve_device(config["device"])
-    names = part_names(config)
+    names = part_names(settings["parts"], config["collection"]["root"])
     chosen, where = references(config)
     rows = all_rows(config)
     examples, skipped = [], []

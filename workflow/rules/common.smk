@@ -5,10 +5,11 @@ import sys
 from pathlib import Path
 
 from traitpipe.collection.manifest import ManifestError, load_manifest
-from traitpipe.collection.shards import shard_names
+from traitpipe.collection.shards import shard_names, shard_species
 from traitpipe.config import ConfigError, canonical_json, collection_file, config_hash, validate_config
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.maps import map_path
+from traitpipe.segment.references import find_references, parts_file
 from traitpipe.store.tables import table_path
 
 try:
@@ -21,12 +22,23 @@ RESULTS = CFG["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 # The validated config with every default, named by its hash (the config_hash column
-# of every table): written once, when the Snakefile is parsed, and read by every job.
+# of every table), read by every job. It is written when jobs are about to run (onstart),
+# never by a dry run, and it is no rule input: the rules' params carry the config sections
+# each depends on, so a config change reruns exactly the rules whose sections changed.
 RUN_CONFIG = f"{RESULTS}/run/config-{config_hash(CFG)}.json"
-if not Path(RUN_CONFIG).is_file():
-    with atomic_path(RUN_CONFIG) as tmp:
-        Path(tmp).write_text(canonical_json(CFG) + "\n")
+
+
+onstart:
+    if not Path(RUN_CONFIG).is_file():
+        with atomic_path(RUN_CONFIG) as tmp:
+            Path(tmp).write_text(canonical_json(CFG) + "\n")
+
 SHARDS = shard_names(MANIFEST["species"], CFG["shard_size"])
+SPECIES_OF_SHARD = shard_species(MANIFEST["species"], CFG["shard_size"])
+# Files the jobs read besides the tables: inputs of their rules, so that editing one reruns what read it.
+MANIFEST_FILE = str(collection_file(CFG, "manifest"))
+REFERENCES, _ = find_references(MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"],
+                                CFG["collection"]["columns"]["mask"])
 # jobs run with the interpreter that runs Snakemake (the project's environment)
 TRAITPIPE = f"{sys.executable} -m traitpipe"
 
@@ -56,6 +68,38 @@ def table_file(table, shard, partition=None):
 def map_file(product, shard):
     """Path of one Zarr map store (see traitpipe.store.maps.map_path)."""
     return str(map_path(RESULTS, product, shard))
+
+
+def optional(path):
+    """[path] for a file the config names, [] for none."""
+    return [] if path is None else [str(path)]
+
+
+def local_file(value):
+    """[value] when a config value (a checkpoint, a class list) is a local file, else [] (a named source, null)."""
+    return [value] if isinstance(value, str) and Path(value).is_file() else []
+
+
+def collection_files(value):
+    """[file] for a config value naming a file under the collection root (a class list), else []."""
+    if not isinstance(value, str):
+        return []
+    path = Path(value) if Path(value).is_absolute() else Path(CFG["collection"]["root"]) / value
+    return [str(path)]
+
+
+def reference_files(species):
+    """The support image and reference mask of each of these species that has one."""
+    return [file for name in species if name in REFERENCES for file in REFERENCES[name]]
+
+
+def shard_references(wildcards):
+    """Reference files of the species in one shard: the segment job of that shard reads them."""
+    return reference_files(SPECIES_OF_SHARD[wildcards.shard])
+
+
+PARTS_FILE = optional(parts_file(CFG["segment"]["parts"], CFG["collection"]["root"]))
+PHYLOGENY = optional(collection_file(CFG, "phylogeny"))
 
 
 def model_file(name):

@@ -1,6 +1,9 @@
 rule classifier:
     input:
         images=[table_file("images", s) for s in SHARDS],
+        manifest=MANIFEST_FILE,
+        checkpoint=local_file(CFG["classifier"]["checkpoint"]),
+        classes=collection_files(CFG["classifier"]["classes"]),
     output:
         weights=model_file("classifier.pt"),
         description=model_file("classifier.json"),
@@ -42,6 +45,9 @@ rule prompt_cam_train:
     input:
         images=[table_file("images", s) for s in SHARDS],
         weights=model_file("classifier.pt"),
+        description=model_file("classifier.json"),
+        checkpoint=local_file(CFG["prompt_cam"]["checkpoint"]),
+        classes=collection_files(CFG["prompt_cam"]["classes"]),
     output:
         weights=model_file("prompt_cam.pt"),
         description=model_file("prompt_cam.json"),
@@ -62,6 +68,9 @@ rule prompt_cam:
     input:
         images=table_file("images", "{shard}"),
         weights=model_file("prompt_cam.pt"),
+        description=model_file("prompt_cam.json"),
+        classifier=model_file("classifier.pt"),
+        classifier_description=model_file("classifier.json"),
     output:
         maps=directory(map_file("cam-promptcam", "{shard}")),
         heads=table_file("prompt_heads", "{shard}"),

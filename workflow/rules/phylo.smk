@@ -1,6 +1,9 @@
 rule phylo_train:
     input:
         images=[table_file("images", s) for s in SHARDS],
+        phylogeny=PHYLOGENY,
+        manifest=MANIFEST_FILE,
+        checkpoint=local_file(CFG["phylo"]["checkpoint"]),
     output:
         weights=model_file("phylonn.pt"),
         description=model_file("phylonn.json"),
@@ -21,6 +24,7 @@ rule codes:
     input:
         images=table_file("images", "{shard}"),
         weights=model_file("phylonn.pt"),
+        description=model_file("phylonn.json"),
     output:
         codes=table_file("codes", "{shard}"),
         failures=table_file("failures", "{shard}", "codes"),
@@ -39,6 +43,7 @@ rule phylo_eval:
     input:
         codes=[table_file("codes", s) for s in SHARDS],
         description=model_file("phylonn.json"),
+        phylogeny=PHYLOGENY,
     output:
         distances=table_file("species_distances", "all"),
         evaluation=table_file("evaluation", "phylonn", "phylonn"),

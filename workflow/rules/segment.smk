@@ -1,6 +1,10 @@
 rule sst_finetune:
     input:
         images=[table_file("images", s) for s in SHARDS],
+        references=reference_files(sorted(REFERENCES)),
+        parts=PARTS_FILE,
+        manifest=MANIFEST_FILE,
+        checkpoint=local_file(CFG["segment"]["checkpoint"]),
     output:
         weights=model_file("sam2_finetuned.pt"),
         description=model_file("sam2_finetuned.json"),
@@ -18,6 +22,10 @@ rule sst_finetune:
 rule segment:
     input:
         images=table_file("images", "{shard}"),
+        references=shard_references,
+        parts=PARTS_FILE,
+        manifest=MANIFEST_FILE,
+        checkpoint=local_file(CFG["segment"]["checkpoint"]),
         tuned=[model_file("sam2_finetuned.pt")] if CFG["segment"]["finetune"]["enabled"] else [],
     output:
         maps=directory(map_file("segment", "{shard}")),
