@@ -50,9 +50,14 @@ def _run_classifier_job(tmp_path, collection, checkpoint, classes=None):
         "classes": classes, "train": {"enabled": False}})
     run_config = tmp_path / "run.json"
     run_config.write_text(canonical_json(load_config(path)))
-    ingest.main(["--config", str(run_config)])
-    classifier.main(["--config", str(run_config)])
-    return json.loads((tmp_path / "results" / "models" / "classifier.json").read_text())
+    images = [str(tmp_path / f"images-{s}.parquet") for s in range(4)]  # the small collection: 4 shards
+    ingest.main(["--config", str(run_config), "--manifest", str(collection / "manifest.csv"),
+                 "--shards", "00000", "00001", "00002", "00003", "--images", *images,
+                 "--failures", *[str(tmp_path / f"failures-{s}.parquet") for s in range(4)]])
+    classifier.main(["--config", str(run_config), "--images", *images,
+                     "--weights", str(tmp_path / "classifier.pt"), "--description", str(tmp_path / "classifier.json"),
+                     "--evaluation", str(tmp_path / "evaluation.parquet"), "--failures", str(tmp_path / "f.parquet")])
+    return json.loads((tmp_path / "classifier.json").read_text())
 
 
 def test_the_classifier_job_keeps_a_checkpoints_own_class_order(small_collection, tmp_path, capsys):

@@ -8,31 +8,33 @@ import sys
 import pandas as pd
 import torch
 
-from traitpipe.collection.manifest import load_manifest
-from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
-from traitpipe.jobs.models import class_order, model_files
+from traitpipe.jobs.common import job_arguments, labelled_images, read_rows, start_job, write_failures, write_json
+from traitpipe.jobs.models import class_order
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.classifier import build_classifier, head_outputs
 from traitpipe.models.device import resolve_device
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job classifier --config RUN_CONFIG``."""
-    config = start_job(job_arguments("classifier").parse_args(argv))
+    """``traitpipe job classifier --config RUN_CONFIG --images T.. --weights F --description F --evaluation F
+    --failures F``."""
+    args = job_arguments("classifier", paths=("weights", "description", "evaluation", "failures"),
+                         lists=("images",)).parse_args(argv)
+    config = start_job(args)
     spec, train = config["classifier"], config["classifier"]["train"]
     device = resolve_device(config["device"])
-    species = sorted(load_manifest(config)["species"].unique())
+    species = sorted(read_rows(args.images)["species"].unique())
     classes, warning = species, None
     if spec["checkpoint"] is not None and not train["enabled"]:  # the checkpoint's own head: its class order
         outputs = head_outputs(spec["arch"], spec["checkpoint"], kwargs=spec["kwargs"])
         classes, warning = class_order(spec["classes"], spec["checkpoint"], species, outputs, config, "classifier")
 
-    rows, images, labels, is_val, failures = labelled_images(config, spec["input_size"], spec["mean"], spec["std"],
-                                                             train["val_fraction"], train["seed"], classes)
+    rows, images, labels, is_val, failures = labelled_images(config, args.images, spec["input_size"], spec["mean"],
+                                                             spec["std"], train["val_fraction"], train["seed"], classes)
 
     torch.manual_seed(train["seed"])
     model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], checkpoint=spec["checkpoint"],
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     predicted = predict(model, images, train["batch_size"], device, spec["precision"]).argmax(1)
     correct = (predicted == labels).numpy()
 
-    weights, description = model_files(config, "classifier")
+    weights, description = args.weights, args.description
     with atomic_path(weights) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                       models={"classifier": {**info, "sha256": sha256_file(weights)}})
     evaluation = pd.DataFrame([{"model": "classifier", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
-    write_table(evaluation, table_path(config["results"], "evaluation", "classifier", "classifier"), "evaluation", prov)
-    write_failures(config, "classifier", "all", failures, prov)
+    write_table(evaluation, args.evaluation, "evaluation", prov)
+    write_failures(args.failures, failures, prov)
     origin = f"{info['source']} weights" + (f", {info['trained']} here" if train["enabled"] else "")
     print(f"classifier: {spec['arch']} ({origin}), train accuracy {accuracy['train'][0]:.3f}, "
           f"val accuracy {accuracy['val'][0]:.3f} on {accuracy['val'][1]} images", file=sys.stderr)

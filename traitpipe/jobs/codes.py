@@ -6,22 +6,22 @@ import sys
 
 import pandas as pd
 
-from traitpipe.jobs.common import job_arguments, shard_rows, start_job, write_failures
+from traitpipe.jobs.common import job_arguments, read_rows, start_job, write_failures
 from traitpipe.jobs.models import load_phylonn
 from traitpipe.jobs.phylo_train import training_images
 from traitpipe.models.device import resolve_device
 from traitpipe.phylo.training import generate_codes
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job codes --config RUN_CONFIG --shard SHARD``."""
-    args = job_arguments("codes", "shard").parse_args(argv)
+    """``traitpipe job codes --config RUN_CONFIG --images T --weights F --description F --codes T --failures T``."""
+    args = job_arguments("codes", paths=("images", "weights", "description", "codes", "failures")).parse_args(argv)
     config = start_job(args)
     device = resolve_device(config["device"])
-    base, model, meta = load_phylonn(config, device)
-    rows = shard_rows(config, args.shard)
+    base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
+    rows = read_rows(args.images)
     images, ok, failures = training_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
     codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
@@ -32,6 +32,6 @@ def main(argv: list[str] | None = None) -> None:
                           "reconstruction_error": codes["reconstruction_error"].numpy()})
     prov = provenance(config, device=str(device), precision=config["phylo"]["precision"],
                       models={"phylonn": {"sha256": meta["sha256"], "random_weights": False}})
-    write_table(table, table_path(config["results"], "codes", args.shard), "codes", prov)
-    write_failures(config, "codes", args.shard, failures, prov)
-    print(f"codes shard {args.shard}: {len(rows)} images", file=sys.stderr)
+    write_table(table, args.codes, "codes", prov)
+    write_failures(args.failures, failures, prov)
+    print(f"codes: {len(rows)} images", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,37 @@ from traitpipe.collection.images import ImageError, read_image
 from traitpipe.config import load_config
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.schemas import FAILURES
-from traitpipe.store.tables import read_table, table_path, write_table
+from traitpipe.store.tables import write_table
 
 
-def job_arguments(name: str, *options: str) -> argparse.ArgumentParser:
-    """Parser of ``traitpipe job <name>``: ``--config RUN_CONFIG``, ``--threads N`` and ``options`` (required strings)."""
+def job_arguments(name: str, *options: str, paths: tuple[str, ...] = (), lists: tuple[str, ...] = (),
+                  optional: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Parser of ``traitpipe job <name>``: ``--config RUN_CONFIG``, ``--threads N`` and the files the rule hands over.
+
+    Parameters
+    ----------
+    name : str
+    options : str
+        Required plain values (``shard``, ``method``).
+    paths : tuple of str
+        Required files, one each (``--images PATH``).
+    lists : tuple of str
+        Lists of files (``--tables A B C``; may be empty).
+    optional : tuple of str
+        Files a rule hands over only when the config has them (``--phylogeny PATH``; None otherwise).
+
+    Every path a job reads or writes arrives this way: jobs derive no path (the rule's
+    ``input:`` and ``output:`` are the one place that names them).
+    """
     parser = argparse.ArgumentParser(prog=f"traitpipe job {name}")
-    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config.json)")
+    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config-*.json)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    for option in options:
-        parser.add_argument(f"--{option}", required=True)
+    for option in (*options, *paths):
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
+    for option in lists:
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, nargs="*", default=[])
+    for option in optional:
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, default=None)
     return parser
 
 
@@ -35,15 +57,11 @@ def start_job(args: argparse.Namespace) -> dict:
     return load_config(args.config)
 
 
-def shard_rows(config: dict, shard: str) -> pd.DataFrame:
-    """The ``images`` table rows of one shard, in shard order (species, image_id)."""
-    path = table_path(config["results"], "images", shard)
-    return pd.read_parquet(path).sort_values(["species", "image_id"]).reset_index(drop=True)
-
-
-def all_rows(config: dict) -> pd.DataFrame:
-    """The whole ``images`` table, ordered by (species, image_id)."""
-    return read_table(config["results"], "images").sort_values(["species", "image_id"]).reset_index(drop=True)
+def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
+    """The ``images`` rows of one or more table files, ordered by (species, image_id)."""
+    files = [tables] if isinstance(tables, str) else list(tables)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(
+        ["species", "image_id"]).reset_index(drop=True)
 
 
 def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
@@ -78,9 +96,9 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
     return pixels, ok, pd.DataFrame(failed, columns=FAILURES.names)
 
 
-def write_failures(config: dict, stage: str, shard: str, failures: pd.DataFrame, prov: dict) -> Path:
-    """Write one stage's ``failures`` rows of one shard (an empty file when all went well)."""
-    return write_table(failures, table_path(config["results"], "failures", shard, stage), "failures", prov)
+def write_failures(path: str | Path, failures: pd.DataFrame, prov: dict) -> Path:
+    """Write one step's ``failures`` rows (an empty file when all went well)."""
+    return write_table(failures, path, "failures", prov)
 
 
 def write_json(path: str | Path, value: dict) -> Path:
@@ -90,8 +108,9 @@ def write_json(path: str | Path, value: dict) -> Path:
     return Path(path)
 
 
-def labelled_images(config: dict, size: int, mean, std, val_fraction: float, seed: int, classes=None):
-    """Every readable image of the run as one model batch, with labels and a validation split by specimen.
+def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, val_fraction: float, seed: int,
+                    classes=None):
+    """Every readable image of ``tables`` as one model batch, with labels and a validation split by specimen.
 
     ``classes`` (a model's class order; default: the sorted species) sets which label each species gets.
 
@@ -110,7 +129,7 @@ def labelled_images(config: dict, size: int, mean, std, val_fraction: float, see
 
     from traitpipe.models.transforms import to_batch
 
-    rows = all_rows(config)
+    rows = read_rows(tables)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     images = to_batch(pixels, size, mean, std)

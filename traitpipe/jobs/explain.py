@@ -12,14 +12,14 @@ from tqdm import tqdm
 
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
-from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
+from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
 from traitpipe.jobs.models import load_classifier
 from traitpipe.models.device import autocast, resolve_device, to_device
 from traitpipe.models.transforms import to_batch
-from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.maps import map_writer
 from traitpipe.store.provenance import provenance
 from traitpipe.store.schemas import CAMS
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 #: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
 DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")
@@ -34,17 +34,19 @@ def method_spec(config: dict, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job explain --config RUN_CONFIG --method NAME --shard SHARD``."""
-    args = job_arguments("explain", "method", "shard").parse_args(argv)
+    """``traitpipe job explain --config RUN_CONFIG --method NAME --images T --weights F --description F --maps Z
+    --cams T --failures T``."""
+    args = job_arguments("explain", "method", paths=("images", "weights", "description", "maps", "cams",
+                                                     "failures")).parse_args(argv)
     config = start_job(args)
     spec, settings = method_spec(config, args.method), config["explain"]
     device = resolve_device(config["device"])
-    model, meta = load_classifier(config, device)
+    model, meta = load_classifier(args.weights, args.description, device)
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
     classes = meta["classes"]
 
-    rows = shard_rows(config, args.shard)
+    rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     grid = _layer_grid(model, layers, meta["input_size"], device)
@@ -56,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []
     batch_size = settings["batch_size"]
-    with map_writer(map_path(config["results"], f"cam-{spec['name']}", args.shard), rows["image_id"].tolist(),
+    with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
         for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc=f"{spec['name']} shard {args.shard}", unit="batch", file=sys.stderr):
+                          desc=spec["name"], unit="batch", file=sys.stderr):
             batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
             with autocast(device, settings["precision"]):
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
@@ -68,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
                                 settings["faithfulness_fraction"])
     cams = pd.DataFrame(records, columns=CAMS.names)
-    write_table(cams, table_path(config["results"], "cams", args.shard, spec["name"]), "cams", prov)
-    write_failures(config, f"cam-{spec['name']}", args.shard, failures, prov)
-    print(f"explain {spec['name']} shard {args.shard}: {len(rows)} images x {len(alphas)} alphas", file=sys.stderr)
+    write_table(cams, args.cams, "cams", prov)
+    write_failures(args.failures, failures, prov)
+    print(f"explain {spec['name']}: {len(rows)} images x {len(alphas)} alphas", file=sys.stderr)
 
 
 def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: torch.device) -> tuple[int, int]:

@@ -17,11 +17,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError, decode, image_id, read_bytes
-from traitpipe.collection.manifest import load_manifest
+from traitpipe.collection.manifest import read_manifest
 from traitpipe.collection.shards import assign_shards, shard_names
 from traitpipe.jobs.common import job_arguments, start_job
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
 def _probe(file: str, max_pixels: int) -> tuple[str | None, int, int, str | None]:
@@ -77,16 +77,23 @@ def ingest(config: dict, manifest: pd.DataFrame, *, progress: bool = True) -> tu
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job ingest --config RUN_CONFIG``: write both tables for every shard."""
-    config = start_job(job_arguments("ingest").parse_args(argv))
-    manifest = load_manifest(config)
+    """``traitpipe job ingest --config RUN_CONFIG --manifest FILE --shards S.. --images T.. --failures T..``.
+
+    Writes the ``images`` and ``failures`` table of every shard, to the files given in shard order.
+    """
+    args = job_arguments("ingest", paths=("manifest",), lists=("shards", "images", "failures")).parse_args(argv)
+    config = start_job(args)
+    collection = config["collection"]
+    manifest = read_manifest(args.manifest, collection["columns"], collection["root"])
+    planned = shard_names(manifest["species"], config["shard_size"])
+    if args.shards != planned or len(args.images) != len(planned) or len(args.failures) != len(planned):
+        raise SystemExit(f"ingest: the rule hands over shards {args.shards} with {len(args.images)} images and "
+                         f"{len(args.failures)} failures files; the manifest plans {planned}")
     images, failures = ingest(config, manifest)
     prov = provenance(config)
-    ranks = list(config["collection"]["columns"]["ranks"])
-    results = config["results"]
-    for shard in shard_names(manifest["species"], config["shard_size"]):
-        write_table(images[images["shard"] == shard], table_path(results, "images", shard), "images", prov, ranks)
-        write_table(failures[failures["shard"] == shard], table_path(results, "failures", shard, "ingest"),
-                    "failures", prov)
+    ranks = list(collection["columns"]["ranks"])
+    for shard, images_file, failures_file in zip(planned, args.images, args.failures):
+        write_table(images[images["shard"] == shard], images_file, "images", prov, ranks)
+        write_table(failures[failures["shard"] == shard], failures_file, "failures", prov)
     print(f"ingest: {len(images)} usable images, {len(failures)} failures, "
           f"{images['species'].nunique()} species", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Model files the workflow writes under ``results/models/`` and reads back."""
+"""Building and loading the models the workflow trains or resolves, from the files its rules hand over."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import torch
 
 from traitpipe.models.checkpoints import load_state_dict
 from traitpipe.models.classifier import build_classifier
-
-
-def model_files(config: dict, name: str) -> tuple[Path, Path]:
-    """(weights, description) of a model the workflow trained or resolved: ``models/<name>.pt``, ``.json``."""
-    folder = Path(config["results"]) / "models"
-    return folder / f"{name}.pt", folder / f"{name}.json"
 
 
 def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict, what: str):
@@ -38,12 +32,23 @@ def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict,
     return classes, warning
 
 
-def load_classifier(config: dict, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The run's classifier (from ``models/classifier.pt``) on ``device``, in eval mode, and its description."""
-    weights, description = model_files(config, "classifier")
-    meta = json.loads(description.read_text())
+def load_classifier(weights: str | Path, description: str | Path,
+                    device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The run's classifier (``models/classifier.pt`` and its ``.json``) on ``device``, in eval mode, and its description."""
+    meta = json.loads(Path(description).read_text())
     model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], checkpoint=weights)
     return model.to(device).eval(), meta
+
+
+def prompt_model(classifier_weights: str | Path, classifier_description: str | Path, *, drop_path: float = 0.0,
+                 prompt_dropout: float = 0.0):
+    """A PromptCAM on the run's classifier backbone, and the classifier's description."""
+    from traitpipe.explain.prompt_cam import PromptCAM
+
+    meta = json.loads(Path(classifier_description).read_text())
+    backbone, _ = build_classifier(meta["arch"], len(meta["classes"]),
+                                   kwargs={**meta["kwargs"], "drop_path_rate": drop_path}, checkpoint=classifier_weights)
+    return PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout), meta
 
 
 def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):
@@ -63,11 +68,10 @@ def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):
     return base, model
 
 
-def load_phylonn(config: dict, device: torch.device):
+def load_phylonn(weights: str | Path, description: str | Path, settings: dict, device: torch.device):
     """The run's Phylo-NN (base VQGAN and disentangler, eval mode, on ``device``) and its description."""
-    weights, description = model_files(config, "phylonn")
-    meta = json.loads(description.read_text())
-    base, model = build_phylonn(config["phylo"], meta["groups"], meta["level_names"])
+    meta = json.loads(Path(description).read_text())
+    base, model = build_phylonn(settings, meta["groups"], meta["level_names"])
     base.load_state_dict(load_state_dict(weights, key="base"))
     model.load_state_dict(load_state_dict(weights, key="disentangler"))
     return base.to(device).eval(), model.to(device).eval(), meta

@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from traitpipe.jobs.common import job_arguments, start_job
-from traitpipe.jobs.models import model_files
+from traitpipe.jobs.common import job_arguments, read_rows, start_job
 from traitpipe.jobs.phylo_train import tree_distances
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
 from traitpipe.phylo.model import level_positions
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import read_table, table_path, write_table
+from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job phylo_eval --config RUN_CONFIG``."""
-    config = start_job(job_arguments("phylo_eval").parse_args(argv))
+    """``traitpipe job phylo_eval --config RUN_CONFIG --codes T.. --images T.. --description F [--phylogeny F]
+    --distances T --evaluation T``."""
+    args = job_arguments("phylo_eval", paths=("description", "distances", "evaluation"), lists=("codes", "images"),
+                         optional=("phylogeny",)).parse_args(argv)
+    config = start_job(args)
     sizes = config["phylo"]["model"]
-    _, description = model_files(config, "phylonn")
-    held = set(json.loads(description.read_text())["held_out"])
-    codes = read_table(config["results"], "codes")
+    held = set(json.loads(Path(args.description).read_text())["held_out"])
+    codes = pd.concat([pd.read_parquet(f) for f in args.codes], ignore_index=True)
     subset = "held_out"
     if held:
         codes = codes[codes["image_id"].isin(held)].reset_index(drop=True)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         print("phylo_eval: WARNING no held-out images (every species has one specimen); evaluating on the "
               "training images", file=sys.stderr)
     species = sorted(codes["species"].unique())
-    tree = tree_distances(config, species)
+    tree = tree_distances(config, read_rows(args.images), species, args.phylogeny)
     levels = tree.shape[0]
     phylo = np.stack(codes["phylo_codes"].to_numpy()).astype(np.int64)
     nonphylo = np.stack(codes["nonphylo_codes"].to_numpy()).astype(np.int64)
@@ -57,10 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                            "value": _spearman(matrix, tree[level]),
                            "n": len(rows_a)})
     prov = provenance(config)
-    results = config["results"]
-    write_table(pd.concat(distances, ignore_index=True), table_path(results, "species_distances", "all"),
-                "species_distances", prov)
-    write_table(pd.DataFrame(evaluation), table_path(results, "evaluation", "phylonn", "phylonn"), "evaluation", prov)
+    write_table(pd.concat(distances, ignore_index=True), args.distances, "species_distances", prov)
+    write_table(pd.DataFrame(evaluation), args.evaluation, "evaluation", prov)
     for row in evaluation:
         print(f"phylo_eval: {row['metric']}, level {row['level']}, {row['subset']} images: {row['value']:.3f}",
               file=sys.stderr)

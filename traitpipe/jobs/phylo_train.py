@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from traitpipe.collection.manifest import load_manifest
-from traitpipe.config import collection_file
-from traitpipe.jobs.common import all_rows, held_out, job_arguments, load_pixels, start_job, write_failures, write_json
-from traitpipe.jobs.models import build_phylonn, model_files
+from traitpipe.jobs.common import held_out, job_arguments, load_pixels, read_rows, start_job, write_failures, write_json
+from traitpipe.jobs.models import build_phylonn
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.device import resolve_device
 from traitpipe.models.transforms import to_batch
@@ -24,29 +22,28 @@ from traitpipe.phylo.model import head_name, split_authors_state
 from traitpipe.phylo.training import generate_codes, train_base, train_disentangler
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
-def species_levels(config: dict, species: list[str]) -> tuple[np.ndarray, list[str], str]:
-    """Group of every species at every level (S, L) from the phylogeny, else from the taxonomy ranks;
-    the names of the ancestor levels (their heads' names) and where the levels came from."""
-    tree = collection_file(config, "phylogeny")
+def species_levels(config: dict, rows: pd.DataFrame, species: list[str],
+                   tree: str | None) -> tuple[np.ndarray, list[str], str]:
+    """Group of every species at every level (S, L) from the phylogeny file, else from the taxonomy rank
+    columns of the ``images`` rows; the names of the ancestor levels (their heads' names) and their source."""
     if tree is not None:
         distances = config["phylo"]["distances"]
         return level_labels(tree, species, distances), [head_name(d) for d in distances], f"phylogeny {tree}"
     ranks = config["collection"]["columns"]["ranks"]
     if not ranks:
         raise ValueError("phylo needs collection.phylogeny (a Newick tree) or collection.columns.ranks (taxonomy)")
-    table = load_manifest(config).drop_duplicates("species").set_index("species").loc[species, ranks]
+    table = rows.drop_duplicates("species").set_index("species").loc[species, ranks]
     return rank_labels(table.to_numpy(dtype=str)), list(ranks), f"taxonomy ranks {', '.join(ranks)}"
 
 
-def tree_distances(config: dict, species: list[str]) -> np.ndarray:
-    """(L, S, S) distances between the species' ancestors per level: from the tree, else 0/1 rank groups."""
-    tree = collection_file(config, "phylogeny")
+def tree_distances(config: dict, rows: pd.DataFrame, species: list[str], tree: str | None) -> np.ndarray:
+    """(L, S, S) distances between the species' groups per level: from the tree, else 0/1 rank groups."""
     if tree is not None:
         return level_distances(tree, species, config["phylo"]["distances"])
-    labels, _, _ = species_levels(config, species)
+    labels, _, _ = species_levels(config, rows, species, None)
     return np.stack([(labels[:, k, None] != labels[None, :, k]).astype(float) for k in range(labels.shape[1])])
 
 
@@ -57,15 +54,18 @@ def training_images(config: dict, rows: pd.DataFrame) -> tuple[torch.Tensor, np.
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job phylo_train --config RUN_CONFIG``."""
-    config = start_job(job_arguments("phylo_train").parse_args(argv))
+    """``traitpipe job phylo_train --config RUN_CONFIG --images T.. [--phylogeny F] --weights F --description F
+    --evaluation T --failures T``."""
+    args = job_arguments("phylo_train", paths=("weights", "description", "evaluation", "failures"),
+                         lists=("images",), optional=("phylogeny",)).parse_args(argv)
+    config = start_job(args)
     settings, train = config["phylo"], config["phylo"]["train"]
     device = resolve_device(config["device"])
-    rows = all_rows(config)
+    rows = read_rows(args.images)
     images, ok, failures = training_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
     species = sorted(rows["species"].unique())
-    levels, level_names, source = species_levels(config, species)
+    levels, level_names, source = species_levels(config, rows, species, args.phylogeny)
     targets = torch.as_tensor(levels[rows["species"].map({s: i for i, s in enumerate(species)}).to_numpy()])
     groups = [int(g) for g in levels.max(0) + 1]
     is_val = held_out(rows, train["val_fraction"], train["seed"])  # the authors evaluate on held-out images
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                             precision=settings["precision"])["level_logits"]
     correct = [(level.argmax(1) == targets[:, k]).numpy() for k, level in enumerate(logits)]
 
-    weights, description = model_files(config, "phylonn")
+    weights, description = args.weights, args.description
     with atomic_path(weights) as tmp:
         torch.save({"base": {k: v.cpu() for k, v in base.state_dict().items()},
                     "disentangler": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                                 "value": a, "n": int(m.sum())}
                                for subset, m in (("train", ~is_val), ("held_out", is_val))
                                for k, a in enumerate(accuracy[subset])])
-    write_table(evaluation, table_path(config["results"], "evaluation", "phylo_train", "phylo_train"), "evaluation",
-                prov)
-    write_failures(config, "phylo_train", "all", failures, prov)
+    write_table(evaluation, args.evaluation, "evaluation", prov)
+    write_failures(args.failures, failures, prov)
     print(f"phylo_train: {len(rows)} images ({int(is_val.sum())} held out), {len(species)} species, groups per "
           f"level {groups} ({source}), {origin}, held-out head accuracy "
           f"{[round(a, 3) for a in accuracy['held_out']]}", file=sys.stderr)

@@ -13,30 +13,32 @@ import torch
 from tqdm import tqdm
 
 from traitpipe.explain.prompt_cam import load_released
-from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
-from traitpipe.jobs.models import model_files
-from traitpipe.jobs.prompt_cam_train import prompt_model
+from pathlib import Path
+
+from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
+from traitpipe.jobs.models import prompt_model
 from traitpipe.models.checkpoints import load_state_dict
 from traitpipe.models.device import autocast, resolve_device, to_device
 from traitpipe.models.transforms import to_batch
-from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.maps import map_writer
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job prompt_cam --config RUN_CONFIG --shard SHARD``."""
-    args = job_arguments("prompt_cam", "shard").parse_args(argv)
+    """``traitpipe job prompt_cam --config RUN_CONFIG --images T --weights F --description F --classifier F
+    --classifier-description F --maps Z --heads T --failures T``."""
+    args = job_arguments("prompt_cam", paths=("images", "weights", "description", "classifier",
+                                              "classifier_description", "maps", "heads", "failures")).parse_args(argv)
     config = start_job(args)
     device = resolve_device(config["device"])
-    model, meta = prompt_model(config)
-    weights, description = model_files(config, "prompt_cam")
-    load_released(model, load_state_dict(weights))
+    model, meta = prompt_model(args.classifier, args.classifier_description)
+    load_released(model, load_state_dict(args.weights))
     model.to(device).eval()
-    info = json.loads(description.read_text())
+    info = json.loads(Path(args.description).read_text())
     classes, heads = info["classes"], model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
-    rows = shard_rows(config, args.shard)
+    rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     prov = provenance(config, device=str(device), precision=config["prompt_cam"]["precision"],
@@ -46,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
     records, batch_size = [], config["prompt_cam"]["batch_size"]
-    with map_writer(map_path(config["results"], "cam-promptcam", args.shard), rows["image_id"].tolist(),
+    with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
         for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc=f"promptcam shard {args.shard}", unit="batch", file=sys.stderr):
+                          desc="promptcam", unit="batch", file=sys.stderr):
             batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
                                        meta["std"]), device)
             with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
@@ -61,6 +63,6 @@ def main(argv: list[str] | None = None) -> None:
                                     "rank": rank, "head": int(ranking[i, rank]),
                                     "probability": float(probability[i, rank])})
     table = pd.DataFrame(records, columns=["image_id", "class", "species", "rank", "head", "probability"])
-    write_table(table, table_path(config["results"], "prompt_heads", args.shard), "prompt_heads", prov)
-    write_failures(config, "cam-promptcam", args.shard, failures, prov)
-    print(f"prompt_cam shard {args.shard}: {len(rows)} images, {heads} heads ranked", file=sys.stderr)
+    write_table(table, args.heads, "prompt_heads", prov)
+    write_failures(args.failures, failures, prov)
+    print(f"prompt_cam: {len(rows)} images, {heads} heads ranked", file=sys.stderr)

@@ -12,39 +12,30 @@ import sys
 import pandas as pd
 import torch
 
-from traitpipe.explain.prompt_cam import PromptCAM, load_released
+from traitpipe.explain.prompt_cam import load_released
 from traitpipe.jobs.common import job_arguments, labelled_images, start_job, write_failures, write_json
-from traitpipe.jobs.models import class_order, model_files
+from traitpipe.jobs.models import class_order, prompt_model
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
-from traitpipe.models.classifier import build_classifier
 from traitpipe.models.device import resolve_device
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
-
-
-def prompt_model(config: dict, *, drop_path: float = 0.0, prompt_dropout: float = 0.0) -> tuple[PromptCAM, dict]:
-    """A PromptCAM on the run's classifier backbone (weights from ``models/classifier.pt``) and the classifier's description."""
-    import json
-
-    weights, description = model_files(config, "classifier")
-    meta = json.loads(description.read_text())
-    backbone, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs={**meta["kwargs"],
-                                                                               "drop_path_rate": drop_path},
-                                   checkpoint=weights)
-    return PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout), meta
+from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job prompt_cam_train --config RUN_CONFIG``."""
-    config = start_job(job_arguments("prompt_cam_train").parse_args(argv))
+    """``traitpipe job prompt_cam_train --config RUN_CONFIG --images T.. --classifier F --classifier-description F
+    --weights F --description F --evaluation T --failures T``."""
+    args = job_arguments("prompt_cam_train", paths=("classifier", "classifier_description", "weights", "description",
+                                                    "evaluation", "failures"), lists=("images",)).parse_args(argv)
+    config = start_job(args)
     settings = config["prompt_cam"]
     device = resolve_device(config["device"])
     torch.manual_seed(settings["seed"])
-    model, meta = prompt_model(config, drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
-    rows, images, labels, is_val, failures = labelled_images(config, meta["input_size"], meta["mean"], meta["std"],
-                                                             settings["val_fraction"], settings["seed"])
+    model, meta = prompt_model(args.classifier, args.classifier_description, drop_path=settings["drop_path"],
+                               prompt_dropout=settings["prompt_dropout"])
+    rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], meta["mean"],
+                                                             meta["std"], settings["val_fraction"], settings["seed"])
     mask = torch.from_numpy(is_val)
     history, source, classes, warning = [], "trained here", meta["classes"], None
     if settings["checkpoint"] is not None:
@@ -66,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
     accuracy = {subset: (float(correct[m].mean()) if m.any() else float("nan"), int(m.sum()))
                 for subset, m in (("train", ~is_val), ("val", is_val))}
-    weights, description = model_files(config, "prompt_cam")
+    weights, description = args.weights, args.description
     state = {k: v.cpu() for k, v in model.backbone.state_dict().items()}
     state.update({"vpt.prompt_embeddings": model.prompts.detach().cpu(), "head.weight": model.head.weight.detach().cpu(),
                   "head.bias": model.head.bias.detach().cpu()})
@@ -80,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                                              "class_order_warning": warning}})
     evaluation = pd.DataFrame([{"model": "prompt_cam", "metric": "top1_accuracy", "subset": subset, "level": None,
                                 "value": value, "n": n} for subset, (value, n) in accuracy.items()])
-    write_table(evaluation, table_path(config["results"], "evaluation", "prompt_cam", "prompt_cam"), "evaluation",
-                prov)
-    write_failures(config, "prompt_cam_train", "all", failures, prov)
+    write_table(evaluation, args.evaluation, "evaluation", prov)
+    write_failures(args.failures, failures, prov)
     print(f"prompt_cam_train: {source}, train accuracy {accuracy['train'][0]:.3f}, "
           f"val accuracy {accuracy['val'][0]:.3f}", file=sys.stderr)

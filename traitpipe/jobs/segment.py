@@ -12,25 +12,25 @@ from PIL import Image
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError, read_image, stored_orientation
-from traitpipe.collection.manifest import load_manifest
-from traitpipe.jobs.common import job_arguments, load_pixels, shard_rows, start_job, write_failures
+from traitpipe.collection.manifest import read_manifest
+from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import round_trip_iou
 from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
 from traitpipe.segment.references import find_references, part_names
 from traitpipe.segment.sst import load_sam2, propagate
-from traitpipe.store.maps import map_path, map_writer
+from traitpipe.store.maps import map_writer
 from traitpipe.store.provenance import provenance
 from traitpipe.store.schemas import FAILURES
-from traitpipe.store.tables import table_path, write_table
+from traitpipe.store.tables import write_table
 
 
-def references(config: dict) -> tuple[dict[str, tuple[str, str]], str]:
+def references(config: dict, manifest: str) -> tuple[dict[str, tuple[str, str]], str]:
     """Each species' (support image, mask) files, and where masks were looked for (see ``find_references``)."""
     collection = config["collection"]
-    return find_references(load_manifest(config), config["segment"]["masks"], collection["root"],
-                           collection["columns"]["mask"])
+    return find_references(read_manifest(manifest, collection["columns"], collection["root"]),
+                           config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
 
 
 def load_support(config: dict, species: str, chosen: dict, where: str,
@@ -55,19 +55,16 @@ def load_support(config: dict, species: str, chosen: dict, where: str,
     return support, labels, image_file, parts
 
 
-def sam2_model(config: dict, device) -> tuple[object, dict]:
-    """The run's SAM 2 predictor (the fine-tuned weights when ``segment.finetune.enabled``) and its description."""
+def sam2_model(config: dict, device, tuned: str | None = None) -> tuple[object, dict]:
+    """The run's SAM 2 predictor and its description: ``segment.checkpoint``, or ``tuned`` (the fine-tuned file)."""
     settings = config["segment"]
-    checkpoint = settings["checkpoint"]
-    tuned = settings["finetune"]["enabled"]
-    if tuned:
-        checkpoint = str(Path(config["results"]) / "models" / "sam2_finetuned.pt")
+    checkpoint = tuned or settings["checkpoint"]
     torch.manual_seed(settings["seed"])
     predictor = load_sam2(settings["config"], checkpoint, device=str(device), image_size=settings["image_size"])
     random = settings["checkpoint"] is None
     local = checkpoint is not None and Path(checkpoint).is_file()
     return predictor, {"config": settings["config"], "checkpoint": checkpoint, "image_size": settings["image_size"],
-                       "random_weights": random, "fine_tuned": tuned,
+                       "random_weights": random, "fine_tuned": tuned is not None,
                        "sha256": sha256_file(checkpoint) if local else None}
 
 
@@ -79,20 +76,26 @@ def _read_mask(file: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job segment --config RUN_CONFIG --shard SHARD``."""
-    args = job_arguments("segment", "shard").parse_args(argv)
+    """``traitpipe job segment --config RUN_CONFIG --images T --manifest F --maps Z --parts T --failures T
+    [--tuned F] [--retrieval T]``.
+
+    The reference images and masks the manifest names are inputs of the rule (so editing one reruns
+    this step); the job finds each species' pair in the manifest it is handed.
+    """
+    args = job_arguments("segment", paths=("images", "manifest", "maps", "parts", "failures"),
+                         optional=("tuned", "retrieval")).parse_args(argv)
     config = start_job(args)
     settings = config["segment"]
     device = resolve_device(config["device"])
     names = part_names(settings["parts"], config["collection"]["root"])
-    chosen, where = references(config)
-    rows = shard_rows(config, args.shard)
+    chosen, where = references(config, args.manifest)
+    rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
-    predictor, model = sam2_model(config, device)
+    predictor, model = sam2_model(config, device, args.tuned)
     random = model["random_weights"]
     precision = resolve_precision(settings["precision"], device)
     prov = provenance(config, device=str(device), precision=precision, models={"sam2": model})
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     frame_index = np.full(len(rows), -1, np.int32)
     chunk_index = np.full(len(rows), -1, np.int32)
     part_rows, retrieval_rows, failed = [], [], [failures]
-    for species, group in tqdm(rows.groupby("species", sort=True), desc=f"segment shard {args.shard}",
+    for species, group in tqdm(rows.groupby("species", sort=True), desc="segment",
                                unit="species", file=sys.stderr):
         index = group.index.to_numpy()
         try:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
              "random_weights": random,
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
                      "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}
-    with map_writer(map_path(config["results"], "segment", args.shard), rows["image_id"][done].tolist(),
+    with map_writer(args.maps, rows["image_id"][done].tolist(),
                     {"labels": ((canvas, canvas), "uint8", ("y", "x")),
                      "image_size": ((2,), "int32", ("hw",)),
                      "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as group:
@@ -147,13 +150,13 @@ def main(argv: list[str] | None = None) -> None:
             group["labels"][:] = placed[done]
             group["image_size"][:] = sizes[done]
             group["canvas_transform"][:] = transforms[done]
-    write_table(pd.DataFrame(part_rows, columns=PARTS_COLUMNS), table_path(config["results"], "parts", args.shard),
+    write_table(pd.DataFrame(part_rows, columns=PARTS_COLUMNS), args.parts,
                 "parts", prov)
     if retrieval_part is not None:
         write_table(pd.DataFrame(retrieval_rows, columns=RETRIEVAL_COLUMNS),
-                    table_path(config["results"], "retrieval", args.shard), "retrieval", prov)
-    write_failures(config, "segment", args.shard, pd.concat(failed, ignore_index=True), prov)
-    print(f"segment shard {args.shard}: {int(done.sum())} images segmented, "
+                    args.retrieval, "retrieval", prov)
+    write_failures(args.failures, pd.concat(failed, ignore_index=True), prov)
+    print(f"segment: {int(done.sum())} images segmented, "
           f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}", file=sys.stderr)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import all_rows, job_arguments, load_pixels, start_job, write_json
+from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_json
 from traitpipe.jobs.segment import load_support, references
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device, resolve_precision
@@ -20,13 +20,15 @@ from traitpipe.store.atomic import atomic_path
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job sst_finetune --config RUN_CONFIG``."""
-    config = start_job(job_arguments("sst_finetune").parse_args(argv))
+    """``traitpipe job sst_finetune --config RUN_CONFIG --images T.. --manifest F --weights F --description F``."""
+    args = job_arguments("sst_finetune", paths=("manifest", "weights", "description"),
+                         lists=("images",)).parse_args(argv)
+    config = start_job(args)
     settings, tune = config["segment"], config["segment"]["finetune"]
     device = resolve_device(config["device"])
     names = part_names(settings["parts"], config["collection"]["root"])
-    chosen, where = references(config)
-    rows = all_rows(config)
+    chosen, where = references(config, args.manifest)
+    rows = read_rows(args.images)
     examples, skipped = [], []
     for species, group in rows.groupby("species", sort=True):
         try:
@@ -43,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
                           image_size=settings["image_size"])
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
-    weights = Path(config["results"]) / "models" / "sam2_finetuned.pt"
+    weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)
-    write_json(weights.with_suffix(".json"), {
+    write_json(args.description, {
         "base": {"config": settings["config"], "checkpoint": settings["checkpoint"],
                  "random_weights": settings["checkpoint"] is None},
         "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,

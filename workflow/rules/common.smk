@@ -1,6 +1,7 @@
 # Named helpers shared by the rules. Everything here is computed when the
 # Snakefile is parsed: the config is validated, the manifest read and the shard
 # list planned (no checkpoint rules), so the DAG builds in seconds.
+import shlex
 import sys
 from pathlib import Path
 
@@ -96,6 +97,12 @@ def reference_files(species):
 def shard_references(wildcards):
     """Reference files of the species in one shard: the segment job of that shard reads them."""
     return reference_files(SPECIES_OF_SHARD[wildcards.shard])
+
+
+def option(flag, files):
+    """'--flag FILE' for an optional file a rule hands its job ('' when the rule has none)."""
+    files = [files] if isinstance(files, str) else list(files)
+    return " ".join(f"--{flag} {shlex.quote(str(f))}" for f in files)
 
 
 PARTS_FILE = optional(parts_file(CFG["segment"]["parts"], CFG["collection"]["root"]))

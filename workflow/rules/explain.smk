@@ -1,7 +1,6 @@
 rule classifier:
     input:
         images=[table_file("images", s) for s in SHARDS],
-        manifest=MANIFEST_FILE,
         checkpoint=local_file(CFG["classifier"]["checkpoint"]),
         classes=collection_files(CFG["classifier"]["classes"]),
     output:
@@ -17,7 +16,9 @@ rule classifier:
         f"{BENCHMARKS}/classifier.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job classifier --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job classifier --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --weights {output.weights:q} --description {output.description:q}"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule explain:
@@ -37,15 +38,16 @@ rule explain:
         f"{BENCHMARKS}/explain/{{method}}-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job explain --config {RUN_CONFIG} --method {wildcards.method} --shard {wildcards.shard}"
-        " --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job explain --config {RUN_CONFIG} --method {wildcards.method} --threads {threads}"
+        " --images {input.images:q} --weights {input.weights:q} --description {input.description:q}"
+        " --maps {output.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule prompt_cam_train:
     input:
         images=[table_file("images", s) for s in SHARDS],
-        weights=model_file("classifier.pt"),
-        description=model_file("classifier.json"),
+        classifier=model_file("classifier.pt"),
+        classifier_description=model_file("classifier.json"),
         checkpoint=local_file(CFG["prompt_cam"]["checkpoint"]),
         classes=collection_files(CFG["prompt_cam"]["classes"]),
     output:
@@ -61,7 +63,10 @@ rule prompt_cam_train:
         f"{BENCHMARKS}/prompt_cam_train.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job prompt_cam_train --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job prompt_cam_train --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --classifier {input.classifier:q} --classifier-description {input.classifier_description:q}"
+        " --weights {output.weights:q} --description {output.description:q}"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule prompt_cam:
@@ -83,4 +88,7 @@ rule prompt_cam:
         f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job prompt_cam --config {RUN_CONFIG} --shard {wildcards.shard} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job prompt_cam --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
+        " --classifier-description {input.classifier_description:q}"
+        " --maps {output.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log} 2>&1"

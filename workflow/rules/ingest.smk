@@ -1,8 +1,9 @@
 rule ingest:
     input:
-        manifest=str(collection_file(CFG, "manifest")),
+        manifest=MANIFEST_FILE,
     output:
-        ingest_outputs(),
+        images=[table_file("images", s) for s in SHARDS],
+        failures=[table_file("failures", s, "ingest") for s in SHARDS],
     log:
         f"{LOGS}/ingest.log",
     benchmark:
@@ -11,4 +12,5 @@ rule ingest:
         settings=settings("collection", "shard_size", "ingest"),
     threads: CFG["ingest"]["threads"]
     shell:
-        "{TRAITPIPE} job ingest --config {RUN_CONFIG} > {log} 2>&1"
+        "{TRAITPIPE} job ingest --config {RUN_CONFIG} --manifest {input.manifest:q} --shards {SHARDS}"
+        " --images {output.images:q} --failures {output.failures:q} > {log} 2>&1"

@@ -2,7 +2,6 @@ rule phylo_train:
     input:
         images=[table_file("images", s) for s in SHARDS],
         phylogeny=PHYLOGENY,
-        manifest=MANIFEST_FILE,
         checkpoint=local_file(CFG["phylo"]["checkpoint"]),
     output:
         weights=model_file("phylonn.pt"),
@@ -11,13 +10,16 @@ rule phylo_train:
         failures=table_file("failures", "all", "phylo_train"),
     params:
         settings=settings("phylo", "device"),
+        phylogeny=lambda wildcards, input: option("phylogeny", input.phylogeny),
     log:
         f"{LOGS}/phylo_train.log",
     benchmark:
         f"{BENCHMARKS}/phylo_train.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job phylo_train --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job phylo_train --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " {params.phylogeny} --weights {output.weights:q} --description {output.description:q}"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule codes:
@@ -36,12 +38,15 @@ rule codes:
         f"{BENCHMARKS}/codes/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job codes --config {RUN_CONFIG} --shard {wildcards.shard} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job codes --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --weights {input.weights:q} --description {input.description:q}"
+        " --codes {output.codes:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule phylo_eval:
     input:
         codes=[table_file("codes", s) for s in SHARDS],
+        images=[table_file("images", s) for s in SHARDS],
         description=model_file("phylonn.json"),
         phylogeny=PHYLOGENY,
     output:
@@ -49,9 +54,12 @@ rule phylo_eval:
         evaluation=table_file("evaluation", "phylonn", "phylonn"),
     params:
         settings=settings("phylo"),
+        phylogeny=lambda wildcards, input: option("phylogeny", input.phylogeny),
     log:
         f"{LOGS}/phylo_eval.log",
     benchmark:
         f"{BENCHMARKS}/phylo_eval.tsv"
     shell:
-        "{TRAITPIPE} job phylo_eval --config {RUN_CONFIG} > {log} 2>&1"
+        "{TRAITPIPE} job phylo_eval --config {RUN_CONFIG} --codes {input.codes:q} --images {input.images:q}"
+        " --description {input.description:q} {params.phylogeny}"
+        " --distances {output.distances:q} --evaluation {output.evaluation:q} > {log} 2>&1"

@@ -16,7 +16,9 @@ rule sst_finetune:
         f"{BENCHMARKS}/sst_finetune.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job sst_finetune --config {RUN_CONFIG} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job sst_finetune --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --manifest {input.manifest:q} --weights {output.weights:q} --description {output.description:q}"
+        " > {log} 2>&1"
 
 
 rule segment:
@@ -34,10 +36,14 @@ rule segment:
         retrieval=[table_file("retrieval", "{shard}")] if CFG["segment"]["retrieval"]["part"] is not None else [],
     params:
         settings=settings("segment", "device"),
+        tuned=lambda wildcards, input: option("tuned", input.tuned),
+        retrieval=lambda wildcards, output: option("retrieval", output.retrieval),
     log:
         f"{LOGS}/segment/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/segment/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job segment --config {RUN_CONFIG} --shard {wildcards.shard} --threads {threads} > {log} 2>&1"
+        "{TRAITPIPE} job segment --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        " --manifest {input.manifest:q} --maps {output.maps:q} --parts {output.parts:q}"
+        " --failures {output.failures:q} {params.tuned} {params.retrieval} > {log} 2>&1"

@@ -1,0 +1,17 @@
+"""The seam between rules and jobs: rules own every path, jobs derive none."""
+
+import re
+from pathlib import Path
+
+JOBS = Path(__file__).resolve().parents[1] / "traitpipe" / "jobs"
+
+
+def test_no_job_derives_a_path():
+    """A job writes and reads only the files its rule hands over: no results folder, no naming scheme."""
+    offending = {}
+    for file in sorted(JOBS.glob("*.py")):
+        hits = re.findall(r'config\["results"\]|\btable_path\(|\bmap_path\(|collection_file\(|load_manifest\(',
+                          file.read_text())
+        if hits:
+            offending[file.name] = sorted(set(hits))
+    assert offending == {}
