@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from traitpipe.collection.images import ImageError, read_image
-from traitpipe.config import load_config
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.schemas import FAILURES
 from traitpipe.store.tables import write_table
@@ -49,12 +48,19 @@ def job_arguments(name: str, *options: str, paths: tuple[str, ...] = (), lists: 
 
 
 def start_job(args: argparse.Namespace) -> dict:
-    """Set torch's CPU threads (when given) and return the validated config of a parsed job command line."""
+    """Set torch's CPU threads (when given) and return the run config of a parsed job command line.
+
+    The run config is the one the workflow validated when it was parsed, every default filled
+    (``results/run/config-<hash>.json``): it is read as it is, not validated again.
+    """
     if args.threads:
         import torch  # only the jobs that compute pay for importing torch
 
         torch.set_num_threads(args.threads)
-    return load_config(args.config)
+    path = Path(args.config)
+    if not path.is_file():
+        raise SystemExit(f"run config {path} not found: jobs run from the workflow (traitpipe run), which writes it")
+    return json.loads(path.read_text())
 
 
 def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
