@@ -15,3 +15,12 @@ def test_no_job_derives_a_path():
         if hits:
             offending[file.name] = sorted(set(hits))
     assert offending == {}
+
+
+def test_every_cam_method_in_the_registry_is_accepted_by_the_config_schema():
+    """The registry (traitpipe.explain.cam.METHODS) is the list; the schema's enum must name exactly it."""
+    from traitpipe.config import schema
+    from traitpipe.explain.cam import METHODS
+
+    enum = schema()["properties"]["explain"]["properties"]["methods"]["items"]["properties"]["name"]["enum"]
+    assert sorted(enum) == sorted(METHODS)

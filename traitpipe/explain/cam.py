@@ -313,7 +313,7 @@ def compute_cams(model: nn.Module, images: torch.Tensor, target_layers: Sequence
         Layers (or their names in ``model.named_modules()``) whose outputs are
         explained, e.g. ``["layer4"]`` or ``["blocks.11.norm1"]``.
     method : str
-        A key of :data:`METHODS`: gradcam, gradcampp, xgradcam, hirescam, layercam.
+        A key of :data:`METHODS` (the registry: gradcam, gradcampp, xgradcam, hirescam, layercam).
     alpha : float or None
         None: the base method. A float: Finer-CAM with that comparison strength
         (0 = whole object, like the base method; higher = finer discriminative detail).
