@@ -26,6 +26,11 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "ingest" in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()  # a dry run writes nothing, not even the run config
+    from traitpipe.cli import SNAKEFILE
+
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile",
+                           str(DEMO_CONFIG), "--lint"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
 def test_run_then_query(small_collection, tmp_path):

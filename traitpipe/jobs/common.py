@@ -36,7 +36,7 @@ def job_arguments(name: str, *options: str, paths: tuple[str, ...] = (), lists: 
     ``input:`` and ``output:`` are the one place that names them).
     """
     parser = argparse.ArgumentParser(prog=f"traitpipe job {name}")
-    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config-*.json)")
+    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config.json)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     for option in (*options, *paths):
         parser.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
@@ -51,7 +51,7 @@ def start_job(args: argparse.Namespace) -> dict:
     """Set torch's CPU threads (when given) and return the run config of a parsed job command line.
 
     The run config is the one the workflow validated when it was parsed, every default filled
-    (``results/run/config-<hash>.json``): it is read as it is, not validated again.
+    (``results/run/config.json``): it is read as it is, not validated again.
     """
     if args.threads:
         import torch  # only the jobs that compute pay for importing torch

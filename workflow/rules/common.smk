@@ -1,13 +1,14 @@
 # Named helpers shared by the rules. Everything here is computed when the
 # Snakefile is parsed: the config is validated, the manifest read and the shard
 # list planned (no checkpoint rules), so the DAG builds in seconds.
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from traitpipe.collection.manifest import ManifestError, load_manifest
 from traitpipe.collection.shards import shard_names, shard_species
-from traitpipe.config import ConfigError, canonical_json, collection_file, config_hash, validate_config
+from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.maps import map_path
 from traitpipe.segment.references import find_references, parts_file
@@ -22,17 +23,19 @@ except (ConfigError, ManifestError) as error:
 RESULTS = CFG["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-# The validated config with every default, named by its hash (the config_hash column
-# of every table), read by every job. It is written when jobs are about to run (onstart),
-# never by a dry run, and it is no rule input: the rules' params carry the config sections
-# each depends on, so a config change reruns exactly the rules whose sections changed.
-RUN_CONFIG = f"{RESULTS}/run/config-{config_hash(CFG)}.json"
+# The validated config with every default, read by every job (tables carry its hash in
+# config_hash). It is written when jobs are about to run (onstart), never by a dry run. Its
+# path is a constant param of every rule, not an input: the rules' settings params carry
+# the config sections each depends on, so a config change reruns exactly those rules.
+RUN_CONFIG = f"{RESULTS}/run/config.json"
 
 
 onstart:
-    if not Path(RUN_CONFIG).is_file():
+    text = canonical_json(CFG) + "\n"
+    if not Path(RUN_CONFIG).is_file() or Path(RUN_CONFIG).read_text() != text:
         with atomic_path(RUN_CONFIG) as tmp:
-            Path(tmp).write_text(canonical_json(CFG) + "\n")
+            Path(tmp).write_text(text)
+
 
 SHARDS = shard_names(MANIFEST["species"], CFG["shard_size"])
 SPECIES_OF_SHARD = shard_species(MANIFEST["species"], CFG["shard_size"])
@@ -40,8 +43,14 @@ SPECIES_OF_SHARD = shard_species(MANIFEST["species"], CFG["shard_size"])
 MANIFEST_FILE = str(collection_file(CFG, "manifest"))
 REFERENCES, _ = find_references(MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"],
                                 CFG["collection"]["columns"]["mask"])
-# jobs run with the interpreter that runs Snakemake (the project's environment)
-TRAITPIPE = f"{sys.executable} -m traitpipe"
+# Jobs run `traitpipe job ...` from the environment that runs Snakemake (first on PATH), or
+# from the rule's conda environment with --sdm conda.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+CONDA_ENV = "../../envs/traitpipe.yaml"
 
 wildcard_constraints:
     shard=r"\d+",

@@ -9,14 +9,17 @@ rule classifier:
         evaluation=table_file("evaluation", "classifier", "classifier"),
         failures=table_file("failures", "all", "classifier"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("classifier", "device"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/classifier.log",
     benchmark:
         f"{BENCHMARKS}/classifier.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job classifier --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job classifier --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q}"
         " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
 
@@ -31,14 +34,17 @@ rule explain:
         cams=table_file("cams", "{shard}", "{method}"),
         failures=table_file("failures", "{shard}", "cam-{method}"),
     params:
+        run_config=RUN_CONFIG,
         settings=explain_settings,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/explain/{{method}}-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/{{method}}-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job explain --config {RUN_CONFIG} --method {wildcards.method} --threads {threads}"
+        "traitpipe job explain --config {params.run_config} --method {wildcards.method} --threads {threads}"
         " --images {input.images:q} --weights {input.weights:q} --description {input.description:q}"
         " --maps {output.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log} 2>&1"
 
@@ -56,14 +62,17 @@ rule prompt_cam_train:
         evaluation=table_file("evaluation", "prompt_cam", "prompt_cam"),
         failures=table_file("failures", "all", "prompt_cam_train"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("prompt_cam", "device"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/prompt_cam_train.log",
     benchmark:
         f"{BENCHMARKS}/prompt_cam_train.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job prompt_cam_train --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job prompt_cam_train --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --classifier {input.classifier:q} --classifier-description {input.classifier_description:q}"
         " --weights {output.weights:q} --description {output.description:q}"
         " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
@@ -81,14 +90,17 @@ rule prompt_cam:
         heads=table_file("prompt_heads", "{shard}"),
         failures=table_file("failures", "{shard}", "cam-promptcam"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("prompt_cam", "device"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/explain/promptcam-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job prompt_cam --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job prompt_cam --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
         " --classifier-description {input.classifier_description:q}"
         " --maps {output.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log} 2>&1"

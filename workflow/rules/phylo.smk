@@ -9,15 +9,18 @@ rule phylo_train:
         evaluation=table_file("evaluation", "phylo_train", "phylo_train"),
         failures=table_file("failures", "all", "phylo_train"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("phylo", "device"),
         phylogeny=lambda wildcards, input: option("phylogeny", input.phylogeny),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/phylo_train.log",
     benchmark:
         f"{BENCHMARKS}/phylo_train.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job phylo_train --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job phylo_train --config {params.run_config} --threads {threads} --images {input.images:q}"
         " {params.phylogeny} --weights {output.weights:q} --description {output.description:q}"
         " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
 
@@ -31,14 +34,17 @@ rule codes:
         codes=table_file("codes", "{shard}"),
         failures=table_file("failures", "{shard}", "codes"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("phylo", "device"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/codes/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/codes/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job codes --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job codes --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q}"
         " --codes {output.codes:q} --failures {output.failures:q} > {log} 2>&1"
 
@@ -53,13 +59,16 @@ rule phylo_eval:
         distances=table_file("species_distances", "all"),
         evaluation=table_file("evaluation", "phylonn", "phylonn"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("phylo"),
         phylogeny=lambda wildcards, input: option("phylogeny", input.phylogeny),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/phylo_eval.log",
     benchmark:
         f"{BENCHMARKS}/phylo_eval.tsv"
     shell:
-        "{TRAITPIPE} job phylo_eval --config {RUN_CONFIG} --codes {input.codes:q} --images {input.images:q}"
+        "traitpipe job phylo_eval --config {params.run_config} --codes {input.codes:q} --images {input.images:q}"
         " --description {input.description:q} {params.phylogeny}"
         " --distances {output.distances:q} --evaluation {output.evaluation:q} > {log} 2>&1"

@@ -9,14 +9,17 @@ rule sst_finetune:
         weights=model_file("sam2_finetuned.pt"),
         description=model_file("sam2_finetuned.json"),
     params:
+        run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/sst_finetune.log",
     benchmark:
         f"{BENCHMARKS}/sst_finetune.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job sst_finetune --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job sst_finetune --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --manifest {input.manifest:q} --weights {output.weights:q} --description {output.description:q}"
         " > {log} 2>&1"
 
@@ -35,15 +38,18 @@ rule segment:
         failures=table_file("failures", "{shard}", "segment"),
         retrieval=[table_file("retrieval", "{shard}")] if CFG["segment"]["retrieval"]["part"] is not None else [],
     params:
+        run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
         tuned=lambda wildcards, input: option("tuned", input.tuned),
         retrieval=lambda wildcards, output: option("retrieval", output.retrieval),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/segment/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/segment/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "{TRAITPIPE} job segment --config {RUN_CONFIG} --threads {threads} --images {input.images:q}"
+        "traitpipe job segment --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --manifest {input.manifest:q} --maps {output.maps:q} --parts {output.parts:q}"
         " --failures {output.failures:q} {params.tuned} {params.retrieval} > {log} 2>&1"
