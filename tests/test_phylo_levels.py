@@ -71,3 +71,16 @@ def test_js_distance_bounds():
     assert d[0, 0] == 0 and d[0, 1] == pytest.approx(np.sqrt(np.log(2)))
     half = js_distance_matrix(np.array([[0], [1], [0], [0]]), ["x", "x", "y", "y"], n_codes=2)
     assert 0 < half[0, 1] < np.sqrt(np.log(2))
+
+
+def test_levels_from_ranks_without_a_tree():
+    from traitpipe.phylo.levels import species_distances, species_levels
+
+    ranks = pd.DataFrame({"family": ["F", "F", "G"], "genus": ["a", "b", "c"]}, index=["x", "y", "z"])
+    levels, names, source = species_levels(["z", "x", "y"], (0.33, 0.5), ranks=ranks)
+    assert levels.tolist() == [[0, 0, 0], [1, 1, 1], [1, 2, 2]] and names == ["family", "genus"]
+    assert source == "taxonomy ranks family, genus"
+    distances = species_distances(["z", "x", "y"], (0.33, 0.5), ranks=ranks)
+    assert distances[0].tolist() == [[0, 1, 1], [1, 0, 0], [1, 0, 0]]  # x and y share the family
+    with pytest.raises(ValueError, match="needs collection.phylogeny .* or collection.columns.ranks"):
+        species_levels(["x"], (0.5,))

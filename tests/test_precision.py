@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from traitpipe.models.device import autocast, resolve_precision
+from traitpipe.models.device import resolve_precision
 from traitpipe.models.training import predict, train_classifier
 
 CPU = torch.device("cpu")

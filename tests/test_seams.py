@@ -24,3 +24,14 @@ def test_every_cam_method_in_the_registry_is_accepted_by_the_config_schema():
 
     enum = schema()["properties"]["explain"]["properties"]["methods"]["items"]["properties"]["name"]["enum"]
     assert sorted(enum) == sorted(METHODS)
+
+
+def test_steps_do_not_import_each_other():
+    """A step is read, call, write: what steps share lives in jobs.common, jobs.models or the library."""
+    shared = {"common", "models", "__init__"}
+    imports = {}
+    for file in sorted(JOBS.glob("*.py")):
+        steps = set(re.findall(r"from traitpipe\.jobs\.(\w+) import", file.read_text())) - shared
+        if steps:
+            imports[file.name] = sorted(steps)
+    assert imports == {}

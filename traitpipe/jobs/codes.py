@@ -6,9 +6,8 @@ import sys
 
 import pandas as pd
 
-from traitpipe.jobs.common import job_arguments, read_rows, start_job, write_failures
+from traitpipe.jobs.common import job_arguments, phylo_images, read_rows, start_job, write_failures
 from traitpipe.jobs.models import load_phylonn
-from traitpipe.jobs.phylo_train import training_images
 from traitpipe.models.device import resolve_device
 from traitpipe.phylo.training import generate_codes
 from traitpipe.store.provenance import provenance
@@ -22,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(config["device"])
     base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
     rows = read_rows(args.images)
-    images, ok, failures = training_images(config, rows)
+    images, ok, failures = phylo_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
     codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
                            precision=config["phylo"]["precision"])

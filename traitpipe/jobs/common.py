@@ -9,10 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from traitpipe.collection.images import ImageError, read_image
+from traitpipe.collection.images import ImageError, read_image, stored_orientation
+from traitpipe.collection.manifest import read_manifest
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.schemas import FAILURES
+from traitpipe.segment.parts import check_support_mask
+from traitpipe.segment.references import find_references
 from traitpipe.store.tables import write_table
 
 
@@ -142,6 +146,58 @@ def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, v
     order = {name: i for i, name in enumerate(classes if classes is not None else sorted(rows["species"].unique()))}
     labels = torch.tensor(rows["species"].map(order).to_numpy(np.int64))
     return rows, images, labels, held_out(rows, val_fraction, seed), failures
+
+
+def references(config: dict, manifest: str) -> tuple[dict[str, tuple[str, str]], str]:
+    """Each species' (support image, mask) files, and where masks were looked for (see ``find_references``)."""
+    collection = config["collection"]
+    return find_references(read_manifest(manifest, collection["columns"], collection["root"]),
+                           config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
+
+
+def load_support(config: dict, species: str, chosen: dict, where: str,
+                 names: dict[int, str] | None) -> tuple[np.ndarray, np.ndarray, str, dict[int, str]]:
+    """A species' support image (H, W, 3) uint8, its checked labels (H, W) uint8, its image file and part names.
+
+    Raises ImageError when the species has no usable reference: none found (the reason names where it was
+    looked for), unreadable, or failing :func:`~traitpipe.segment.parts.check_support_mask`.
+    """
+    if species not in chosen:
+        raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
+    image_file, mask_file = chosen[species]
+    support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+    stored_size, orientation = stored_orientation(image_file)
+    mask = read_mask(mask_file)
+    parts = names or {int(v): f"part_{int(v)}" for v in np.unique(mask) if v > 0}
+    try:
+        labels = check_support_mask(mask, parts, mask_file, support.shape[:2], stored_size=stored_size,
+                                    orientation=orientation, image=image_file)
+    except ValueError as error:  # a bad reference fails its species (failures rows), not the whole shard
+        raise ImageError(str(error)) from None
+    return support, labels, image_file, parts
+
+
+def read_mask(file: str) -> np.ndarray:
+    """A reference mask as stored (2-D labels); :class:`ImageError` when it cannot be read."""
+    try:
+        return np.array(Image.open(file))
+    except (OSError, ValueError) as error:
+        raise ImageError(f"unreadable reference mask {file}: {error}") from None
+
+
+def phylo_images(config: dict, rows: pd.DataFrame):
+    """Phylo-NN's input: images in [-1, 1] at ``phylo.image_size`` (N, 3, S, S) float32, which rows were
+    readable (bool (len(rows),)), and ``failures`` rows for the others."""
+    from traitpipe.models.transforms import to_batch
+
+    pixels, ok, failures = load_pixels(config, rows)
+    return to_batch(pixels, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3), ok, failures
+
+
+def species_ranks(config: dict, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The taxonomy rank columns (``collection.columns.ranks``) of ``images`` rows, one row per species; None without."""
+    ranks = list(config["collection"]["columns"]["ranks"])
+    return rows.drop_duplicates("species").set_index("species")[ranks] if ranks else None
 
 
 def held_out(rows: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:

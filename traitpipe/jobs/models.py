@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from traitpipe.models.checkpoints import load_state_dict
+from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.classifier import build_classifier
 
 
@@ -49,6 +49,21 @@ def prompt_model(classifier_weights: str | Path, classifier_description: str | P
     backbone, _ = build_classifier(meta["arch"], len(meta["classes"]),
                                    kwargs={**meta["kwargs"], "drop_path_rate": drop_path}, checkpoint=classifier_weights)
     return PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout), meta
+
+
+def sam2_model(config: dict, device, tuned: str | None = None) -> tuple[object, dict]:
+    """The run's SAM 2 predictor and its description: ``segment.checkpoint``, or ``tuned`` (the fine-tuned file)."""
+    from traitpipe.segment.sst import load_sam2
+
+    settings = config["segment"]
+    checkpoint = tuned or settings["checkpoint"]
+    torch.manual_seed(settings["seed"])
+    predictor = load_sam2(settings["config"], checkpoint, device=str(device), image_size=settings["image_size"])
+    random = settings["checkpoint"] is None
+    local = checkpoint is not None and Path(checkpoint).is_file()
+    return predictor, {"config": settings["config"], "checkpoint": checkpoint, "image_size": settings["image_size"],
+                       "random_weights": random, "fine_tuned": tuned is not None,
+                       "sha256": sha256_file(checkpoint) if local else None}
 
 
 def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):

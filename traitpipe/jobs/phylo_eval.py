@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traitpipe.jobs.common import job_arguments, read_rows, start_job
-from traitpipe.jobs.phylo_train import tree_distances
+from traitpipe.jobs.common import job_arguments, read_rows, species_ranks, start_job
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
+from traitpipe.phylo.levels import species_distances
 from traitpipe.phylo.model import level_positions
 from traitpipe.store.provenance import provenance
 from traitpipe.store.tables import write_table
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         print("phylo_eval: WARNING no held-out images (every species has one specimen); evaluating on the "
               "training images", file=sys.stderr)
     species = sorted(codes["species"].unique())
-    tree = tree_distances(config, read_rows(args.images), species, args.phylogeny)
+    tree = species_distances(species, config["phylo"]["distances"], tree=args.phylogeny,
+                             ranks=species_ranks(config, read_rows(args.images)))
     levels = tree.shape[0]
     phylo = np.stack(codes["phylo_codes"].to_numpy()).astype(np.int64)
     nonphylo = np.stack(codes["nonphylo_codes"].to_numpy()).astype(np.int64)

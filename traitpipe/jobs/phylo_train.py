@@ -8,49 +8,20 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 
-from traitpipe.jobs.common import held_out, job_arguments, load_pixels, read_rows, start_job, write_failures, write_json
+from traitpipe.jobs.common import (held_out, job_arguments, phylo_images, read_rows, species_ranks, start_job,
+                                   write_failures, write_json)
 from traitpipe.jobs.models import build_phylonn
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.device import resolve_device
-from traitpipe.models.transforms import to_batch
-from traitpipe.phylo.levels import level_distances, level_labels, rank_labels
-from traitpipe.phylo.model import head_name, split_authors_state
+from traitpipe.phylo.levels import species_levels
+from traitpipe.phylo.model import split_authors_state
 from traitpipe.phylo.training import generate_codes, train_base, train_disentangler
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.provenance import provenance
 from traitpipe.store.tables import write_table
-
-
-def species_levels(config: dict, rows: pd.DataFrame, species: list[str],
-                   tree: str | None) -> tuple[np.ndarray, list[str], str]:
-    """Group of every species at every level (S, L) from the phylogeny file, else from the taxonomy rank
-    columns of the ``images`` rows; the names of the ancestor levels (their heads' names) and their source."""
-    if tree is not None:
-        distances = config["phylo"]["distances"]
-        return level_labels(tree, species, distances), [head_name(d) for d in distances], f"phylogeny {tree}"
-    ranks = config["collection"]["columns"]["ranks"]
-    if not ranks:
-        raise ValueError("phylo needs collection.phylogeny (a Newick tree) or collection.columns.ranks (taxonomy)")
-    table = rows.drop_duplicates("species").set_index("species").loc[species, ranks]
-    return rank_labels(table.to_numpy(dtype=str)), list(ranks), f"taxonomy ranks {', '.join(ranks)}"
-
-
-def tree_distances(config: dict, rows: pd.DataFrame, species: list[str], tree: str | None) -> np.ndarray:
-    """(L, S, S) distances between the species' groups per level: from the tree, else 0/1 rank groups."""
-    if tree is not None:
-        return level_distances(tree, species, config["phylo"]["distances"])
-    labels, _, _ = species_levels(config, rows, species, None)
-    return np.stack([(labels[:, k, None] != labels[None, :, k]).astype(float) for k in range(labels.shape[1])])
-
-
-def training_images(config: dict, rows: pd.DataFrame) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
-    """Images in [-1, 1] at ``phylo.image_size`` (N, 3, S, S), which rows were readable, and the failures."""
-    pixels, ok, failures = load_pixels(config, rows)
-    return to_batch(pixels, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3), ok, failures
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,10 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     settings, train = config["phylo"], config["phylo"]["train"]
     device = resolve_device(config["device"])
     rows = read_rows(args.images)
-    images, ok, failures = training_images(config, rows)
+    images, ok, failures = phylo_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
     species = sorted(rows["species"].unique())
-    levels, level_names, source = species_levels(config, rows, species, args.phylogeny)
+    levels, level_names, source = species_levels(species, settings["distances"], tree=args.phylogeny,
+                                                 ranks=species_ranks(config, rows))
     targets = torch.as_tensor(levels[rows["species"].map({s: i for i, s in enumerate(species)}).to_numpy()])
     groups = [int(g) for g in levels.max(0) + 1]
     is_val = held_out(rows, train["val_fraction"], train["seed"])  # the authors evaluate on held-out images

@@ -7,72 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 from tqdm import tqdm
 
-from traitpipe.collection.images import ImageError, read_image, stored_orientation
-from traitpipe.collection.manifest import read_manifest
-from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
-from traitpipe.models.checkpoints import sha256_file
+from traitpipe.collection.images import ImageError
+from traitpipe.jobs.common import (job_arguments, load_pixels, load_support, read_rows, references, start_job,
+                                   write_failures)
+from traitpipe.jobs.models import sam2_model
 from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import round_trip_iou
-from traitpipe.segment.parts import check_support_mask, part_statistics, to_canvas
-from traitpipe.segment.references import find_references, part_names
-from traitpipe.segment.sst import load_sam2, propagate
+from traitpipe.segment.parts import part_statistics, to_canvas
+from traitpipe.segment.references import part_names
+from traitpipe.segment.sst import propagate
 from traitpipe.store.maps import map_writer
 from traitpipe.store.provenance import provenance
 from traitpipe.store.schemas import FAILURES
 from traitpipe.store.tables import write_table
-
-
-def references(config: dict, manifest: str) -> tuple[dict[str, tuple[str, str]], str]:
-    """Each species' (support image, mask) files, and where masks were looked for (see ``find_references``)."""
-    collection = config["collection"]
-    return find_references(read_manifest(manifest, collection["columns"], collection["root"]),
-                           config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
-
-
-def load_support(config: dict, species: str, chosen: dict, where: str,
-                 names: dict[int, str] | None) -> tuple[np.ndarray, np.ndarray, str, dict[int, str]]:
-    """A species' support image (H, W, 3) uint8, its checked labels (H, W) uint8, its image file and part names.
-
-    Raises ImageError when the species has no usable reference: none found (the reason names where it was
-    looked for), unreadable, or failing :func:`~traitpipe.segment.parts.check_support_mask`.
-    """
-    if species not in chosen:
-        raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
-    image_file, mask_file = chosen[species]
-    support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
-    stored_size, orientation = stored_orientation(image_file)
-    mask = _read_mask(mask_file)
-    parts = names or {int(v): f"part_{int(v)}" for v in np.unique(mask) if v > 0}
-    try:
-        labels = check_support_mask(mask, parts, mask_file, support.shape[:2], stored_size=stored_size,
-                                    orientation=orientation, image=image_file)
-    except ValueError as error:  # a bad reference fails its species (failures rows), not the whole shard
-        raise ImageError(str(error)) from None
-    return support, labels, image_file, parts
-
-
-def sam2_model(config: dict, device, tuned: str | None = None) -> tuple[object, dict]:
-    """The run's SAM 2 predictor and its description: ``segment.checkpoint``, or ``tuned`` (the fine-tuned file)."""
-    settings = config["segment"]
-    checkpoint = tuned or settings["checkpoint"]
-    torch.manual_seed(settings["seed"])
-    predictor = load_sam2(settings["config"], checkpoint, device=str(device), image_size=settings["image_size"])
-    random = settings["checkpoint"] is None
-    local = checkpoint is not None and Path(checkpoint).is_file()
-    return predictor, {"config": settings["config"], "checkpoint": checkpoint, "image_size": settings["image_size"],
-                       "random_weights": random, "fine_tuned": tuned is not None,
-                       "sha256": sha256_file(checkpoint) if local else None}
-
-
-def _read_mask(file: str) -> np.ndarray:
-    try:
-        return np.array(Image.open(file))
-    except (OSError, ValueError) as error:
-        raise ImageError(f"unreadable reference mask {file}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

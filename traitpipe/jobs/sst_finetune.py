@@ -9,13 +9,12 @@ from pathlib import Path
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_json
-from traitpipe.jobs.segment import load_support, references
+from traitpipe.jobs.common import job_arguments, load_pixels, load_support, read_rows, references, start_job, write_json
+from traitpipe.jobs.models import sam2_model
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.device import resolve_device, resolve_precision
 from traitpipe.segment.finetune import finetune
 from traitpipe.segment.references import part_names
-from traitpipe.segment.sst import load_sam2
 from traitpipe.store.atomic import atomic_path
 
 
@@ -40,9 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         queries = group[[str(root / p) != image_file for p in group["path"]]].head(tune["queries_per_species"])
         pixels, _, _ = load_pixels(config, queries)
         examples.append((support, labels, pixels))
-    torch.manual_seed(settings["seed"])
-    predictor = load_sam2(settings["config"], settings["checkpoint"], device=str(device),
-                          image_size=settings["image_size"])
+    predictor, _ = sam2_model(config, device)
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
     weights = Path(args.weights)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dendropy
 import numpy as np
+import pandas as pd
 
 #: Relative distances from the root of the three ancestor levels (level 3 is the species).
 DISTANCES = (0.33, 0.5, 0.77)
@@ -165,3 +166,49 @@ def _path_length(a: dendropy.Node, b: dendropy.Node) -> float:
         length += node.edge_length or 0.0
         node = node.parent_node
     return length + up[id(node)]
+
+
+def head_name(distance: float | None) -> str:
+    """The Phylo-NN authors' name of a level: "033distance" for 0.33, "class" for the species (None)."""
+    return "class" if distance is None else f"{str(distance).replace('.', '')}distance"
+
+
+def species_levels(species: Sequence[str], distances: Sequence[float], *, tree: str | Path | None = None,
+                   ranks: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str], str]:
+    """Group of every species at every level, from the phylogeny, else from taxonomy ranks.
+
+    Parameters
+    ----------
+    species : sequence of str, length S
+    distances : sequence of float
+        Relative distances of the ancestor levels (used with a tree).
+    tree : str, Path or None
+        A Newick file.
+    ranks : pandas.DataFrame or None
+        Used without a tree: rank values (columns, most inclusive first) indexed by species.
+
+    Returns
+    -------
+    levels : numpy.ndarray, int64, shape (S, L)
+        The last level is the species.
+    names : list of str
+        Names of the ancestor levels (:func:`head_name` of each distance, or the rank names).
+    source : str
+        Where the levels came from, for logs.
+    """
+    if tree is not None:
+        return level_labels(tree, species, distances), [head_name(d) for d in distances], f"phylogeny {tree}"
+    if ranks is None or not len(ranks.columns):
+        raise ValueError("phylo needs collection.phylogeny (a Newick tree) or collection.columns.ranks (taxonomy)")
+    values = ranks.loc[list(species)].to_numpy(dtype=str)
+    return rank_labels(values), list(ranks.columns), f"taxonomy ranks {', '.join(ranks.columns)}"
+
+
+def species_distances(species: Sequence[str], distances: Sequence[float], *, tree: str | Path | None = None,
+                      ranks: pd.DataFrame | None = None) -> np.ndarray:
+    """(L, S, S) distances between the species' groups per level: from the tree (:func:`level_distances`),
+    else 0 within and 1 between rank groups."""
+    if tree is not None:
+        return level_distances(tree, species, distances)
+    labels, _, _ = species_levels(species, distances, ranks=ranks)
+    return np.stack([(labels[:, k, None] != labels[None, :, k]).astype(float) for k in range(labels.shape[1])])

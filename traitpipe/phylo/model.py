@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from traitpipe.phylo.levels import head_name
 from traitpipe.phylo.quantize import VectorQuantizer
 
 
@@ -72,11 +73,6 @@ class ClassifierLayer(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.seq(codes)
-
-
-def head_name(distance: float | None) -> str:
-    """The authors' name of a level head: "033distance" for 0.33, "class" for the species (None)."""
-    return "class" if distance is None else f"{str(distance).replace('.', '')}distance"
 
 
 class Disentangler(nn.Module):
