@@ -49,3 +49,24 @@ def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def ingest_shards(run_config: Path, folder: Path) -> list[str]:
+    """Run the ingest job of every shard as the workflow does (rows files, then one job per shard) into
+    ``folder``; returns the images table files in shard order."""
+    import json
+
+    from traitpipe.collection.manifest import load_manifest
+    from traitpipe.collection.shards import shard_rows
+    from traitpipe.jobs import ingest
+    from traitpipe.store.tables import table_path
+
+    config = json.loads(Path(run_config).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for shard, rows in shard_rows(load_manifest(config), config["shard_size"]).items():
+        rows.to_parquet(folder / f"rows-{shard}.parquet")
+        images.append(str(table_path(folder, "images", shard)))
+        ingest.main(["--config", str(run_config), "--rows", str(folder / f"rows-{shard}.parquet"),
+                     "--images", images[-1], "--failures", str(table_path(folder, "failures", shard, "ingest"))])
+    return images

@@ -10,7 +10,7 @@ from traitpipe.config import canonical_json, load_config
 from traitpipe.models.classes import carried_classes, match_classes, read_class_list
 from traitpipe.models.classifier import build_classifier, head_outputs
 
-from conftest import write_config
+from conftest import ingest_shards, write_config
 
 TINY = {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}
 
@@ -41,7 +41,7 @@ def test_a_mismatch_names_the_differences():
 
 
 def _run_classifier_job(tmp_path, collection, checkpoint, classes=None):
-    from traitpipe.jobs import classifier, ingest
+    from traitpipe.jobs import classifier
 
     tmp_path.mkdir()
 
@@ -50,10 +50,7 @@ def _run_classifier_job(tmp_path, collection, checkpoint, classes=None):
         "classes": classes, "train": {"enabled": False}})
     run_config = tmp_path / "run.json"
     run_config.write_text(canonical_json(load_config(path)))
-    images = [str(tmp_path / f"images-{s}.parquet") for s in range(4)]  # the small collection: 4 shards
-    ingest.main(["--config", str(run_config), "--manifest", str(collection / "manifest.csv"),
-                 "--shards", "00000", "00001", "00002", "00003", "--images", *images,
-                 "--failures", *[str(tmp_path / f"failures-{s}.parquet") for s in range(4)]])
+    images = ingest_shards(run_config, tmp_path)
     classifier.main(["--config", str(run_config), "--images", *images,
                      "--weights", str(tmp_path / "classifier.pt"), "--description", str(tmp_path / "classifier.json"),
                      "--evaluation", str(tmp_path / "evaluation.parquet"), "--failures", str(tmp_path / "f.parquet")])

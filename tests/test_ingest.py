@@ -1,18 +1,21 @@
 import pandas as pd
 
 from traitpipe.collection.manifest import load_manifest
-from traitpipe.collection.shards import shard_names
+from traitpipe.collection.shards import shard_rows
 from traitpipe.config import canonical_json, load_config
 from traitpipe.jobs import ingest
 from traitpipe.store import read_table
-from traitpipe.store.tables import table_path
 
-from conftest import write_config
+from conftest import ingest_shards, write_config
 
 
 def _add_rows(root, rows):
     manifest = pd.read_csv(root / "manifest.csv", keep_default_na=False)
     pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True).fillna("").to_csv(root / "manifest.csv", index=False)
+
+
+def _all_rows(config):
+    return pd.concat(shard_rows(load_manifest(config), config["shard_size"]).values(), ignore_index=True)
 
 
 def test_bad_images_become_failures_and_the_rest_goes_on(collection_copy, tmp_path):
@@ -26,11 +29,8 @@ def test_bad_images_become_failures_and_the_rest_goes_on(collection_copy, tmp_pa
     ])
     config = load_config(write_config(tmp_path, collection_copy))
     (tmp_path / "run.json").write_text(canonical_json(config))
-    shards = shard_names(pd.read_csv(collection_copy / "manifest.csv")["species"], config["shard_size"])
     results = tmp_path / "results"
-    ingest.main(["--config", str(tmp_path / "run.json"), "--manifest", str(collection_copy / "manifest.csv"),
-                 "--shards", *shards, "--images", *[str(table_path(results, "images", s)) for s in shards],
-                 "--failures", *[str(table_path(results, "failures", s, "ingest")) for s in shards]])
+    ingest_shards(tmp_path / "run.json", results)
     images, failures = read_table(results, "images"), read_table(results, "failures")
     assert len(images) == 20 - 1 and len(failures) == 3
     reasons = dict(zip(failures["path"], failures["reason"]))
@@ -46,9 +46,9 @@ def test_bad_images_become_failures_and_the_rest_goes_on(collection_copy, tmp_pa
 
 def test_shards_do_not_depend_on_row_order(small_collection, collection_copy, tmp_path):
     config = load_config(write_config(tmp_path, small_collection))
-    images, _ = ingest.ingest(config, load_manifest(config), progress=False)
+    images, _ = ingest.ingest(config, _all_rows(config), progress=False)
     manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
     manifest.iloc[::-1].to_csv(collection_copy / "manifest.csv", index=False)
     config = load_config(write_config(tmp_path, collection_copy))
-    reordered, _ = ingest.ingest(config, load_manifest(config), progress=False)
+    reordered, _ = ingest.ingest(config, _all_rows(config), progress=False)
     assert dict(zip(images["image_id"], images["shard"])) == dict(zip(reordered["image_id"], reordered["shard"]))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
-from traitpipe.models.classifier import build_classifier
+from traitpipe.models.classifier import build_classifier, normalisation
 from traitpipe.models.device import resolve_device
 from traitpipe.models.training import split_by_specimen, train_classifier
 
@@ -15,8 +15,9 @@ def test_checkpoint_round_trip_and_provenance(tmp_path):
     model, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
     assert info["random_weights"] and info["source"] == "random"
     torch.save(model.state_dict(), tmp_path / "w.pt")
-    again, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY, checkpoint=tmp_path / "w.pt")
+    again, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY, source=tmp_path / "w.pt")
     assert not info["random_weights"] and info["sha256"] == sha256_file(tmp_path / "w.pt")
+    assert info["source"] == "file" and info["mean"] == [0.5] * 3  # the ViT's own normalisation
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(again(x), model(x))
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "train.pt")  # a training checkpoint
@@ -35,8 +36,8 @@ def test_bad_checkpoints_are_refused(tmp_path):
         load_state_dict(tmp_path / "none.pt")
     torch.save(model.state_dict(), tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
-        build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, checkpoint=tmp_path / "w.pt")
-    fresh, _ = build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, checkpoint=tmp_path / "w.pt", new_head=True)
+        build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, source=tmp_path / "w.pt")
+    fresh, _ = build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, source=tmp_path / "w.pt", new_head=True)
     assert fresh.get_classifier().out_features == 5
     with pytest.raises(ValueError, match="unknown timm architecture"):
         build_classifier("vit_nonexistent_thing", 3)
@@ -81,3 +82,52 @@ def test_crop_augmentation_keeps_the_size():
     batch = torch.randn(4, 3, 28, 28)
     out = augment(batch, torch.Generator().manual_seed(0), crop_scale=240 / 224)
     assert out.shape == batch.shape and not torch.equal(out, batch)
+
+
+def _hub_cache(home, repo, model, pretrained_cfg):
+    """A Hugging Face cache holding one timm model as the Hub serves it (config.json + model.safetensors)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    snapshot = home / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    (snapshot / "config.json").write_text(json.dumps({
+        "architecture": "vit_tiny_patch16_224", "num_classes": 3, "model_args": TINY,
+        "pretrained_cfg": pretrained_cfg}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, snapshot / "model.safetensors")
+
+
+def test_named_sources_load_offline_from_the_hugging_face_cache_with_their_own_normalisation(tmp_path, monkeypatch):
+    """hf-hub:<repo> and timm (the arch's pretrained tag) go through the HF cache: no network with HF_HUB_OFFLINE."""
+    torch.manual_seed(1)
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    cfg = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "input_size": [3, 32, 32], "num_classes": 3}
+    _hub_cache(tmp_path, "lab/tiny-beetles", model, cfg)
+    _hub_cache(tmp_path, "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", model, cfg)
+    import huggingface_hub.constants as hub  # what HF_HOME=... HF_HUB_OFFLINE=1 set when the library loads
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    x = torch.randn(2, 3, 32, 32)
+    loaded, info = build_classifier("ignored", 3, kwargs=TINY, source="hf-hub:lab/tiny-beetles")
+    torch.testing.assert_close(loaded(x), model(x))  # the cached weights, not fresh ones
+    assert info["source"] == "hf-hub" and not info["random_weights"]
+    assert info["mean"] == [0.1, 0.2, 0.3] and info["std"] == [0.4, 0.5, 0.6]  # the model's own, not a default
+    # timm's tag for the arch: its registry's config (1000 ImageNet classes, so a new head for 3 species)
+    loaded, info = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY, source="timm")
+    torch.testing.assert_close(loaded.forward_features(x), model.forward_features(x))
+    assert info["source"] == "timm" and info["mean"] == [0.5] * 3 and not info["random_weights"]
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(Exception, match="offline|cache|connect"):  # never the network
+        build_classifier("ignored", 3, kwargs=TINY, source="hf-hub:lab/tiny-beetles")
+
+
+def test_normalisation_comes_from_the_architecture():
+    import timm
+
+    assert normalisation(timm.create_model("resnet18", pretrained=False)) == (
+        [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert normalisation(timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY)) == ([0.5] * 3, [0.5] * 3)

@@ -27,11 +27,50 @@ def test_every_cam_method_in_the_registry_is_accepted_by_the_config_schema():
 
 
 def test_steps_do_not_import_each_other():
-    """A step is read, call, write: what steps share lives in jobs.common, jobs.models or the library."""
-    shared = {"common", "models", "__init__"}
+    """A step is read, call, write: what steps share lives in jobs.common, jobs.step or the library."""
+    shared = {"common", "step", "__init__"}
     imports = {}
     for file in sorted(JOBS.glob("*.py")):
         steps = set(re.findall(r"from traitpipe\.jobs\.(\w+) import", file.read_text())) - shared
         if steps:
             imports[file.name] = sorted(steps)
     assert imports == {}
+
+
+def test_every_segmentation_backend_is_accepted_by_the_config_schema():
+    from traitpipe.config import schema
+    from traitpipe.segment.backends import BACKENDS
+
+    assert sorted(schema()["properties"]["segment"]["properties"]["backend"]["enum"]) == sorted(BACKENDS)
+
+
+def test_every_job_uses_the_step_skeleton_and_schema_columns():
+    """Each step parses, reads the config, picks the device and writes through jobs.step.Step; no job lists
+    a table's columns (they come from store/schemas.py)."""
+    for file in sorted(JOBS.glob("*.py")):
+        if file.stem in {"common", "step", "__init__"}:
+            continue
+        text = file.read_text()
+        assert "Step(" in text and "write_table(" not in text and "provenance(" not in text, file.name
+        assert not re.search(r"_COLUMNS = \[|columns=\[", text), file.name
+
+
+def test_a_registered_backend_is_all_the_segment_step_needs(monkeypatch):
+    """A new backend is a module (here a class in this test) and a registry line: segment uses nothing else."""
+    import numpy as np
+
+    from traitpipe.segment import backends
+
+    class Copy:
+        def __init__(self, settings, device, tuned):
+            self.description, self.precision = {"random_weights": False}, "float32"
+
+        def segment(self, support, labels, queries):
+            return [labels] + [labels[:q.shape[0], :q.shape[1]] for q in queries], [0] * (len(queries) + 1)
+
+    monkeypatch.setitem(backends.BACKENDS, "copy", f"{__name__}:Copy")
+    monkeypatch.setattr(__import__(__name__), "Copy", Copy, raising=False)
+    segmenter = backends.load_segmenter({"backend": "copy"}, "cpu")
+    labels = np.ones((4, 4), np.uint8)
+    maps, chunks = segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)])
+    assert maps[1].shape == (2, 3) and chunks == [0, 0]

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from traitpipe.collection.shards import assign_shards, plan_shards, shard_names
+from traitpipe.collection.shards import in_piece, plan_shards, shard_names, shard_rows
 
 
 def test_plan_keeps_small_species_whole_and_splits_large_ones():
@@ -14,13 +14,21 @@ def test_plan_keeps_small_species_whole_and_splits_large_ones():
     assert covered == counts
 
 
+def _assign(frame, shard_size):
+    """key -> shard of every row, as the shards' ingest jobs together assign them."""
+    rows = pd.concat(shard_rows(frame, shard_size).values(), ignore_index=True)
+    kept = rows[in_piece(rows, rows["key"])]
+    assert kept["key"].is_unique and len(kept) == len(frame)  # every row lands in exactly one shard
+    return dict(zip(kept["key"], kept["shard"]))
+
+
 def test_assignment_is_stable_when_rows_are_reordered():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"species": rng.choice(list("abcdef"), 200),
                           "key": [f"{i:016x}" for i in rng.integers(0, 2**62, 200)]})
-    before = dict(zip(frame["key"], assign_shards(frame["species"], frame["key"], 16)))
+    before = _assign(frame, 16)
     shuffled = frame.sample(frac=1, random_state=1).reset_index(drop=True)
-    after = dict(zip(shuffled["key"], assign_shards(shuffled["species"], shuffled["key"], 16)))
+    after = _assign(shuffled, 16)
     assert before == after
     assert sorted(set(before.values())) == shard_names(frame["species"], 16)
     sizes = pd.Series(list(before.values())).value_counts()
@@ -28,3 +36,13 @@ def test_assignment_is_stable_when_rows_are_reordered():
     # species-contiguous: each shard holds a run of the sorted species
     order = frame.assign(shard=frame["key"].map(before)).sort_values(["species", "key"])
     assert order["shard"].is_monotonic_increasing
+
+
+def test_a_shard_reads_only_the_rows_of_its_species():
+    frame = pd.DataFrame({"species": list("aabbbbbc"), "key": list("hgfedcba")})
+    rows = shard_rows(frame, 3)
+    assert {name: sorted(set(r["species"])) for name, r in rows.items()} == {
+        "00000": ["a"], "00001": ["b"], "00002": ["b", "c"]}
+    assert len(rows["00001"]) == 5  # the whole of b: which rows it keeps depends on their keys
+    labels = pd.concat(rows.values()).drop_duplicates("species").set_index("species")["label"]
+    assert labels.to_dict() == {"a": 0, "b": 1, "c": 2}  # the collection's label, not the shard's

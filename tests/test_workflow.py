@@ -1,6 +1,7 @@
 """The workflow end to end through the command line, as a user runs it."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -112,25 +113,40 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_explain_goes_on_past_a_bad_image_and_names_a_bad_layer(collection_copy, tmp_path):
+def test_explain_goes_on_past_a_bad_image_and_reruns_one_method_alone(collection_copy, tmp_path):
     config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False},
-                          prompt_cam={"enabled": False})
+                          prompt_cam={"enabled": False},
+                          explain={"batch_size": 8, "methods": [{"name": "gradcam", "alphas": [None, 1.0]},
+                                                                {"name": "hirescam"}]})
     assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
     victim = sorted((collection_copy / "images").rglob("*.png"))[3]
+    original, mtime = victim.read_bytes(), victim.stat().st_mtime
     victim.write_bytes(b"broken after ingest")
+    os.utime(victim, (mtime, mtime))
+    # a file that breaks while the run goes on (here: its old mtime hides the change from Snakemake, which
+    # would otherwise rerun ingest on it) fails its image in each explain job, not the job
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
-                     "select stage, path, reason from failures", cwd=tmp_path)
+                     "select stage, path, reason from failures order by stage", cwd=tmp_path)
     assert [(r["stage"], r["path"]) for r in json.loads(done.stdout)] == [
-        ("cam-gradcam", str(victim.relative_to(collection_copy)))]
+        ("cam-gradcam", str(victim.relative_to(collection_copy))),
+        ("cam-hirescam", str(victim.relative_to(collection_copy)))]
+    victim.write_bytes(original)  # the same bytes again: nothing to redo
+    assert _dry_run_jobs(config, tmp_path) == []
     settings = yaml.safe_load(config.read_text())
+    settings["explain"]["methods"][0]["alphas"] = [None, 0.5]
+    config.write_text(yaml.safe_dump(settings))
+    jobs = _dry_run_jobs(config, tmp_path)
+    shards = sorted({s for _, s, _ in jobs if s})
+    assert len(shards) == 4 and jobs == sorted(
+        [("all", None, None)] + [("explain", s, "gradcam") for s in shards], key=str)  # hirescam's maps stay
     settings["explain"]["methods"] = [{"name": "layercam", "layers": ["blocks.0.norm"]}]
     config.write_text(yaml.safe_dump(settings))
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode != 0, done.stdout + done.stderr
     assert "no module 'blocks.0.norm'; nearest names: blocks.0.norm2, blocks.0.norm1" in done.stdout + done.stderr
-    assert "rule classifier" not in done.stdout + done.stderr  # only the changed method reruns
+    assert "rule classifier" not in done.stdout + done.stderr  # a new method does not retrain the classifier
 
 
 def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path):
@@ -179,18 +195,18 @@ def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
     assert rows[("phylo", "3")] > rows[("nonphylo", "3")] and rows[("phylo", "3")] > 0.5, rows
 
 
-def _dry_run_jobs(config, cwd):
-    """(rule, shard) of every job a dry run would run."""
-    done = traitpipe("run", "--config", str(config), "--", "-n", cwd=cwd)
+def _dry_run_jobs(config, cwd, *snakemake_args):
+    """(rule, shard, method) of every job a dry run would run (None where a rule has no such wildcard)."""
+    done = traitpipe("run", "--config", str(config), "--", "-n", *snakemake_args, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
-    jobs, rule = [], None
+    jobs = []
     for line in (done.stdout + done.stderr).splitlines():
         line = line.strip()
         if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
-            rule = line.split(" ", 1)[1][:-1]
-            jobs.append((rule, None))
-        elif line.startswith("wildcards:") and rule:
-            jobs[-1] = (rule, line.split("shard=")[1].split(",")[0] if "shard=" in line else None)
+            jobs.append((line.split(" ", 1)[1][:-1], None, None))
+        elif line.startswith("wildcards:") and jobs:
+            wildcards = dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+            jobs[-1] = (jobs[-1][0], wildcards.get("shard"), wildcards.get("method"))
     return sorted(jobs, key=str)
 
 
@@ -212,10 +228,18 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
     assert _dry_run_jobs(config, tmp_path) == []
     mask[mask == 2] = 3  # a labelled part redrawn: the thorax becomes abdomen
     Image.fromarray(mask).save(mask_file)
-    assert _dry_run_jobs(config, tmp_path) == sorted([("all", None)] + [("segment", s) for s in shard], key=str)
-    traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert _dry_run_jobs(config, tmp_path) == sorted([("all", None, None)] + [("segment", s, None) for s in shard],
+                                                     key=str)
+    assert traitpipe("run", "--config", str(config), cwd=tmp_path).returncode == 0
     tree = collection_copy / "phylogeny.nwk"
     tree.write_text(re.sub(r":([0-9.eE-]+)", lambda m: f":{2 * float(m.group(1))!r}", tree.read_text()))  # twice as deep
     shards = sorted(images["shard"].unique())
+    phylo = [("all", None, None), ("phylo_train", None, None), ("phylo_eval", None, None)] + [
+        ("codes", s, None) for s in shards]
+    assert _dry_run_jobs(config, tmp_path) == sorted(phylo, key=str)
+    assert traitpipe("run", "--config", str(config), cwd=tmp_path).returncode == 0
+    victim = collection_copy / images.loc[images["species"] == species, "path"].iloc[-1]
+    Image.fromarray(np.array(Image.open(victim))[::-1].copy()).save(victim)  # the same specimen, upside down
+    # its shard's ingest and segment read the file; Phylo-NN trains on every image, so it and all codes follow
     assert _dry_run_jobs(config, tmp_path) == sorted(
-        [("all", None), ("phylo_train", None), ("phylo_eval", None)] + [("codes", s) for s in shards], key=str)
+        phylo + [("ingest", s, None) for s in shard] + [("segment", s, None) for s in shard], key=str)

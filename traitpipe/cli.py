@@ -33,7 +33,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
-    """Validate the config, then run the workflow on it with Snakemake.
+    """Run the workflow on a config file with Snakemake.
+
+    The config is validated once, when the workflow is parsed (a bad one stops the run there,
+    before any job, with exit status 2).
 
     Parameters
     ----------
@@ -47,12 +50,8 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     int
         Snakemake's exit status.
     """
-    from traitpipe.config import ConfigError, load_config
-
-    try:
-        load_config(config_path)
-    except ConfigError as error:
-        _fail(str(error))
+    if not Path(config_path).is_file():
+        _fail(f"config file not found: {config_path}")
     if not SNAKEFILE.is_file():
         _fail(f"workflow not found at {SNAKEFILE}: install traitpipe from its source tree (pip install -e .)")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]

@@ -5,7 +5,8 @@ Images are ordered by (species, sort key) and cut into shards of at most
 one is cut into full shards. The plan depends only on how many rows each species
 has, so the shard list is known when the workflow is parsed, before any image is
 read; which image lands in which shard depends on its content hash, so it does not
-change when manifest rows are reordered.
+change when manifest rows are reordered. Each shard's ingest reads only the rows of its
+own species (:func:`shard_rows`), so replacing one image reruns only its shards.
 """
 
 from __future__ import annotations
@@ -63,46 +64,70 @@ def plan_shards(species_counts: Mapping[str, int], shard_size: int) -> list[list
 
 
 def shard_names(species: pd.Series, shard_size: int) -> list[str]:
-    """Names of the shards that :func:`assign_shards` will fill, from the species column alone."""
+    """Names of the shards :func:`shard_rows` plans, from the species column alone."""
     return [shard_name(i) for i in range(len(plan_shards(species.value_counts().to_dict(), shard_size)))]
 
 
-def shard_species(species: pd.Series, shard_size: int) -> dict[str, list[str]]:
-    """The species of every shard :func:`assign_shards` will fill, from the species column alone.
+def shard_rows(manifest: pd.DataFrame, shard_size: int) -> dict[str, pd.DataFrame]:
+    """The manifest rows each shard's ingest reads, planned from the species column alone.
 
-    Examples
-    --------
-    >>> shard_species(pd.Series(["b", "a", "a", "c"]), 2)
-    {'00000': ['a'], '00001': ['b', 'c']}
-    """
-    plan = plan_shards(species.value_counts().to_dict(), shard_size)
-    return {shard_name(i): sorted({piece[0] for piece in pieces}) for i, pieces in enumerate(plan)}
-
-
-def assign_shards(species: pd.Series, sort_key: pd.Series, shard_size: int) -> np.ndarray:
-    """Shard of every row.
+    A shard reads every row of each species it holds: which rows of a species larger than a
+    shard land in which of its shards depends on the images' content hashes, known only once
+    they are read. The rows carry the slice of their species' sorted rows the shard keeps.
 
     Parameters
     ----------
-    species : pandas.Series of str, length N
-    sort_key : pandas.Series of str, length N
-        Order of the rows inside a species (the image id).
+    manifest : pandas.DataFrame
+        From ``read_manifest`` (``species`` and any other columns), N rows.
     shard_size : int
 
     Returns
     -------
-    numpy.ndarray of object (str), shape (N,)
-        Shard name per row, in the input's row order.
+    dict of str to pandas.DataFrame
+        Shard name -> its rows (the manifest's columns plus ``label`` (int32, the species' index
+        in the collection's sorted species), ``shard`` (str), ``piece_start`` and ``piece_stop``
+        (int64: the shard keeps ranks [start, stop) of its species' rows sorted by key, see
+        :func:`in_piece`)), in shard order.
+
+    Examples
+    --------
+    >>> rows = shard_rows(pd.DataFrame({"species": ["b", "a", "a", "b", "b"]}), 2)
+    >>> {name: list(zip(r["species"], r["piece_start"], r["piece_stop"])) for name, r in rows.items()}
+    {'00000': [('a', 0, 2), ('a', 0, 2)], '00001': [('b', 0, 2), ('b', 0, 2), ('b', 0, 2)], \
+'00002': [('b', 2, 3), ('b', 2, 3), ('b', 2, 3)]}
     """
-    order = pd.DataFrame({"species": species.to_numpy(), "key": sort_key.to_numpy()})
-    order = order.sort_values(["species", "key"], kind="stable")
-    plan = plan_shards(order["species"].value_counts().to_dict(), shard_size)
-    names = np.empty(len(order), dtype=object)
-    offset = {name: start for name, start in
-              zip(*np.unique(order["species"].to_numpy(), return_index=True))}
-    for index, pieces in enumerate(plan):
-        for name, start, stop in pieces:
-            names[offset[name] + start: offset[name] + stop] = shard_name(index)
-    result = np.empty(len(order), dtype=object)
-    result[order.index.to_numpy()] = names
-    return result
+    labels = {name: i for i, name in enumerate(sorted(manifest["species"].unique()))}
+    manifest = manifest.assign(label=manifest["species"].map(labels).astype(np.int32))
+    of_species = dict(iter(manifest.groupby("species", sort=False)))
+    plan = plan_shards(manifest["species"].value_counts().to_dict(), shard_size)
+    return {shard_name(i): pd.concat([of_species[species].assign(shard=shard_name(i), piece_start=start,
+                                                                 piece_stop=stop)
+                                      for species, start, stop in pieces], ignore_index=True)
+            for i, pieces in enumerate(plan)}
+
+
+def in_piece(rows: pd.DataFrame, sort_key: pd.Series) -> np.ndarray:
+    """Which rows their shard keeps: rank within (shard, species) by ``sort_key`` in [piece_start, piece_stop).
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame, N rows
+        From :func:`shard_rows` (one shard's or several shards' concatenated).
+    sort_key : pandas.Series of str, length N
+        Order of the rows inside a species (the image id), so that the split does not depend on row order.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N,)
+
+    Examples
+    --------
+    >>> rows = shard_rows(pd.DataFrame({"species": ["a", "a", "a"]}), 2)
+    >>> both = pd.concat(rows.values(), ignore_index=True)
+    >>> both[in_piece(both, pd.Series(["z", "x", "y"] * 2))]["shard"].tolist()  # x, y in 00000; z in 00001
+    ['00000', '00000', '00001']
+    """
+    rank = pd.DataFrame({"shard": rows["shard"].to_numpy(), "species": rows["species"].to_numpy(),
+                         "key": sort_key.to_numpy()}).groupby(["shard", "species"])["key"].rank(method="first") - 1
+    rank = rank.to_numpy()
+    return (rank >= rows["piece_start"].to_numpy()) & (rank < rows["piece_stop"].to_numpy())

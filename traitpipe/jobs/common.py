@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,59 +11,9 @@ import pandas as pd
 from PIL import Image
 
 from traitpipe.collection.images import ImageError, read_image, stored_orientation
-from traitpipe.collection.manifest import read_manifest
 from traitpipe.store.atomic import atomic_path
-from traitpipe.store.schemas import FAILURES
 from traitpipe.segment.parts import check_support_mask
-from traitpipe.segment.references import find_references
-from traitpipe.store.tables import write_table
-
-
-def job_arguments(name: str, *options: str, paths: tuple[str, ...] = (), lists: tuple[str, ...] = (),
-                  optional: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    """Parser of ``traitpipe job <name>``: ``--config RUN_CONFIG``, ``--threads N`` and the files the rule hands over.
-
-    Parameters
-    ----------
-    name : str
-    options : str
-        Required plain values (``shard``, ``method``).
-    paths : tuple of str
-        Required files, one each (``--images PATH``).
-    lists : tuple of str
-        Lists of files (``--tables A B C``; may be empty).
-    optional : tuple of str
-        Files a rule hands over only when the config has them (``--phylogeny PATH``; None otherwise).
-
-    Every path a job reads or writes arrives this way: jobs derive no path (the rule's
-    ``input:`` and ``output:`` are the one place that names them).
-    """
-    parser = argparse.ArgumentParser(prog=f"traitpipe job {name}")
-    parser.add_argument("--config", required=True, help="the run's resolved config (results/run/config.json)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    for option in (*options, *paths):
-        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, required=True)
-    for option in lists:
-        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, nargs="*", default=[])
-    for option in optional:
-        parser.add_argument(f"--{option.replace('_', '-')}", dest=option, default=None)
-    return parser
-
-
-def start_job(args: argparse.Namespace) -> dict:
-    """Set torch's CPU threads (when given) and return the run config of a parsed job command line.
-
-    The run config is the one the workflow validated when it was parsed, every default filled
-    (``results/run/config.json``): it is read as it is, not validated again.
-    """
-    if args.threads:
-        import torch  # only the jobs that compute pay for importing torch
-
-        torch.set_num_threads(args.threads)
-    path = Path(args.config)
-    if not path.is_file():
-        raise SystemExit(f"run config {path} not found: jobs run from the workflow (traitpipe run), which writes it")
-    return json.loads(path.read_text())
+from traitpipe.segment.references import reference_origin
 
 
 def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
@@ -101,14 +50,32 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
             pixels.append(read_image(file, max_pixels=config["collection"]["max_pixels"]))
             ok[i] = True
         except ImageError as error:
-            failed.append({"path": row.path, "image_id": row.image_id, "species": row.species,
-                           "shard": row.shard, "row": row.row, "reason": str(error)})
-    return pixels, ok, pd.DataFrame(failed, columns=FAILURES.names)
+            failed.append(failure_rows(rows.iloc[[i]], str(error)))
+    return pixels, ok, pd.concat(failed, ignore_index=True) if failed else failure_rows(rows.iloc[:0], "")
 
 
-def write_failures(path: str | Path, failures: pd.DataFrame, prov: dict) -> Path:
-    """Write one step's ``failures`` rows (an empty file when all went well)."""
-    return write_table(failures, path, "failures", prov)
+def failure_rows(rows: pd.DataFrame, reason: str) -> pd.DataFrame:
+    """``failures`` rows (without ``stage``, the table's partition) for some ``images`` rows, one reason for all."""
+    return rows[["path", "image_id", "species", "shard", "row"]].assign(reason=reason).reset_index(drop=True)
+
+
+def accuracy_rows(model: str, correct: np.ndarray, is_val: np.ndarray) -> tuple[dict[str, float], list[dict]]:
+    """Top-1 accuracy on the training and held-out images: {"train": a, "val": a} (NaN where a subset is
+    empty) and the ``evaluation`` records.
+
+    Parameters
+    ----------
+    model : str
+        The ``evaluation.model`` value.
+    correct, is_val : numpy.ndarray of bool, shape (N,)
+        Whether each image was classified right, and whether it is held out.
+    """
+    accuracy, records = {}, []
+    for subset, chosen in (("train", ~is_val), ("val", is_val)):
+        accuracy[subset] = float(correct[chosen].mean()) if chosen.any() else float("nan")
+        records.append({"model": model, "metric": "top1_accuracy", "subset": subset, "level": None,
+                        "value": accuracy[subset], "n": int(chosen.sum())})
+    return accuracy, records
 
 
 def write_json(path: str | Path, value: dict) -> Path:
@@ -148,14 +115,7 @@ def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, v
     return rows, images, labels, held_out(rows, val_fraction, seed), failures
 
 
-def references(config: dict, manifest: str) -> tuple[dict[str, tuple[str, str]], str]:
-    """Each species' (support image, mask) files, and where masks were looked for (see ``find_references``)."""
-    collection = config["collection"]
-    return find_references(read_manifest(manifest, collection["columns"], collection["root"]),
-                           config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
-
-
-def load_support(config: dict, species: str, chosen: dict, where: str,
+def load_support(config: dict, species: str, chosen: dict[str, tuple[str, str]],
                  names: dict[int, str] | None) -> tuple[np.ndarray, np.ndarray, str, dict[int, str]]:
     """A species' support image (H, W, 3) uint8, its checked labels (H, W) uint8, its image file and part names.
 
@@ -163,6 +123,8 @@ def load_support(config: dict, species: str, chosen: dict, where: str,
     looked for), unreadable, or failing :func:`~traitpipe.segment.parts.check_support_mask`.
     """
     if species not in chosen:
+        collection = config["collection"]
+        where = reference_origin(config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
         raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
     image_file, mask_file = chosen[species]
     support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])

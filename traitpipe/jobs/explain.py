@@ -12,14 +12,12 @@ from tqdm import tqdm
 
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
-from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
-from traitpipe.jobs.models import load_classifier
-from traitpipe.models.device import autocast, resolve_device, to_device
+from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.models.load import load_classifier
+from traitpipe.jobs.step import Step
+from traitpipe.models.device import autocast, to_device
 from traitpipe.models.transforms import to_batch
 from traitpipe.store.maps import map_writer
-from traitpipe.store.provenance import provenance
-from traitpipe.store.schemas import CAMS
-from traitpipe.store.tables import write_table
 
 #: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
 DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")
@@ -36,11 +34,9 @@ def method_spec(config: dict, name: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job explain --config RUN_CONFIG --method NAME --images T --weights F --description F --maps Z
     --cams T --failures T``."""
-    args = job_arguments("explain", "method", paths=("images", "weights", "description", "maps", "cams",
-                                                     "failures")).parse_args(argv)
-    config = start_job(args)
+    step = Step("explain", argv, "method", paths=("images", "weights", "description", "maps", "cams", "failures"))
+    args, config, device = step.args, step.config, step.device
     spec, settings = method_spec(config, args.method), config["explain"]
-    device = resolve_device(config["device"])
     model, meta = load_classifier(args.weights, args.description, device)
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
@@ -50,8 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     grid = _layer_grid(model, layers, meta["input_size"], device)
-    prov = provenance(config, device=str(device), precision=settings["precision"],
-                      models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
+    prov = step.record(precision=settings["precision"],
+                       models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
     attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
              "input_size": meta["input_size"],
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
@@ -69,10 +65,9 @@ def main(argv: list[str] | None = None) -> None:
             group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
             records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
                                 settings["faithfulness_fraction"])
-    cams = pd.DataFrame(records, columns=CAMS.names)
-    write_table(cams, args.cams, "cams", prov)
-    write_failures(args.failures, failures, prov)
-    print(f"explain {spec['name']}: {len(rows)} images x {len(alphas)} alphas", file=sys.stderr)
+    step.write("cams", records, args.cams)
+    step.write_failures(failures)
+    step.finish(f"{spec['name']}: {len(rows)} images x {len(alphas)} alphas")
 
 
 def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: torch.device) -> tuple[int, int]:

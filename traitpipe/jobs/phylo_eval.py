@@ -9,26 +9,24 @@ distances into ``evaluation``; both say which images they used in ``subset``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from traitpipe.jobs.common import job_arguments, read_rows, species_ranks, start_job
+from traitpipe.jobs.common import read_rows, species_ranks
+from traitpipe.jobs.step import Step
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
 from traitpipe.phylo.levels import species_distances
 from traitpipe.phylo.model import level_positions
-from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job phylo_eval --config RUN_CONFIG --codes T.. --images T.. --description F [--phylogeny F]
     --distances T --evaluation T``."""
-    args = job_arguments("phylo_eval", paths=("description", "distances", "evaluation"), lists=("codes", "images"),
-                         optional=("phylogeny",)).parse_args(argv)
-    config = start_job(args)
+    step = Step("phylo_eval", argv, paths=("description", "distances", "evaluation"), lists=("codes", "images"),
+                optional=("phylogeny",), compute=False)
+    args, config = step.args, step.config
     sizes = config["phylo"]["model"]
     held = set(json.loads(Path(args.description).read_text())["held_out"])
     codes = pd.concat([pd.read_parquet(f) for f in args.codes], ignore_index=True)
@@ -37,8 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         codes = codes[codes["image_id"].isin(held)].reset_index(drop=True)
     else:  # nothing could be held out (one specimen per species): say so in every row
         subset = "train"
-        print("phylo_eval: WARNING no held-out images (every species has one specimen); evaluating on the "
-              "training images", file=sys.stderr)
+        step.finish("WARNING no held-out images (every species has one specimen); evaluating on the training images")
     species = sorted(codes["species"].unique())
     tree = species_distances(species, config["phylo"]["distances"], tree=args.phylogeny,
                              ranks=species_ranks(config, read_rows(args.images)))
@@ -59,12 +56,10 @@ def main(argv: list[str] | None = None) -> None:
                            "level": str(level),
                            "value": _spearman(matrix, tree[level]),
                            "n": len(rows_a)})
-    prov = provenance(config)
-    write_table(pd.concat(distances, ignore_index=True), args.distances, "species_distances", prov)
-    write_table(pd.DataFrame(evaluation), args.evaluation, "evaluation", prov)
+    step.write("species_distances", pd.concat(distances, ignore_index=True), args.distances)
+    step.write("evaluation", evaluation, args.evaluation)
     for row in evaluation:
-        print(f"phylo_eval: {row['metric']}, level {row['level']}, {row['subset']} images: {row['value']:.3f}",
-              file=sys.stderr)
+        step.finish(f"{row['metric']}, level {row['level']}, {row['subset']} images: {row['value']:.3f}")
 
 
 def _spearman(codes: np.ndarray, tree: np.ndarray) -> float:

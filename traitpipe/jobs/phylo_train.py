@@ -6,32 +6,25 @@ and the level heads' accuracy on both splits."""
 
 from __future__ import annotations
 
-import sys
-
-import pandas as pd
 import torch
 
-from traitpipe.jobs.common import (held_out, job_arguments, phylo_images, read_rows, species_ranks, start_job,
-                                   write_failures, write_json)
-from traitpipe.jobs.models import build_phylonn
+from traitpipe.jobs.common import held_out, phylo_images, read_rows, species_ranks, write_json
+from traitpipe.models.load import build_phylonn
+from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
-from traitpipe.models.device import resolve_device
 from traitpipe.phylo.levels import species_levels
 from traitpipe.phylo.model import split_authors_state
 from traitpipe.phylo.training import generate_codes, train_base, train_disentangler
 from traitpipe.store.atomic import atomic_path
-from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job phylo_train --config RUN_CONFIG --images T.. [--phylogeny F] --weights F --description F
     --evaluation T --failures T``."""
-    args = job_arguments("phylo_train", paths=("weights", "description", "evaluation", "failures"),
-                         lists=("images",), optional=("phylogeny",)).parse_args(argv)
-    config = start_job(args)
+    step = Step("phylo_train", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",),
+                optional=("phylogeny",))
+    args, config, device = step.args, step.config, step.device
     settings, train = config["phylo"], config["phylo"]["train"]
-    device = resolve_device(config["device"])
     rows = read_rows(args.images)
     images, ok, failures = phylo_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
@@ -73,14 +66,13 @@ def main(argv: list[str] | None = None) -> None:
                              "held_out": rows["image_id"][is_val].tolist(), "level_accuracy": accuracy,
                              "base_history": base_history, "history": history,
                              "sha256": sha256_file(weights), "device": str(device)})
-    prov = provenance(config, device=str(device), precision=settings["precision"],
-                      models={"phylonn": {"sha256": sha256_file(weights), "random_weights": False, "source": origin}})
-    evaluation = pd.DataFrame([{"model": "phylonn", "metric": "head_accuracy", "subset": subset, "level": str(k),
-                                "value": a, "n": int(m.sum())}
-                               for subset, m in (("train", ~is_val), ("held_out", is_val))
-                               for k, a in enumerate(accuracy[subset])])
-    write_table(evaluation, args.evaluation, "evaluation", prov)
-    write_failures(args.failures, failures, prov)
-    print(f"phylo_train: {len(rows)} images ({int(is_val.sum())} held out), {len(species)} species, groups per "
-          f"level {groups} ({source}), {origin}, held-out head accuracy "
-          f"{[round(a, 3) for a in accuracy['held_out']]}", file=sys.stderr)
+    step.record(precision=settings["precision"],
+                models={"phylonn": {"sha256": sha256_file(weights), "random_weights": False, "source": origin}})
+    step.write("evaluation", [{"model": "phylonn", "metric": "head_accuracy", "subset": subset, "level": str(k),
+                               "value": a, "n": int(m.sum())}
+                              for subset, m in (("train", ~is_val), ("held_out", is_val))
+                              for k, a in enumerate(accuracy[subset])], args.evaluation)
+    step.write_failures(failures)
+    step.finish(f"{len(rows)} images ({int(is_val.sum())} held out), {len(species)} species, groups per "
+                f"level {groups} ({source}), {origin}, held-out head accuracy "
+                f"{[round(a, 3) for a in accuracy['held_out']]}")

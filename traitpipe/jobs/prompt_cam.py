@@ -6,34 +6,27 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from traitpipe.explain.prompt_cam import load_released
-from pathlib import Path
-
-from traitpipe.jobs.common import job_arguments, load_pixels, read_rows, start_job, write_failures
-from traitpipe.jobs.models import prompt_model
-from traitpipe.models.checkpoints import load_state_dict
-from traitpipe.models.device import autocast, resolve_device, to_device
+from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.models.load import load_prompt_cam
+from traitpipe.jobs.step import Step
+from traitpipe.models.device import autocast, to_device
 from traitpipe.models.transforms import to_batch
 from traitpipe.store.maps import map_writer
-from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job prompt_cam --config RUN_CONFIG --images T --weights F --description F --classifier F
     --classifier-description F --maps Z --heads T --failures T``."""
-    args = job_arguments("prompt_cam", paths=("images", "weights", "description", "classifier",
-                                              "classifier_description", "maps", "heads", "failures")).parse_args(argv)
-    config = start_job(args)
-    device = resolve_device(config["device"])
-    model, meta = prompt_model(args.classifier, args.classifier_description)
-    load_released(model, load_state_dict(args.weights))
+    step = Step("prompt_cam", argv, paths=("images", "weights", "description", "classifier", "classifier_description",
+                                           "maps", "heads", "failures"))
+    args, config, device = step.args, step.config, step.device
+    model, meta = load_prompt_cam(args.classifier, args.classifier_description, args.weights)
     model.to(device).eval()
     info = json.loads(Path(args.description).read_text())
     classes, heads = info["classes"], model.num_heads
@@ -41,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    prov = provenance(config, device=str(device), precision=config["prompt_cam"]["precision"],
-                      models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
-                                             "source": info["source"]}})
+    prov = step.record(precision=config["prompt_cam"]["precision"],
+                       models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
+                                              "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
@@ -62,7 +55,6 @@ def main(argv: list[str] | None = None) -> None:
                     records.append({"image_id": image_id, "class": int(target[i]), "species": classes[int(target[i])],
                                     "rank": rank, "head": int(ranking[i, rank]),
                                     "probability": float(probability[i, rank])})
-    table = pd.DataFrame(records, columns=["image_id", "class", "species", "rank", "head", "probability"])
-    write_table(table, args.heads, "prompt_heads", prov)
-    write_failures(args.failures, failures, prov)
-    print(f"prompt_cam: {len(rows)} images, {heads} heads ranked", file=sys.stderr)
+    step.write("prompt_heads", records, args.heads)
+    step.write_failures(failures)
+    step.finish(f"{len(rows)} images, {heads} heads ranked")

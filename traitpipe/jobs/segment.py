@@ -10,44 +10,35 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import (job_arguments, load_pixels, load_support, read_rows, references, start_job,
-                                   write_failures)
-from traitpipe.jobs.models import sam2_model
-from traitpipe.models.device import resolve_device, resolve_precision
-from traitpipe.segment.finetune import round_trip_iou
+from traitpipe.jobs.common import failure_rows, load_pixels, load_support, read_rows
+from traitpipe.jobs.step import Step
+from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
-from traitpipe.segment.sst import propagate
 from traitpipe.store.maps import map_writer
-from traitpipe.store.provenance import provenance
-from traitpipe.store.schemas import FAILURES
-from traitpipe.store.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job segment --config RUN_CONFIG --images T --manifest F --maps Z --parts T --failures T
-    [--tuned F] [--retrieval T]``.
+    """``traitpipe job segment --config RUN_CONFIG --images T [--reference SPECIES IMAGE MASK].. --maps Z
+    --parts T --failures T [--tuned F] [--retrieval T]``.
 
-    The reference images and masks the manifest names are inputs of the rule (so editing one reruns
-    this step); the job finds each species' pair in the manifest it is handed.
+    The reference images and masks of the shard's species are inputs of the rule (so editing one
+    reruns this step), handed over as one ``--reference`` per species.
     """
-    args = job_arguments("segment", paths=("images", "manifest", "maps", "parts", "failures"),
-                         optional=("tuned", "retrieval")).parse_args(argv)
-    config = start_job(args)
+    step = Step("segment", argv, paths=("images", "maps", "parts", "failures"), optional=("tuned", "retrieval"),
+                references=True)
+    args, config, device = step.args, step.config, step.device
     settings = config["segment"]
-    device = resolve_device(config["device"])
     names = part_names(settings["parts"], config["collection"]["root"])
-    chosen, where = references(config, args.manifest)
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
-    predictor, model = sam2_model(config, device, args.tuned)
-    random = model["random_weights"]
-    precision = resolve_precision(settings["precision"], device)
-    prov = provenance(config, device=str(device), precision=precision, models={"sam2": model})
+    segmenter = load_segmenter(settings, device, args.tuned)
+    random = segmenter.description["random_weights"]
+    prov = step.record(precision=segmenter.precision, models={"sam2": segmenter.description})
     retrieval_part = settings["retrieval"]["part"]
 
     canvas = settings["canvas"]
@@ -60,15 +51,12 @@ def main(argv: list[str] | None = None) -> None:
                                unit="species", file=sys.stderr):
         index = group.index.to_numpy()
         try:
-            support, support_labels, image_file, parts = load_support(config, species, chosen, where, names)
+            support, support_labels, image_file, parts = load_support(config, species, args.reference, names)
         except ImageError as error:
-            failed.append(pd.DataFrame([{"path": r.path, "image_id": r.image_id, "species": r.species,
-                                         "shard": r.shard, "row": r.row, "reason": str(error)}
-                                        for r in rows.loc[index].itertuples()], columns=FAILURES.names))
+            failed.append(failure_rows(rows.loc[index], str(error)))
             continue
         queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
-        maps, chunk_of = propagate(predictor, [support] + [pixels[i] for i in queries], support_labels,
-                                   chunk_size=settings["chunk_size"], with_chunks=True, precision=precision)
+        maps, chunk_of = segmenter.segment(support, support_labels, [pixels[i] for i in queries])
         for i in index:
             frame = 1 + queries.index(i) if i in queries else 0
             labels = maps[frame]
@@ -81,9 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             part_id = _part_id(retrieval_part, parts)
             for i in queries:
                 retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
-                                       "part": parts[part_id], "round_trip_iou": round_trip_iou(
-                                           predictor, support, pixels[i], support_labels, part_id,
-                                           precision=precision)})
+                                       "part": parts[part_id], "round_trip_iou": segmenter.round_trip_iou(
+                                           support, pixels[i], support_labels, part_id)})
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)
@@ -99,14 +86,12 @@ def main(argv: list[str] | None = None) -> None:
             group["labels"][:] = placed[done]
             group["image_size"][:] = sizes[done]
             group["canvas_transform"][:] = transforms[done]
-    write_table(pd.DataFrame(part_rows, columns=PARTS_COLUMNS), args.parts,
-                "parts", prov)
+    step.write("parts", part_rows, args.parts)
     if retrieval_part is not None:
-        write_table(pd.DataFrame(retrieval_rows, columns=RETRIEVAL_COLUMNS),
-                    args.retrieval, "retrieval", prov)
-    write_failures(args.failures, pd.concat(failed, ignore_index=True), prov)
-    print(f"segment: {int(done.sum())} images segmented, "
-          f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}", file=sys.stderr)
+        step.write("retrieval", retrieval_rows, args.retrieval)
+    step.write_failures(pd.concat(failed, ignore_index=True))
+    step.finish(f"{int(done.sum())} images segmented, "
+                f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}")
 
 
 def _part_id(part: int | str, parts: dict[int, str]) -> int:
@@ -116,7 +101,3 @@ def _part_id(part: int | str, parts: dict[int, str]) -> int:
             return part_id
     raise ValueError(f"segment.retrieval.part {part!r} is not a declared part ({parts})")
 
-
-RETRIEVAL_COLUMNS = ["image_id", "species", "part_id", "part", "round_trip_iou"]
-PARTS_COLUMNS = ["image_id", "species", "part_id", "part", "area", "fraction", "x0", "y0", "x1", "y1", "cx", "cy",
-                 "frame_index", "chunk"]

@@ -3,35 +3,32 @@ cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's ch
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import job_arguments, load_pixels, load_support, read_rows, references, start_job, write_json
-from traitpipe.jobs.models import sam2_model
+from traitpipe.jobs.common import load_pixels, load_support, read_rows, write_json
+from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.models.device import resolve_device, resolve_precision
+from traitpipe.segment.backends import SAM2Video
 from traitpipe.segment.finetune import finetune
 from traitpipe.segment.references import part_names
 from traitpipe.store.atomic import atomic_path
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job sst_finetune --config RUN_CONFIG --images T.. --manifest F --weights F --description F``."""
-    args = job_arguments("sst_finetune", paths=("manifest", "weights", "description"),
-                         lists=("images",)).parse_args(argv)
-    config = start_job(args)
+    """``traitpipe job sst_finetune --config RUN_CONFIG --images T.. [--reference SPECIES IMAGE MASK]..
+    --weights F --description F``."""
+    step = Step("sst_finetune", argv, paths=("weights", "description"), lists=("images",), references=True)
+    args, config, device = step.args, step.config, step.device
     settings, tune = config["segment"], config["segment"]["finetune"]
-    device = resolve_device(config["device"])
     names = part_names(settings["parts"], config["collection"]["root"])
-    chosen, where = references(config, args.manifest)
     rows = read_rows(args.images)
     examples, skipped = [], []
     for species, group in rows.groupby("species", sort=True):
         try:
-            support, labels, image_file, _ = load_support(config, species, chosen, where, names)
+            support, labels, image_file, _ = load_support(config, species, args.reference, names)
         except ImageError as error:
             skipped.append(str(error))
             continue
@@ -39,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         queries = group[[str(root / p) != image_file for p in group["path"]]].head(tune["queries_per_species"])
         pixels, _, _ = load_pixels(config, queries)
         examples.append((support, labels, pixels))
-    predictor, _ = sam2_model(config, device)
+    if settings["backend"] != "sam2_video":
+        raise SystemExit(f"segment.finetune tunes SAM 2's video predictor; segment.backend is {settings['backend']!r}")
+    segmenter = SAM2Video(settings, device)
+    predictor = segmenter.predictor
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
     weights = Path(args.weights)
@@ -50,6 +50,5 @@ def main(argv: list[str] | None = None) -> None:
                  "random_weights": settings["checkpoint"] is None},
         "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,
         "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
-        "precision": resolve_precision(settings["precision"], device)})
-    print(f"sst_finetune: {tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}",
-          file=sys.stderr)
+        "precision": segmenter.precision})
+    step.finish(f"{tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}")

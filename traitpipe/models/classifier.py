@@ -1,5 +1,5 @@
-"""Classifiers from a model source: a timm architecture plus a local checkpoint, a timm
-pretrained name (downloads only because the config asked), or random weights (recorded)."""
+"""Classifiers: a timm architecture built from a model source (``traitpipe.models.sources``), the
+normalisation it expects, and the class count of a checkpoint's head."""
 
 from __future__ import annotations
 
@@ -8,63 +8,57 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+from traitpipe.models.checkpoints import CheckpointError, load_state_dict
+from traitpipe.models.sources import SOURCES, source_kind
 
 
-def build_classifier(arch: str, num_classes: int, *, kwargs: dict | None = None, checkpoint: str | Path | None = None,
-                     pretrained: bool = False, new_head: bool = False) -> tuple[nn.Module, dict]:
-    """Build a timm classifier in eval mode and say where its weights came from.
+def normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
+    """The (mean, std) per RGB channel a timm model was trained with, from its ``pretrained_cfg``.
+
+    Examples
+    --------
+    >>> normalisation(timm.create_model("resnet18", pretrained=False))[0]
+    [0.485, 0.456, 0.406]
+    """
+    config = timm.data.resolve_model_data_config(model)
+    return [float(v) for v in config["mean"]], [float(v) for v in config["std"]]
+
+
+def build_classifier(arch: str, num_classes: int, *, kwargs: dict | None = None, source: str | Path | None = None,
+                     new_head: bool = False) -> tuple[nn.Module, dict]:
+    """Build a timm classifier from a source, in eval mode, and say where its weights came from.
 
     Parameters
     ----------
     arch : str
-        A timm model name, e.g. "vit_small_patch16_224", "resnet50", "vit_base_patch16_224.dino".
+        A timm model name, e.g. "vit_small_patch16_224", "resnet50", "vit_base_patch16_224.dino"
+        (ignored by an ``hf-hub`` source, which names its own).
     num_classes : int
         Number of output classes.
     kwargs : dict or None
         Passed to ``timm.create_model`` (e.g. ``img_size``, ``depth``, ``embed_dim``).
-    checkpoint : str, Path or None
-        A local state-dict file to load (see ``load_state_dict``).
-    pretrained : bool
-        Let timm fetch the named pretrained weights (network; only when the config says so).
+    source : str, Path or None
+        See the module docstring: None, a local file, "timm" or "hf-hub:<org>/<repo>".
     new_head : bool
-        Accept a checkpoint without (or with another size of) the classifier head,
-        e.g. a backbone to fine-tune; the head stays freshly initialised.
+        Accept weights without (or with another size of) the classifier head, e.g. a backbone to
+        fine-tune; the head stays freshly initialised.
 
     Returns
     -------
     model : torch.nn.Module
     info : dict
-        ``arch``, ``kwargs``, ``source`` ("checkpoint", "timm-pretrained" or "random"),
-        ``checkpoint``, ``sha256`` (of the checkpoint file or None), ``random_weights``.
+        ``arch``, ``kwargs``, ``source`` (the kind), ``checkpoint`` (the config value or None),
+        ``sha256`` (of a local file, else None), ``random_weights``, and the model's ``mean`` and
+        ``std`` (lists of 3 floats).
     """
-    kwargs = dict(kwargs or {})
-    if not timm.is_model(arch.split(".")[0]):
+    kwargs, kind = dict(kwargs or {}), source_kind(source)
+    if kind != "hf-hub" and not timm.is_model(arch.split(".")[0]):
         near = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
         raise ValueError(f"unknown timm architecture {arch!r}; similar names: {', '.join(near) or '(none)'}")
-    model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
-    info = {"arch": arch, "kwargs": kwargs, "source": "timm-pretrained" if pretrained else "random",
-            "checkpoint": None, "sha256": None, "random_weights": not pretrained}
-    if checkpoint is not None:
-        state = load_state_dict(checkpoint)
-        head = {f"{name}.{p}" for name, module in model.named_modules() if module is model.get_classifier()
-                for p, _ in module.named_parameters()}
-        if new_head:
-            own = model.state_dict()
-            state = {k: v for k, v in state.items() if not (k in head and own[k].shape != v.shape)}
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as error:  # tensors of another shape
-            raise CheckpointError(f"checkpoint {checkpoint} does not fit {arch} with {num_classes} classes: "
-                                  f"{str(error).splitlines()[-1].strip()}") from None
-        missing = [k for k in missing if not (new_head and k in head)]
-        if missing or unexpected:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} does not fit {arch} with {num_classes} classes: "
-                f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        info.update(source="checkpoint", checkpoint=str(checkpoint), sha256=sha256_file(checkpoint),
-                    random_weights=False)
+    model, found = SOURCES[kind](arch, num_classes, kwargs, source, new_head)
+    mean, std = normalisation(model)
+    info = {"arch": arch, "kwargs": kwargs, "source": kind, "checkpoint": None if source is None else str(source),
+            "sha256": None, "random_weights": kind == "random", "mean": mean, "std": std, **found}
     return model.eval(), info
 
 

@@ -1,7 +1,8 @@
 """Where each species' labelled reference (support image and mask) is, and the declared part names.
 
-The workflow reads these when it is parsed, so that a reference mask, the part names file
-and the support images are inputs of the steps that read them: editing one reruns them.
+The workflow finds these when it is parsed, so that a reference mask, the part names file
+and the support images are inputs of the steps that read them (editing one reruns them), and
+hands each segment job its species' pairs.
 """
 
 from __future__ import annotations
@@ -12,9 +13,23 @@ from pathlib import Path
 import pandas as pd
 
 
-def find_references(manifest: pd.DataFrame, masks: str | None, root: str | Path,
-                    mask_column: str | None) -> tuple[dict[str, tuple[str, str]], str]:
-    """Each species' labelled reference: species -> (image file, mask file), and where masks were looked for.
+def reference_origin(masks: str | None, root: str | Path, mask_column: str | None) -> str:
+    """Where reference masks are looked for (``segment.masks``), in words, for failure reasons.
+
+    Examples
+    --------
+    >>> reference_origin(None, "/c", "mask")
+    "manifest column 'mask'"
+    >>> reference_origin("masks", "/c", "mask")
+    'folder /c/masks (<image stem>.png)'
+    """
+    if masks is None:
+        return f"manifest column {mask_column!r}" if mask_column else "the manifest (collection.columns.mask is not set)"
+    return f"folder {Path(root) / masks} (<image stem>.png)"
+
+
+def find_references(manifest: pd.DataFrame, masks: str | None, root: str | Path) -> dict[str, tuple[str, str]]:
+    """Each species' labelled reference: species -> (image file, mask file), the first labelled row of each.
 
     Parameters
     ----------
@@ -25,30 +40,24 @@ def find_references(manifest: pd.DataFrame, masks: str | None, root: str | Path,
         a folder under ``root`` = masks named after the image they label (``<folder>/<image stem>.png``).
     root : str or Path
         The collection root.
-    mask_column : str or None
-        The manifest's mask column name, for the message.
 
     Returns
     -------
-    chosen : dict of str to (str, str)
-        The first labelled row of every species that has one.
-    where : str
-        Where masks were looked for (for failure reasons).
+    dict of str to (str, str)
+        Species without a labelled row are absent (see :func:`reference_origin` for the message).
     """
     if masks is None:
         labelled = manifest[manifest["mask"] != ""]
-        where = f"manifest column {mask_column!r}" if mask_column else "the manifest (collection.columns.mask is not set)"
         pairs = zip(labelled["species"], labelled["file"], labelled["mask"])
     else:
         folder = Path(root) / masks
-        where = f"folder {folder} (<image stem>.png)"
         files = [folder / f"{Path(p).stem}.png" for p in manifest["path"]]
         found = [f.is_file() for f in files]
         pairs = zip(manifest["species"][found], manifest["file"][found], [str(f) for f, ok in zip(files, found) if ok])
     chosen: dict[str, tuple[str, str]] = {}
     for species, image, mask in pairs:
         chosen.setdefault(species, (image, mask))
-    return chosen, where
+    return chosen
 
 
 def parts_file(parts: str | dict | None, root: str | Path) -> Path | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from traitpipe.store.atomic import atomic_path
-from traitpipe.store.schemas import PARTITIONS, table_schema
+from traitpipe.store.schemas import PARTITIONS, RUN_COLUMNS, table_schema
 
 PROVENANCE_KEY = b"traitpipe.provenance"
 
@@ -43,14 +44,15 @@ def table_path(results: str | Path, table: str, shard: str, partition: str | Non
     return folder / f"part-{shard}.parquet"
 
 
-def write_table(rows: pd.DataFrame, path: str | Path, table: str, provenance: dict,
+def write_table(rows: pd.DataFrame | Iterable[dict], path: str | Path, table: str, provenance: dict,
                 extra: list[str] | None = None) -> Path:
     """Write one table file atomically, with run columns and provenance.
 
     Parameters
     ----------
-    rows : pandas.DataFrame
-        The table's columns (see ``schemas.TABLES``), any ``extra`` columns; may be empty.
+    rows : pandas.DataFrame or iterable of dict
+        The table's columns (see ``schemas.TABLES``), any ``extra`` columns; may be empty. Records
+        (one dict per row) take their columns from the schema, so no records is an empty table.
     path : str or Path
         Destination, normally from :func:`table_path`.
     table : str
@@ -67,6 +69,9 @@ def write_table(rows: pd.DataFrame, path: str | Path, table: str, provenance: di
         The written file.
     """
     schema = table_schema(table, extra)
+    if not isinstance(rows, pd.DataFrame):
+        run = {field.name for field in RUN_COLUMNS}
+        rows = pd.DataFrame(list(rows), columns=[name for name in schema.names if name not in run])
     rows = rows.assign(run_id=provenance["run_id"], config_hash=provenance["config_hash"])
     missing = [name for name in schema.names if name not in rows.columns]
     if missing:

@@ -7,42 +7,45 @@ import sys
 from pathlib import Path
 
 from traitpipe.collection.manifest import ManifestError, load_manifest
-from traitpipe.collection.shards import shard_names, shard_species
+from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
-from traitpipe.store.atomic import atomic_path
 from traitpipe.store.maps import map_path
+from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
 from traitpipe.segment.references import find_references, parts_file
 from traitpipe.store.tables import table_path
 
 try:
     CFG = validate_config(config)
     MANIFEST = load_manifest(CFG)
-except (ConfigError, ManifestError) as error:
-    sys.exit(f"traitpipe: {error}")
+except (ConfigError, ManifestError) as error:  # the one validation of a run: stop before any job
+    print(f"traitpipe: {error}", file=sys.stderr)
+    sys.exit(2)
 
 RESULTS = CFG["results"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-# The validated config with every default, read by every job (tables carry its hash in
-# config_hash). It is written when jobs are about to run (onstart), never by a dry run. Its
-# path is a constant param of every rule, not an input: the rules' settings params carry
-# the config sections each depends on, so a config change reruns exactly those rules.
-RUN_CONFIG = f"{RESULTS}/run/config.json"
+# The manifest is read here, once: each shard's ingest gets the rows of its species
+# (results/run/rows/<shard>.parquet) and every later step the images tables.
+SHARD_ROWS = shard_rows(MANIFEST, CFG["shard_size"])
+SHARDS = list(SHARD_ROWS)
+SPECIES_OF_SHARD = {shard: sorted(rows["species"].unique()) for shard, rows in SHARD_ROWS.items()}
+ROWS_DIGEST = {shard: rows_digest(rows) for shard, rows in SHARD_ROWS.items()}
+# Files the workflow writes for its jobs when they are about to run (onstart), never on a dry
+# run: the validated config with every default (tables carry its hash in config_hash) and the
+# shards' manifest rows. Their paths are constant params of the rules, not inputs: the settings
+# params carry the config sections each rule depends on, and the ingest rule the digest of its
+# shard's rows, so a change reruns exactly the jobs that read it.
+RUN_CONFIG = str(run_config_path(RESULTS))
 
 
 onstart:
-    text = canonical_json(CFG) + "\n"
-    if not Path(RUN_CONFIG).is_file() or Path(RUN_CONFIG).read_text() != text:
-        with atomic_path(RUN_CONFIG) as tmp:
-            Path(tmp).write_text(text)
+    write_run_config(RUN_CONFIG, CFG)
+    for shard, rows in SHARD_ROWS.items():
+        write_rows(rows_path(RESULTS, shard), rows, ROWS_DIGEST[shard])
 
 
-SHARDS = shard_names(MANIFEST["species"], CFG["shard_size"])
-SPECIES_OF_SHARD = shard_species(MANIFEST["species"], CFG["shard_size"])
 # Files the jobs read besides the tables: inputs of their rules, so that editing one reruns what read it.
-MANIFEST_FILE = str(collection_file(CFG, "manifest"))
-REFERENCES, _ = find_references(MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"],
-                                CFG["collection"]["columns"]["mask"])
+REFERENCES = find_references(MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"])
 # Jobs run `traitpipe job ...` from the environment that runs Snakemake (first on PATH), or
 # from the rule's conda environment with --sdm conda.
 envvars:
@@ -106,6 +109,18 @@ def reference_files(species):
 def shard_references(wildcards):
     """Reference files of the species in one shard: the segment job of that shard reads them."""
     return reference_files(SPECIES_OF_SHARD[wildcards.shard])
+
+
+def reference_options(species):
+    """'--reference SPECIES IMAGE MASK' for each of these species that has a reference (their files are inputs)."""
+    return " ".join(f"--reference {shlex.quote(name)} {shlex.quote(REFERENCES[name][0])} "
+                    f"{shlex.quote(REFERENCES[name][1])}" for name in species if name in REFERENCES)
+
+
+def shard_image_files(wildcards):
+    """The image files one shard's ingest reads, those that exist: a missing one is a failures row, not a
+    missing input that would stop the run."""
+    return [file for file in SHARD_ROWS[wildcards.shard]["file"].unique() if os.path.isfile(file)]
 
 
 def option(flag, files):

@@ -1,20 +1,21 @@
 rule ingest:
     input:
-        manifest=MANIFEST_FILE,
+        images=shard_image_files,
     output:
-        images=[table_file("images", s) for s in SHARDS],
-        failures=[table_file("failures", s, "ingest") for s in SHARDS],
+        images=table_file("images", "{shard}"),
+        failures=table_file("failures", "{shard}", "ingest"),
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/ingest.log",
+        f"{LOGS}/ingest/{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/ingest.tsv"
+        f"{BENCHMARKS}/ingest/{{shard}}.tsv"
     params:
         run_config=RUN_CONFIG,
-        shards=SHARDS,
-        settings=settings("collection", "shard_size", "ingest"),
+        rows=lambda wildcards: str(rows_path(RESULTS, wildcards.shard)),
+        rows_digest=lambda wildcards: ROWS_DIGEST[wildcards.shard],
+        settings=settings("collection", "ingest"),
     threads: CFG["ingest"]["threads"]
     shell:
-        "traitpipe job ingest --config {params.run_config} --manifest {input.manifest:q} --shards {params.shards}"
+        "traitpipe job ingest --config {params.run_config} --rows {params.rows:q}"
         " --images {output.images:q} --failures {output.failures:q} > {log} 2>&1"

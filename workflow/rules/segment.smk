@@ -3,7 +3,6 @@ rule sst_finetune:
         images=[table_file("images", s) for s in SHARDS],
         references=reference_files(sorted(REFERENCES)),
         parts=PARTS_FILE,
-        manifest=MANIFEST_FILE,
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
     output:
         weights=model_file("sam2_finetuned.pt"),
@@ -11,6 +10,7 @@ rule sst_finetune:
     params:
         run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
+        references=reference_options(sorted(REFERENCES)),
     conda:
         CONDA_ENV
     log:
@@ -20,7 +20,7 @@ rule sst_finetune:
     threads: workflow.cores
     shell:
         "traitpipe job sst_finetune --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " --manifest {input.manifest:q} --weights {output.weights:q} --description {output.description:q}"
+        " {params.references} --weights {output.weights:q} --description {output.description:q}"
         " > {log} 2>&1"
 
 
@@ -29,7 +29,6 @@ rule segment:
         images=table_file("images", "{shard}"),
         references=shard_references,
         parts=PARTS_FILE,
-        manifest=MANIFEST_FILE,
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
         tuned=[model_file("sam2_finetuned.pt")] if CFG["segment"]["finetune"]["enabled"] else [],
     output:
@@ -40,6 +39,7 @@ rule segment:
     params:
         run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
+        references=lambda wildcards: reference_options(SPECIES_OF_SHARD[wildcards.shard]),
         tuned=lambda wildcards, input: option("tuned", input.tuned),
         retrieval=lambda wildcards, output: option("retrieval", output.retrieval),
     conda:
@@ -51,5 +51,5 @@ rule segment:
     threads: workflow.cores
     shell:
         "traitpipe job segment --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " --manifest {input.manifest:q} --maps {output.maps:q} --parts {output.parts:q}"
+        " {params.references} --maps {output.maps:q} --parts {output.parts:q}"
         " --failures {output.failures:q} {params.tuned} {params.retrieval} > {log} 2>&1"

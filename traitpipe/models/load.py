@@ -1,4 +1,5 @@
-"""Building and loading the models the workflow trains or resolves, from the files its rules hand over."""
+"""One ``load_*`` per model kind: the models the workflow trains or resolves, from the files its rules hand over
+(a weights file and its JSON description). The segmentation model is a backend of ``traitpipe.segment.backends``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from traitpipe.models.checkpoints import load_state_dict, sha256_file
+from traitpipe.models.checkpoints import load_state_dict
 from traitpipe.models.classifier import build_classifier
 
 
@@ -36,34 +37,26 @@ def load_classifier(weights: str | Path, description: str | Path,
                     device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The run's classifier (``models/classifier.pt`` and its ``.json``) on ``device``, in eval mode, and its description."""
     meta = json.loads(Path(description).read_text())
-    model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], checkpoint=weights)
+    model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], source=weights)
     return model.to(device).eval(), meta
 
 
-def prompt_model(classifier_weights: str | Path, classifier_description: str | Path, *, drop_path: float = 0.0,
-                 prompt_dropout: float = 0.0):
-    """A PromptCAM on the run's classifier backbone, and the classifier's description."""
-    from traitpipe.explain.prompt_cam import PromptCAM
+def load_prompt_cam(classifier_weights: str | Path, classifier_description: str | Path, weights: str | Path | None = None,
+                    *, drop_path: float = 0.0, prompt_dropout: float = 0.0):
+    """A PromptCAM on the run's classifier backbone (frozen), and the classifier's description.
+
+    ``weights``: Prompt-CAM weights in the authors' layout (backbone, ``vpt.prompt_embeddings``, ``head.*``)
+    to load (the workflow's ``models/prompt_cam.pt`` or a released checkpoint); None: fresh prompts and head.
+    """
+    from traitpipe.explain.prompt_cam import PromptCAM, load_released
 
     meta = json.loads(Path(classifier_description).read_text())
     backbone, _ = build_classifier(meta["arch"], len(meta["classes"]),
-                                   kwargs={**meta["kwargs"], "drop_path_rate": drop_path}, checkpoint=classifier_weights)
-    return PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout), meta
-
-
-def sam2_model(config: dict, device, tuned: str | None = None) -> tuple[object, dict]:
-    """The run's SAM 2 predictor and its description: ``segment.checkpoint``, or ``tuned`` (the fine-tuned file)."""
-    from traitpipe.segment.sst import load_sam2
-
-    settings = config["segment"]
-    checkpoint = tuned or settings["checkpoint"]
-    torch.manual_seed(settings["seed"])
-    predictor = load_sam2(settings["config"], checkpoint, device=str(device), image_size=settings["image_size"])
-    random = settings["checkpoint"] is None
-    local = checkpoint is not None and Path(checkpoint).is_file()
-    return predictor, {"config": settings["config"], "checkpoint": checkpoint, "image_size": settings["image_size"],
-                       "random_weights": random, "fine_tuned": tuned is not None,
-                       "sha256": sha256_file(checkpoint) if local else None}
+                                   kwargs={**meta["kwargs"], "drop_path_rate": drop_path}, source=classifier_weights)
+    model = PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout)
+    if weights is not None:
+        load_released(model, load_state_dict(weights))
+    return model, meta
 
 
 def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):

@@ -1,0 +1,92 @@
+"""Model sources: where a classifier's weights come from, named in the config by one value.
+
+========================  ==================================================================
+config value              source
+========================  ==================================================================
+``null``                  ``random``: fresh weights (tests, or a model the workflow trains from
+                          scratch); recorded as random in provenance and on every overlay
+a file path               ``file``: a local checkpoint, a state dict in timm's layout
+``timm``                  ``timm``: timm's pretrained weights for ``arch`` (its tag picks which,
+                          e.g. ``vit_small_patch16_224.dino``)
+``hf-hub:<org>/<repo>``   ``hf-hub``: a timm model on the Hugging Face Hub, its architecture and weights
+========================  ==================================================================
+
+The two named sources are fetched by timm (through the Hugging Face cache) only because the
+config names them; with ``HF_HUB_OFFLINE=1`` they come from the local cache, never the network.
+A new source is one function registered with :func:`register_source`;
+``traitpipe.models.classifier.build_classifier`` builds from any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+
+#: kind -> builder(arch, num_classes, kwargs, value, new_head) -> (model, info: checkpoint, sha256)
+SOURCES: dict[str, Callable[..., tuple[nn.Module, dict]]] = {}
+
+
+def register_source(kind: str) -> Callable:
+    """Decorator: register a classifier source builder under ``kind``."""
+    def add(builder: Callable) -> Callable:
+        SOURCES[kind] = builder
+        return builder
+    return add
+
+
+def source_kind(value: str | Path | None) -> str:
+    """The kind of source a config value names.
+
+    Examples
+    --------
+    >>> [source_kind(v) for v in (None, "timm", "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", "models/w.pt")]
+    ['random', 'timm', 'hf-hub', 'file']
+    """
+    if value is None:
+        return "random"
+    if str(value) == "timm":
+        return "timm"
+    return "hf-hub" if str(value).startswith("hf-hub:") else "file"
+
+
+@register_source("random")
+def _random(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs), {}
+
+
+@register_source("timm")
+def _timm(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
+    return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs), {}
+
+
+@register_source("hf-hub")
+def _hf_hub(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
+    return timm.create_model(str(value), pretrained=True, num_classes=num_classes, **kwargs), {}
+
+
+@register_source("file")
+def _file(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    state = load_state_dict(value)
+    head = {f"{name}.{p}" for name, module in model.named_modules() if module is model.get_classifier()
+            for p, _ in module.named_parameters()}
+    if new_head:
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if not (k in head and own[k].shape != v.shape)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # tensors of another shape
+        raise CheckpointError(f"checkpoint {value} does not fit {arch} with {num_classes} classes: "
+                              f"{str(error).splitlines()[-1].strip()}") from None
+    missing = [k for k in missing if not (new_head and k in head)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {value} does not fit {arch} with {num_classes} classes: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    return model, {"sha256": sha256_file(value)}

@@ -1,0 +1,101 @@
+"""Segmentation backends: what the segment step asks of a model that carries a species' reference
+labels onto its other images, and the registry that names them (``segment.backend``).
+
+A backend is a class built as ``Backend(settings, device, tuned)`` (the ``segment`` config section,
+a torch device, a fine-tuned weights file or None) with:
+
+- ``description`` (dict): what provenance records of the model (``random_weights`` included);
+- ``segment(support, support_labels, queries)`` -> (label maps, chunk of each frame), frame 0 the support;
+- ``round_trip_iou(support, query, support_labels, part)`` -> float, SST's retrieval score.
+
+SAM 2's video predictor (SST: one pseudo-video per species) is the first. A second (say SAM 2's
+image predictor, one query at a time) is a new module and a line in :data:`BACKENDS` (and the
+config schema's ``segment.backend`` list, which a test keeps equal to it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: name -> "module:Class"; imported only when a run names it.
+BACKENDS: dict[str, str] = {"sam2_video": "traitpipe.segment.backends:SAM2Video"}
+
+
+def load_segmenter(settings: dict, device: torch.device, tuned: str | Path | None = None):
+    """The backend ``settings["backend"]`` names, built on ``device`` (see the module docstring)."""
+    name = settings["backend"]
+    if name not in BACKENDS:
+        raise ValueError(f"segment.backend {name!r} is not one of {', '.join(sorted(BACKENDS))}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(settings, device, tuned)
+
+
+class SAM2Video:
+    """SST with SAM 2's video predictor: the support frame, then the species' images as a pseudo-video.
+
+    Parameters
+    ----------
+    settings : dict
+        The ``segment`` config section (``config``, ``checkpoint``, ``image_size``, ``seed``,
+        ``chunk_size``, ``precision``).
+    device : torch.device
+    tuned : str, Path or None
+        A fine-tuned checkpoint (``sst_finetune``'s output) to load instead of ``settings["checkpoint"]``.
+
+    Attributes
+    ----------
+    predictor : sam2.sam2_video_predictor.SAM2VideoPredictor
+    description : dict
+        backend, config, checkpoint, image_size, random_weights, fine_tuned, sha256.
+    """
+
+    def __init__(self, settings: dict, device: torch.device, tuned: str | Path | None = None):
+        from traitpipe.models.checkpoints import sha256_file
+        from traitpipe.models.device import resolve_precision
+        from traitpipe.segment.sst import load_sam2
+
+        checkpoint = tuned or settings["checkpoint"]
+        torch.manual_seed(settings["seed"])
+        self.predictor = load_sam2(settings["config"], checkpoint, device=str(device),
+                                   image_size=settings["image_size"])
+        self.chunk_size = settings["chunk_size"]
+        self.precision = resolve_precision(settings["precision"], device)
+        local = checkpoint is not None and Path(checkpoint).is_file()
+        self.description = {"backend": "sam2_video", "config": settings["config"], "checkpoint": str(checkpoint)
+                            if checkpoint is not None else None, "image_size": settings["image_size"],
+                            "random_weights": settings["checkpoint"] is None, "fine_tuned": tuned is not None,
+                            "sha256": sha256_file(checkpoint) if local else None}
+
+    def segment(self, support: np.ndarray, support_labels: np.ndarray,
+                queries: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        """Label maps of the support (its own labels) and every query.
+
+        Parameters
+        ----------
+        support : numpy.ndarray, uint8, (H_0, W_0, 3)
+        support_labels : numpy.ndarray, uint8, (H_0, W_0)
+            0 = background, 1..K = parts.
+        queries : sequence of numpy.ndarray, uint8, each (H_i, W_i, 3)
+
+        Returns
+        -------
+        maps : list of numpy.ndarray, uint8, each (H_i, W_i)
+            len(queries) + 1 maps, the support's first.
+        chunk_of : list of int
+            The pseudo-video (``segment.chunk_size``) each frame was tracked in.
+        """
+        from traitpipe.segment.sst import propagate
+
+        return propagate(self.predictor, [support, *queries], support_labels, chunk_size=self.chunk_size,
+                         with_chunks=True, precision=self.precision)
+
+    def round_trip_iou(self, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int) -> float:
+        """SST's two-pass round trip of one part through one query (see ``traitpipe.segment.finetune``)."""
+        from traitpipe.segment.finetune import round_trip_iou
+
+        return round_trip_iou(self.predictor, support, query, support_labels, part, precision=self.precision)
