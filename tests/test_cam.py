@@ -71,6 +71,12 @@ def test_targets_and_finer_comparisons():
         np.testing.assert_allclose(ours.numpy(), ref, atol=1e-4)
     result, = cam_pass(model, IMAGES, [layer], alphas=[1.0], target=target)
     assert result.compared.shape == (4, 3) and not (result.compared == target[:, None]).any()
+    predicted = model(IMAGES).argmax(1)
+    other = (predicted + 1) % 6
+    mixed, = cam_pass(model, IMAGES, [layer], target=torch.where(torch.arange(4) < 2, -1, other))
+    assert mixed.target.tolist() == predicted[:2].tolist() + other[2:].tolist()  # -1: the prediction
+    given, = cam_pass(model, IMAGES[2:], [layer], target=other[2:])
+    torch.testing.assert_close(mixed.raw[0][2:], given.raw[0])
     two = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
     result, = cam_pass(two, IMAGES, ["0"], alphas=[1.0], n_compare=3)  # clamped to the one other class
     assert result.compared.shape == (4, 1)

@@ -72,3 +72,29 @@ def test_every_species_has_its_own_mark(tmp_path):
     for i, a in enumerate(marks):
         for b in marks[i + 1:]:
             assert a[0] != b[0] or math.hypot(a[1] - b[1], a[2] - b[2]) > 0.3 or abs(a[3] - b[3]) > 0.08
+
+
+def test_cryptic_sisters_differ_only_by_their_marks(tmp_path):
+    from traitpipe.collection.synthetic import SpeciesLook, render_specimen
+
+    root = synthesize(tmp_path / "c", n_species=8, per_species=2, size=64, seed=0)
+    params = json.loads((root / "collection.json").read_text())
+    assert params["version"] == 2 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
+    looks = json.loads((root / "truth" / "species.json").read_text())
+    mark = {"mark_part", "mark_s", "mark_t", "mark_colour"}
+    for a, b in params["cryptic_pairs"]:
+        rest_a = {k: v for k, v in looks[a].items() if k not in mark | {"family", "genus"}}
+        rest_b = {k: v for k, v in looks[b].items() if k not in mark | {"family", "genus"}}
+        assert rest_a == rest_b and any(looks[a][k] != looks[b][k] for k in mark)
+        # drawn with the same pose and lighting, the two differ only on their marks
+        fields = SpeciesLook.__dataclass_fields__
+        image_a, _, trait_a = render_specimen(SpeciesLook(**{k: looks[a][k] for k in fields}), 96,
+                                              np.random.default_rng(5))
+        image_b, _, trait_b = render_specimen(SpeciesLook(**{k: looks[b][k] for k in fields}), 96,
+                                              np.random.default_rng(5))
+        differ = (image_a != image_b).any(2)
+        assert differ.any() and not (differ & ~(trait_a | trait_b)).any()
+    plain = json.loads((synthesize(tmp_path / "p", n_species=8, per_species=2, size=64, seed=0, cryptic=0.0)
+                        / "truth" / "species.json").read_text())
+    a, b = params["cryptic_pairs"][0]
+    assert plain[a]["body"] != plain[b]["body"]  # without the setting, sisters keep their own looks

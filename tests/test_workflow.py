@@ -59,6 +59,10 @@ def test_run_then_query(small_collection, tmp_path):
                                         "fraction": True},
                                        {"alpha": 1.0, "n": 20, "k": 3, "rd": True, "d": True, "first": True,
                                         "fraction": True}]
+    done = traitpipe("query", "--results", results, "--format", "json",  # maps explain the true class
+                     "select bool_and(c.target_species = i.species and c.target_source = 'true') as true, "
+                     "count(*) as n from cams c join images i using (image_id)", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"true": True, "n": 40}]
     maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
     group = open_maps(maps[0])
     assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16

@@ -67,11 +67,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _demo_collection() -> Path:
     """Synthesize the demo collection unless the same one is already there (keeps Snakemake's timestamps)."""
     from traitpipe.collection import synthesize
+    from traitpipe.collection.synthetic import GENERATOR_VERSION
 
     stamp = DEMO_COLLECTION / "collection.json"
     if stamp.is_file():
         written = json.loads(stamp.read_text())
-        if {k: written.get(k) for k in DEMO_PARAMS} == DEMO_PARAMS:
+        if {k: written.get(k) for k in DEMO_PARAMS} == DEMO_PARAMS and written.get("version") == GENERATOR_VERSION:
             return DEMO_COLLECTION
     print(f">> writing the synthetic demo collection to {DEMO_COLLECTION}", flush=True)
     return synthesize(DEMO_COLLECTION, **DEMO_PARAMS)

@@ -5,7 +5,10 @@ drawn on a plain light background with pose, scale, colour and lighting jitter.
 Colours and wing patterns evolve by Brownian motion down a random ultrametric
 tree, so close species look alike; every species also carries one small mark
 (its discriminative trait: a spot of one colour at one place on one part) that
-tells it from its sister species. Every image comes with its true part labels
+tells it from its sister species. In cryptic pairs (``cryptic``: a share of the
+sister-species pairs) the two sisters share one look, their parent's, and differ
+ONLY by their marks: there the mark is the one thing a classifier can use, which
+is what Finer-CAM claims to find. Every image comes with its true part labels
 and its true trait mask, so each method can be scored against the truth.
 
 Drawing is pure NumPy (:func:`render_specimen`); :func:`synthesize` writes files.
@@ -38,7 +41,7 @@ PARTS = {
 MARK_PARTS = ("forewing", "hindwing", "thorax", "abdomen")
 #: Relative distances from the root that define the family and genus columns.
 RANK_DISTANCES = {"family": 0.33, "genus": 0.5}
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _SYLLABLES = ("ar", "be", "ca", "do", "ly", "mi", "no", "pha", "ra", "si", "te", "tho", "xe", "zo")
 _EPITHETS = (
@@ -294,7 +297,27 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, format="PNG", optimize=False)
 
 
-def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int = 128, seed: int = 0) -> Path:
+def sister_pairs(nodes) -> list[tuple[int, int]]:
+    """The tip pairs (a, b), a < b, whose parent has no other descendant, in preorder of their parents.
+
+    Examples
+    --------
+    >>> from traitpipe.collection.tree import Node
+    >>> nodes = [Node(1.0, -1, [1, 2], -1), Node(0.0, 0, [], 0), Node(0.5, 0, [3, 4], -1),
+    ...          Node(0.0, 2, [], 1), Node(0.0, 2, [], 2)]
+    >>> sister_pairs(nodes)
+    [(1, 2)]
+    """
+    pairs = []
+    for node in nodes:
+        tips = [nodes[c].tip for c in node.children]
+        if len(tips) == 2 and min(tips) >= 0:
+            pairs.append((min(tips), max(tips)))
+    return pairs
+
+
+def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int = 128, seed: int = 0,
+               cryptic: float = 1.0) -> Path:
     """Write a synthetic collection with known answers.
 
     Parameters
@@ -309,6 +332,9 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         Image side in pixels, >= 32.
     seed : int
         The same seed gives byte-identical files.
+    cryptic : float
+        Share of the sister-species pairs (0..1) that are cryptic: both sisters take their parent's look
+        and differ only by their marks. The others keep their own looks (Brownian motion to each tip).
 
     Returns
     -------
@@ -317,7 +343,7 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         specimen_id, mask, parts_truth, trait_truth), ``phylogeny.nwk``,
         ``images/``, ``masks/`` (one labelled reference mask per species and
         ``parts.json``), ``truth/`` (part labels and trait mask of every image,
-        ``species.json``) and ``collection.json`` (the parameters, written last).
+        ``species.json``) and ``collection.json`` (the parameters and the cryptic pairs, written last).
     """
     if not 2 <= n_species <= len(_EPITHETS):
         raise ValueError(f"n_species must be in 2..{len(_EPITHETS)}, got {n_species}")
@@ -325,6 +351,8 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         raise ValueError(f"per_species must be >= 2 (one reference and a query), got {per_species}")
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if not 0 <= cryptic <= 1:
+        raise ValueError(f"cryptic is a share of the sister-species pairs, in 0..1; got {cryptic}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
@@ -339,6 +367,12 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
             branch = nodes[node.parent].height - node.height
             z[i] = z[node.parent] + rng.normal(0, 1.6 * math.sqrt(branch), _N_TRAITS)
     tip_z = {node.tip: z[i] for i, node in enumerate(nodes) if node.tip >= 0}
+    sisters = sister_pairs(nodes)
+    chosen = np.random.default_rng([seed, 2]).permutation(len(sisters))[:round(cryptic * len(sisters))]
+    cryptic_tips = [sisters[i] for i in sorted(chosen)]
+    parent_z = {node.tip: z[node.parent] for node in nodes if node.tip >= 0}
+    for a, b in cryptic_tips:  # one look, their parent's: only the marks tell them apart
+        tip_z[a] = tip_z[b] = parent_z[a]
 
     ranks = {rank: groups_at(nodes, d) for rank, d in RANK_DISTANCES.items()}
     families = _latin_names(rng, int(ranks["family"].max()) + 1, suffix="idae")
@@ -377,6 +411,7 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         writer.writeheader()
         writer.writerows(rows)
     params = {"generator": "traitpipe.collection.synthesize", "version": GENERATOR_VERSION,
-              "n_species": n_species, "per_species": per_species, "size": size, "seed": seed}
+              "n_species": n_species, "per_species": per_species, "size": size, "seed": seed, "cryptic": cryptic,
+              "cryptic_pairs": [[names[a], names[b]] for a, b in cryptic_tips]}
     (out / "collection.json").write_text(json.dumps(params, indent=1) + "\n")
     return out

@@ -59,7 +59,7 @@ def explain_batch(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
     fraction : float
         Faithfulness: fraction of pixels masked.
     target : torch.Tensor of int64, shape (B,), or None
-        None = the predicted class.
+        The class to explain per image; -1 entries and None = the predicted class.
 
     Returns
     -------

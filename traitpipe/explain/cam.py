@@ -247,7 +247,9 @@ def cam_pass(model: nn.Module, images: torch.Tensor, target_layers: Sequence[nn.
                 raise ValueError(f"the model returned {shape}; a classifier must return logits of shape (B, classes)")
             if any(o is None for o in outputs):
                 raise RuntimeError("a target layer was not called in the model's forward pass")
-            target = logits.argmax(1) if target is None else target.to(logits.device).long()
+            predicted = logits.argmax(1)
+            target = predicted if target is None else torch.where(target.to(logits.device) < 0, predicted,
+                                                                  target.to(logits.device).long())
             activations = [_to_maps(model, o.detach(), reshape_transform).float() for o in outputs]
             for i, alpha in enumerate(alphas):
                 objective, compared = finer_objective(logits, target, alpha, n_compare)
@@ -318,7 +320,8 @@ def compute_cams(model: nn.Module, images: torch.Tensor, target_layers: Sequence
         None: the base method. A float: Finer-CAM with that comparison strength
         (0 = whole object, like the base method; higher = finer discriminative detail).
     target : torch.Tensor of int64, shape (B,), or None
-        Class to explain per image; None = the predicted class.
+        Class to explain per image (the Finer-CAM authors explain the true class); -1 entries and
+        None = the predicted class.
     reshape_transform : callable or None
         Layer output -> (B, C, h, w). None handles CNN maps and timm ViT tokens
         (class and register tokens dropped) automatically.

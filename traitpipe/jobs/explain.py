@@ -45,11 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
+    targets = true_targets(rows["species"], classes) if settings["target"] in (True, "true") else \
+        np.full(len(rows), -1, np.int64)
     grid = _layer_grid(model, layers, meta["input_size"], device)
     prov = step.record(precision=settings["precision"],
                        models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
     attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
              "input_size": meta["input_size"],
+             "target": "the image's true class where the model has it" if settings["target"] in (True, "true")
+             else "the predicted class",
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []
@@ -59,12 +63,14 @@ def main(argv: list[str] | None = None) -> None:
         for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
                           desc=spec["name"], unit="batch", file=sys.stderr):
             batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
+            target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
             with autocast(device, settings["precision"]):
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
-                                    n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"])
+                                    n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
+                                    target=target)
             group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
             records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
-                                settings["faithfulness_fraction"])
+                                settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0)
     step.write("cams", records, args.cams)
     step.write_failures(failures)
     step.finish(f"{spec['name']}: {len(rows)} images x {len(alphas)} alphas")
@@ -76,8 +82,21 @@ def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: to
     return tuple(result.raw[0].shape[1:])
 
 
-def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction: float) -> list[dict]:
-    """``cams`` rows for one batch: one per image and alpha."""
+def true_targets(species: pd.Series, classes: list[str]) -> np.ndarray:
+    """The class index of each image's species, -1 where the model has no such class (explain the prediction).
+
+    Examples
+    --------
+    >>> true_targets(pd.Series(["b", "z", "a"]), ["a", "b"]).tolist()
+    [1, -1, 0]
+    """
+    order = {name: i for i, name in enumerate(classes)}
+    return species.map(order).fillna(-1).to_numpy(np.int64)
+
+
+def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction: float,
+             true: np.ndarray) -> list[dict]:
+    """``cams`` rows for one batch: one per image and alpha (``true``: bool (B,), the target is the true class)."""
     target, predicted, similar = (t.cpu().tolist() for t in (out.target, out.predicted, out.similar))
     drops = [{name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS} for drop in out.drops]
     records = []
@@ -85,6 +104,7 @@ def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction
         for a, alpha in enumerate(alphas):
             records.append({
                 "image_id": image_id, "alpha": alpha, "target": target[i], "target_species": classes[target[i]],
+                "target_source": "true" if true[i] else "predicted",
                 "predicted": predicted[i], "predicted_species": classes[predicted[i]],
                 "compared": out.compared[a][i].cpu().tolist(), "similar_class": similar[i],
                 "similar_species": classes[similar[i]], "mask_fraction": fraction,

@@ -38,6 +38,9 @@ CAMS = pa.schema([
     pa.field("alpha", pa.float32()),  # null: the base method; a value: Finer-CAM
     pa.field("target", pa.int32(), nullable=False),
     pa.field("target_species", pa.string(), nullable=False),
+    # which class the map explains: "true" (the image's species, a class of the model) or "predicted"
+    # (explain.target: predicted, or a species the model does not know)
+    pa.field("target_source", pa.string(), nullable=False),
     pa.field("predicted", pa.int32(), nullable=False),
     pa.field("predicted_species", pa.string(), nullable=False),
     pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
