@@ -73,6 +73,12 @@ def test_cheap_ranking_matches_the_greedy_full_forward_procedure(seed):
     assert torch.equal(predicted, target) and torch.equal(ranked, ranking)
     torch.testing.assert_close(probabilities, probability)
     torch.testing.assert_close(maps, model.attention_maps(x)[torch.arange(8), :, target])
+    other = (target + 1) % model.num_classes  # a given class (the true one), -1 = the prediction
+    given = torch.where(torch.arange(8) < 4, -1, other)
+    explained, maps, ranked, probabilities = model.explain(x, given)
+    want = torch.where(given < 0, target, other)
+    assert torch.equal(explained, want) and torch.equal(ranked, model.rank_heads(x, want))
+    torch.testing.assert_close(maps, model.attention_maps(x)[torch.arange(8), :, want])
 
 
 def test_released_checkpoint_layout_loads():

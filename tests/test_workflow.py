@@ -63,6 +63,10 @@ def test_run_then_query(small_collection, tmp_path):
                      "select bool_and(c.target_species = i.species and c.target_source = 'true') as true, "
                      "count(*) as n from cams c join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True, "n": 40}]
+    done = traitpipe("query", "--results", results, "--format", "json",  # so do Prompt-CAM's heads
+                     "select bool_and(h.species = i.species and h.target_source = 'true') as true "
+                     "from prompt_heads h join images i using (image_id)", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"true": True}]
     maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
     group = open_maps(maps[0])
     assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16

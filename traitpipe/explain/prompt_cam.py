@@ -156,13 +156,21 @@ class PromptCAM(nn.Module):
         return self._rank(tokens, logits, v, class_logits, target)
 
     @torch.no_grad()
-    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def explain(self, x: torch.Tensor, target: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Everything the explain step needs from one pass through the backbone.
+
+        Parameters
+        ----------
+        x : torch.Tensor, float, (B, 3, H, W)
+        target : torch.Tensor, int64, (B,), or None
+            The class whose prompt queries each image: the authors localise traits with the true
+            class's prompt. -1 entries and None = the predicted class.
 
         Returns
         -------
         target : torch.Tensor, int64, (B,)
-            The predicted class.
+            The class explained.
         maps : torch.Tensor, float, (B, heads, gh, gw)
             The target prompt's attention maps (see :meth:`attention_maps`).
         ranking, probability : torch.Tensor, (B, heads)
@@ -172,7 +180,8 @@ class PromptCAM(nn.Module):
         logits, v = self._last_attention_logits(tokens)
         all_rows = torch.arange(self.num_classes, device=x.device)
         class_logits = self._class_logits(tokens, logits[:, :, : self.num_classes], v, all_rows)
-        target = class_logits.argmax(1)
+        predicted = class_logits.argmax(1)
+        target = predicted if target is None else torch.where(target < 0, predicted, target.to(x.device).long())
         maps = self._maps(logits)[torch.arange(len(x), device=x.device), :, target]
         return (target, maps, *self._rank(tokens, logits, v, class_logits, target))
 

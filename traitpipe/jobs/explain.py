@@ -13,6 +13,7 @@ from tqdm import tqdm
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.models.classes import true_targets
 from traitpipe.models.load import load_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
@@ -80,18 +81,6 @@ def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: to
     """(h, w) of the raw maps: run one blank image through the CAM pass."""
     result, = cam_pass(model, torch.zeros((1, 3, size, size), device=device), layers)
     return tuple(result.raw[0].shape[1:])
-
-
-def true_targets(species: pd.Series, classes: list[str]) -> np.ndarray:
-    """The class index of each image's species, -1 where the model has no such class (explain the prediction).
-
-    Examples
-    --------
-    >>> true_targets(pd.Series(["b", "z", "a"]), ["a", "b"]).tolist()
-    [1, -1, 0]
-    """
-    order = {name: i for i, name in enumerate(classes)}
-    return species.map(order).fillna(-1).to_numpy(np.int64)
 
 
 def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction: float,

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.models.classes import true_targets
 from traitpipe.models.load import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
@@ -34,10 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
+    explain_true = config["explain"]["target"] in (True, "true")
+    targets = true_targets(rows["species"], classes) if explain_true else np.full(len(rows), -1, np.int64)
     prov = step.record(precision=config["prompt_cam"]["precision"],
                        models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
                                               "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
+             "target": "the image's true class where the model has it" if explain_true else "the predicted class",
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
     records, batch_size = [], config["prompt_cam"]["batch_size"]
@@ -48,11 +52,13 @@ def main(argv: list[str] | None = None) -> None:
             batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
                                        meta["std"]), device)
             with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
-                target, maps, ranking, probability = model.explain(batch)  # one pass through the backbone
+                target, maps, ranking, probability = model.explain(  # one pass through the backbone
+                    batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))
             group["cam"][start:start + len(batch)] = maps.float().cpu().numpy().astype(np.float16)
             for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
                 for rank in range(heads):
                     records.append({"image_id": image_id, "class": int(target[i]), "species": classes[int(target[i])],
+                                    "target_source": "true" if targets[start + i] >= 0 else "predicted",
                                     "rank": rank, "head": int(ranking[i, rank]),
                                     "probability": float(probability[i, rank])})
     step.write("prompt_heads", records, args.heads)

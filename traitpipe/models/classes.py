@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 
@@ -101,3 +103,15 @@ def match_classes(given: Sequence[str] | None, species: Sequence[str], n_outputs
         raise ValueError(f"{source}: its classes do not match the collection's species: "
                          f"in the checkpoint only {only_model[:10]}, in the collection only {only_collection[:10]}")
     return given, None
+
+
+def true_targets(species: pd.Series, classes: list[str]) -> np.ndarray:
+    """The class index of each image's species, -1 where the model has no such class (explain the prediction).
+
+    Examples
+    --------
+    >>> true_targets(pd.Series(["b", "z", "a"]), ["a", "b"]).tolist()
+    [1, -1, 0]
+    """
+    order = {name: i for i, name in enumerate(classes)}
+    return species.map(order).fillna(-1).to_numpy(np.int64)

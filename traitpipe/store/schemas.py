@@ -84,8 +84,9 @@ RETRIEVAL = pa.schema([
 
 PROMPT_HEADS = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
-    pa.field("class", pa.int32(), nullable=False),  # the target (predicted) class
+    pa.field("class", pa.int32(), nullable=False),  # the class whose prompt queried the image (explain.target)
     pa.field("species", pa.string(), nullable=False),
+    pa.field("target_source", pa.string(), nullable=False),  # "true" (the image's species) or "predicted"
     pa.field("rank", pa.int32(), nullable=False),  # 0 = most important head (trait)
     pa.field("head", pa.int32(), nullable=False),
     pa.field("probability", pa.float32(), nullable=False),  # of the class, with the heads ranked above removed
