@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import yaml
@@ -67,6 +68,11 @@ def test_run_then_query(small_collection, tmp_path):
                      "select bool_and(h.species = i.species and h.target_source = 'true') as true "
                      "from prompt_heads h join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True}]
+    stores = sorted((tmp_path / "results" / "maps").glob("*/shard-*.zarr"))
+    assert len(stores) == 4 * 3  # segment, gradcam and promptcam of 4 shards
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing but Zarr inside a store: zarr lists it without a warning
+        assert all(len(list(open_maps(store).keys())) >= 2 for store in stores)
     maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
     group = open_maps(maps[0])
     assert group["cam"].shape[1:] == (2, 2, 2) and group["cam"].dtype == np.float16

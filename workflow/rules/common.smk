@@ -79,8 +79,15 @@ def table_file(table, shard, partition=None):
 
 
 def map_file(product, shard):
-    """Path of one Zarr map store (see traitpipe.store.maps.map_path)."""
-    return str(map_path(RESULTS, product, shard))
+    """The ``zarr.json`` of one Zarr map store (see traitpipe.store.maps.map_path): rules declare that file,
+    not the store as a directory(), so Snakemake puts no timestamp file inside the Zarr hierarchy. The store
+    appears whole (written aside, then renamed), so its zarr.json means a finished store."""
+    return str(map_path(RESULTS, product, shard) / "zarr.json")
+
+
+def store(marker):
+    """The Zarr store of a declared ``zarr.json`` (handed to the job)."""
+    return str(Path(marker).parent)
 
 
 def optional(path):

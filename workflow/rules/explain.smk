@@ -30,10 +30,11 @@ rule explain:
         weights=model_file("classifier.pt"),
         description=model_file("classifier.json"),
     output:
-        maps=directory(map_file("cam-{method}", "{shard}")),
+        maps=map_file("cam-{method}", "{shard}"),
         cams=table_file("cams", "{shard}", "{method}"),
         failures=table_file("failures", "{shard}", "cam-{method}"),
     params:
+        maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,
         settings=explain_settings,
     conda:
@@ -46,7 +47,7 @@ rule explain:
     shell:
         "traitpipe job explain --config {params.run_config} --method {wildcards.method} --threads {threads}"
         " --images {input.images:q} --weights {input.weights:q} --description {input.description:q}"
-        " --maps {output.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log} 2>&1"
+        " --maps {params.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log} 2>&1"
 
 
 rule prompt_cam_train:
@@ -86,10 +87,11 @@ rule prompt_cam:
         classifier=model_file("classifier.pt"),
         classifier_description=model_file("classifier.json"),
     output:
-        maps=directory(map_file("cam-promptcam", "{shard}")),
+        maps=map_file("cam-promptcam", "{shard}"),
         heads=table_file("prompt_heads", "{shard}"),
         failures=table_file("failures", "{shard}", "cam-promptcam"),
     params:
+        maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,
         settings=settings("prompt_cam", "device"),
     conda:
@@ -103,4 +105,4 @@ rule prompt_cam:
         "traitpipe job prompt_cam --config {params.run_config} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
         " --classifier-description {input.classifier_description:q}"
-        " --maps {output.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log} 2>&1"
+        " --maps {params.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log} 2>&1"

@@ -32,11 +32,12 @@ rule segment:
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
         tuned=[model_file("sam2_finetuned.pt")] if CFG["segment"]["finetune"]["enabled"] else [],
     output:
-        maps=directory(map_file("segment", "{shard}")),
+        maps=map_file("segment", "{shard}"),
         parts=table_file("parts", "{shard}"),
         failures=table_file("failures", "{shard}", "segment"),
         retrieval=[table_file("retrieval", "{shard}")] if CFG["segment"]["retrieval"]["part"] is not None else [],
     params:
+        maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
         references=lambda wildcards: reference_options(SPECIES_OF_SHARD[wildcards.shard]),
@@ -51,5 +52,5 @@ rule segment:
     threads: workflow.cores
     shell:
         "traitpipe job segment --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " {params.references} --maps {output.maps:q} --parts {output.parts:q}"
+        " {params.references} --maps {params.maps:q} --parts {output.parts:q}"
         " --failures {output.failures:q} {params.tuned} {params.retrieval} > {log} 2>&1"
