@@ -40,3 +40,8 @@ def test_run_config_json_round_trip(tmp_path):
     config = validate_config({**BASE, "segment": {"finetune": {"lr": 1e-5}}})
     (tmp_path / "run.json").write_text(canonical_json(config))
     assert load_config(tmp_path / "run.json") == config  # 1e-05 stays a number
+
+
+def test_explain_target_true_as_yaml_reads_it_is_the_string_true():
+    assert validate_config({**BASE, "explain": {"target": True}})["explain"]["target"] == "true"
+    assert validate_config({**BASE, "explain": {"target": "predicted"}})["explain"]["target"] == "predicted"

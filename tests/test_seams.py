@@ -55,8 +55,8 @@ def test_every_job_uses_the_step_skeleton_and_schema_columns():
         assert not re.search(r"_COLUMNS = \[|columns=\[", text), file.name
 
 
-def test_a_registered_backend_is_all_the_segment_step_needs(monkeypatch):
-    """A new backend is a module (here a class in this test) and a registry line: segment uses nothing else."""
+def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
+    """A new backend is a module (here a class in this test) and a registry line; load_segmenter builds it."""
     import numpy as np
 
     from traitpipe.segment import backends

@@ -106,6 +106,8 @@ def validate_config(config: dict) -> dict:
     if repeated:
         raise ConfigError(f"config key explain.methods: method(s) {', '.join(repeated)} appear more than once; "
                           "give each method one entry with a list of alphas")
+    if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
+        cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:
         cfg["run_id"] = config_hash(cfg)
     return cfg

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.jobs.common import load_pixels, read_rows
-from traitpipe.models.classes import true_targets
+from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
@@ -46,15 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    targets = true_targets(rows["species"], classes) if settings["target"] in (True, "true") else \
-        np.full(len(rows), -1, np.int64)
+    targets = explained_classes(rows["species"], classes, settings["target"])
     grid = _layer_grid(model, layers, meta["input_size"], device)
     prov = step.record(precision=settings["precision"],
                        models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
     attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
              "input_size": meta["input_size"],
-             "target": "the image's true class where the model has it" if settings["target"] in (True, "true")
-             else "the predicted class",
+             "target": settings["target"],
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from traitpipe.jobs.common import load_pixels, read_rows
-from traitpipe.models.classes import true_targets
+from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
@@ -35,13 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    explain_true = config["explain"]["target"] in (True, "true")
-    targets = true_targets(rows["species"], classes) if explain_true else np.full(len(rows), -1, np.int64)
+    targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=config["prompt_cam"]["precision"],
                        models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
                                               "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
-             "target": "the image's true class where the model has it" if explain_true else "the predicted class",
+             "target": config["explain"]["target"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
     records, batch_size = [], config["prompt_cam"]["batch_size"]

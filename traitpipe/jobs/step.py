@@ -137,9 +137,9 @@ class Step:
         """Write one table file: a frame, or records (dicts) whose columns the schema names."""
         return write_table(rows, path, table, self.provenance, extra)
 
-    def write_failures(self, failures: pd.DataFrame | Iterable[dict], path: str | Path | None = None) -> Path:
-        """Write the step's ``failures`` rows (an empty file when all went well) to ``--failures`` or ``path``."""
-        return self.write("failures", failures, self.args.failures if path is None else path)
+    def write_failures(self, failures: pd.DataFrame | Iterable[dict]) -> Path:
+        """Write the step's ``failures`` rows (an empty file when all went well) to ``--failures``."""
+        return self.write("failures", failures, self.args.failures)
 
     def finish(self, message: str) -> None:
         """Say what the step did (stderr: the rule's log)."""

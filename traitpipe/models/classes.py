@@ -105,13 +105,20 @@ def match_classes(given: Sequence[str] | None, species: Sequence[str], n_outputs
     return given, None
 
 
-def true_targets(species: pd.Series, classes: list[str]) -> np.ndarray:
-    """The class index of each image's species, -1 where the model has no such class (explain the prediction).
+def explained_classes(species: pd.Series, classes: list[str], target: str) -> np.ndarray:
+    """The class each image's map explains (``explain.target``), -1 where it is the model's prediction.
+
+    ``target`` "true": the class of the image's own species where the model has it (-1 elsewhere);
+    "predicted": -1 for every image.
 
     Examples
     --------
-    >>> true_targets(pd.Series(["b", "z", "a"]), ["a", "b"]).tolist()
+    >>> explained_classes(pd.Series(["b", "z", "a"]), ["a", "b"], "true").tolist()
     [1, -1, 0]
+    >>> explained_classes(pd.Series(["b", "z", "a"]), ["a", "b"], "predicted").tolist()
+    [-1, -1, -1]
     """
+    if target == "predicted":
+        return np.full(len(species), -1, np.int64)
     order = {name: i for i, name in enumerate(classes)}
     return species.map(order).fillna(-1).to_numpy(np.int64)
