@@ -27,10 +27,12 @@ def write_config(tmp_path: Path, root: Path, **overrides) -> Path:
     """A run config for a collection, with top-level overrides; returns its path."""
     config = {
         "collection": {"root": str(root), "manifest": "manifest.csv", "phylogeny": "phylogeny.nwk",
-                       "columns": {"specimen": "specimen_id", "mask": "mask", "ranks": ["family", "genus"]}},
+                       "columns": {"specimen": "specimen_id", "mask": "mask", "ranks": ["family", "genus"],
+                                   "parts_truth": "parts_truth", "trait_truth": "trait_truth"}},
         "results": str(tmp_path / "results"),
         "shard_size": 8,
         "device": "cpu",
+        "evaluate": {"cryptic_pairs": "collection.json"},
         "ingest": {"threads": 2},
         "segment": {"image_size": 128, "canvas": 64, "parts": "masks/parts.json"},
         "classifier": {"arch": "vit_tiny_patch16_224", "input_size": 32,

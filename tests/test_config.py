@@ -9,7 +9,9 @@ def test_defaults_are_filled_and_validation_is_idempotent():
     config = validate_config(BASE)
     assert config["shard_size"] == 512 and config["device"] == "auto"
     assert config["collection"]["columns"] == {"path": "path", "species": "species", "specimen": None,
-                                               "mask": None, "ranks": []}
+                                               "mask": None, "ranks": [], "parts_truth": None,
+                                               "trait_truth": None}
+    assert config["summarize"]["scheduler"] is None and config["evaluate"]["cryptic_pairs"] is None
     assert len(config["run_id"]) == 16
     assert validate_config(config) == config
     assert BASE == {"collection": {"root": "c", "manifest": "m.csv"}}  # input untouched

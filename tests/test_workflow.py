@@ -97,8 +97,46 @@ def test_run_then_query(small_collection, tmp_path):
         {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "phylo_train", "n": 6},
-                                       {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "evaluate", "n": 34},
+                                       {"stage": "phylo_train", "n": 6}, {"stage": "phylonn", "n": 4},
+                                       {"stage": "prompt_cam", "n": 2}]
+    done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
+                     "select method, alpha, list(distinct metric order by metric) as metrics, "
+                     "list(distinct subset order by subset) as subsets from evaluation where stage = 'evaluate' "
+                     "and part is null group by all order by all", cwd=tmp_path)
+    maps = ["relative_drop@0.05", "trait_energy", "trait_pointing"]
+    assert json.loads(done.stdout) == [
+        {"method": "gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
+        {"method": "gradcam", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
+        {"method": "promptcam", "alpha": None, "metrics": maps[1:], "subsets": ["all", "cryptic"]},
+        {"method": "sst", "alpha": None, "metrics": ["miou"], "subsets": ["cryptic", "queries"]},
+        {"method": "uniform", "alpha": None, "metrics": ["trait_energy"], "subsets": ["all", "cryptic"]}]
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select method, count(*) as n, count(distinct image_id) as images from cam_parts group by 1 "
+                     "order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"method": "gradcam", "n": 20 * 2 * 7, "images": 20},  # alphas x parts
+                                       {"method": "promptcam", "n": 20 * 2 * 7, "images": 20}]  # heads x parts
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select method, count(*) as n, bool_and(consistency between 0 and 1) as share, "
+                     "sum(n) as images from species_traits group by 1 order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"method": "gradcam", "n": 8, "share": True, "images": 40},
+                                       {"method": "promptcam", "n": 8, "share": True, "images": 40}]
+    means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-gradcam.zarr")
+    assert means["mean"].shape == (4, 2, 64, 64) and means["species_id"].shape == (4,)
+    total = means["mean"][:].sum(axis=(2, 3))  # a mean of distributions, where some map had mass
+    assert np.allclose(total[means["images"][:] > 0], 1.0, atol=1e-3) and (total[means["images"][:] == 0] == 0).all()
+    report = tmp_path / "results" / "report.html"
+    html = report.read_text()
+    assert "sam2 ran with random weights" in html and html.count("<img ") == 4 + 2  # species, chart, tree
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert sorted(p.name for p in (tmp_path / "results" / "figures" / "species").iterdir()) == [
+        "arar_hirta.png", "berami_elegans.png", "phano_insignis.png", "phano_vittata.png"]
+    from traitpipe.report.browser import find_chromium
+
+    if find_chromium() is not None:  # a real browser reads it (test_traits says so when there is none)
+        done = traitpipe("check-report", str(report), "--screenshot", str(tmp_path / "report.png"), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "6 images, 0 broken, 0 console errors" in done.stdout
     phylonn = json.loads((tmp_path / "results" / "models" / "phylonn.json").read_text())
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select distinct subset, n from evaluation where stage = 'phylonn'", cwd=tmp_path)
@@ -153,8 +191,9 @@ def test_explain_goes_on_past_a_bad_image_and_reruns_one_method_alone(collection
     config.write_text(yaml.safe_dump(settings))
     jobs = _dry_run_jobs(config, tmp_path)
     shards = sorted({s for _, s, _ in jobs if s})
-    assert len(shards) == 4 and jobs == sorted(
-        [("all", None, None)] + [("explain", s, "gradcam") for s in shards], key=str)  # hirescam's maps stay
+    assert len(shards) == 4 and jobs == sorted(  # hirescam's maps stay
+        [("all", None, None), ("evaluate", None, None), ("report", None, None)]
+        + [("explain", s, "gradcam") for s in shards], key=str)
     settings["explain"]["methods"] = [{"name": "layercam", "layers": ["blocks.0.norm"]}]
     config.write_text(yaml.safe_dump(settings))
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
@@ -210,7 +249,8 @@ def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
 
 
 def _dry_run_jobs(config, cwd, *snakemake_args):
-    """(rule, shard, method) of every job a dry run would run (None where a rule has no such wildcard)."""
+    """(rule, shard, method) of every job a dry run would run (None where a rule has no such wildcard; the
+    method is also the map product of the trait rules)."""
     done = traitpipe("run", "--config", str(config), "--", "-n", *snakemake_args, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = []
@@ -220,7 +260,7 @@ def _dry_run_jobs(config, cwd, *snakemake_args):
             jobs.append((line.split(" ", 1)[1][:-1], None, None))
         elif line.startswith("wildcards:") and jobs:
             wildcards = dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
-            jobs[-1] = (jobs[-1][0], wildcards.get("shard"), wildcards.get("method"))
+            jobs[-1] = (jobs[-1][0], wildcards.get("shard"), wildcards.get("method", wildcards.get("mapped")))
     return sorted(jobs, key=str)
 
 
@@ -242,13 +282,19 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
     assert _dry_run_jobs(config, tmp_path) == []
     mask[mask == 2] = 3  # a labelled part redrawn: the thorax becomes abdomen
     Image.fromarray(mask).save(mask_file)
-    assert _dry_run_jobs(config, tmp_path) == sorted([("all", None, None)] + [("segment", s, None) for s in shard],
-                                                     key=str)
+    after = [("all", None, None), ("evaluate", None, None), ("report", None, None)]  # scores and report follow
+    assert _dry_run_jobs(config, tmp_path) == sorted(
+        after + [("segment", s, None) for s in shard] + [("part_truth", s, None) for s in shard], key=str)
+    assert traitpipe("run", "--config", str(config), cwd=tmp_path).returncode == 0
+    truth_file = collection_copy / manifest.loc[manifest["species"] == species, "parts_truth"].iloc[1]
+    truth = np.array(Image.open(truth_file))
+    Image.fromarray(np.where(truth == 1, 2, truth).astype(np.uint8)).save(truth_file)  # a truth mask corrected
+    assert _dry_run_jobs(config, tmp_path) == sorted(after + [("part_truth", s, None) for s in shard], key=str)
     assert traitpipe("run", "--config", str(config), cwd=tmp_path).returncode == 0
     tree = collection_copy / "phylogeny.nwk"
     tree.write_text(re.sub(r":([0-9.eE-]+)", lambda m: f":{2 * float(m.group(1))!r}", tree.read_text()))  # twice as deep
     shards = sorted(images["shard"].unique())
-    phylo = [("all", None, None), ("phylo_train", None, None), ("phylo_eval", None, None)] + [
+    phylo = [("all", None, None), ("phylo_train", None, None), ("phylo_eval", None, None), ("report", None, None)] + [
         ("codes", s, None) for s in shards]
     assert _dry_run_jobs(config, tmp_path) == sorted(phylo, key=str)
     assert traitpipe("run", "--config", str(config), cwd=tmp_path).returncode == 0
@@ -256,4 +302,5 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
     Image.fromarray(np.array(Image.open(victim))[::-1].copy()).save(victim)  # the same specimen, upside down
     # its shard's ingest and segment read the file; Phylo-NN trains on every image, so it and all codes follow
     assert _dry_run_jobs(config, tmp_path) == sorted(
-        phylo + [("ingest", s, None) for s in shard] + [("segment", s, None) for s in shard], key=str)
+        phylo + [("evaluate", None, None)] + [(rule, s, None) for rule in ("ingest", "segment", "part_truth")
+                                              for s in shard], key=str)

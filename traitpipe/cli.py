@@ -17,7 +17,8 @@ DEMO_CONFIG = REPO / "config" / "config.yaml"
 DEMO_COLLECTION = Path("resources/demo-collection")
 DEMO_PARAMS = {"n_species": 8, "per_species": 12, "size": 128, "seed": 0}
 SAMPLE_QUERY = "select species, count(*) as images from images group by 1 order by 1"
-JOBS = ("ingest", "segment", "sst_finetune", "classifier", "explain", "prompt_cam_train", "prompt_cam", "phylo_train", "codes", "phylo_eval")
+JOBS = ("ingest", "segment", "sst_finetune", "classifier", "explain", "prompt_cam_train", "prompt_cam", "phylo_train", "codes",
+        "phylo_eval", "cam_parts", "part_truth", "summarize", "evaluate", "report")
 
 
 def _fail(message: str) -> None:
@@ -130,6 +131,25 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(json.dumps(config, indent=1) if args.show else f"{args.config}: valid")
 
 
+def cmd_check_report(args: argparse.Namespace) -> None:
+    from traitpipe.report.browser import check_page, find_chromium
+
+    if find_chromium() is None:
+        _fail("no chromium on PATH (Debian: apt-get install chromium; or set CHROMIUM_BIN)")
+    screenshot = args.screenshot or str(Path(args.report).with_suffix(".png"))
+    try:
+        result = check_page(args.report, screenshot, timeout=args.timeout)
+    except (FileNotFoundError, TimeoutError, RuntimeError) as error:
+        _fail(str(error))
+    problems = result["errors"] + result["broken_images"]
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    print(f"{args.report}: {result['images']} images, {len(result['broken_images'])} broken, "
+          f"{len(result['errors'])} console errors; screenshot {result['screenshot']}")
+    if problems:
+        sys.exit(1)
+
+
 def cmd_job(args: argparse.Namespace) -> None:
     importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
 
@@ -166,6 +186,13 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("config")
     validate.add_argument("--show", action="store_true")
     validate.set_defaults(func=cmd_validate)
+
+    check = sub.add_parser("check-report", help="open a report in headless chromium: console errors, broken images, "
+                                                "a screenshot (exit 1 on any problem)")
+    check.add_argument("report", nargs="?", default="results/report.html")
+    check.add_argument("--screenshot", default=None, help="PNG to write (default: next to the report)")
+    check.add_argument("--timeout", type=float, default=120)
+    check.set_defaults(func=cmd_check_report)
 
     job = sub.add_parser("job", help="run one workflow step (called by the workflow's rules)")
     job.add_argument("name", choices=JOBS)

@@ -19,7 +19,11 @@ _COLUMN_ROLES = {
     "species": "the species name",
     "specimen": "the specimen id",
     "mask": "the path of a labelled reference mask (on the row of the image it labels)",
+    "parts_truth": "the path of the image's true part labels (evaluation only)",
+    "trait_truth": "the path of the image's true trait mask (evaluation only)",
 }
+#: Columns holding a path that resolves under the collection root ("" when absent).
+_PATH_COLUMNS = ("mask", "parts_truth", "trait_truth")
 
 
 class ManifestError(ValueError):
@@ -55,7 +59,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
         The manifest file (.csv, .tsv or .parquet).
     columns : dict
         ``collection.columns`` of the config: ``path`` and ``species`` (required),
-        ``specimen`` and ``mask`` (None when absent), ``ranks`` (list of rank columns).
+        ``specimen``, ``mask``, ``parts_truth`` and ``trait_truth`` (None when absent), ``ranks``
+        (list of rank columns).
     root : str or Path
         Collection root; relative image and mask paths resolve under it.
 
@@ -64,7 +69,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
     pandas.DataFrame
         One row per manifest row, columns: ``row`` (int, 1-based data row),
         ``path`` (str, as written), ``file`` (str, resolved), ``species``,
-        ``specimen_id`` and ``mask`` (str, "" when absent), then one str column
+        ``specimen_id``, ``mask``, ``parts_truth`` and ``trait_truth`` (str, "" when absent; the
+        paths resolved), then one str column
         per rank, named as in the manifest.
 
     Raises
@@ -87,7 +93,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
             raise _column_error(path, key, name, names)
 
     out = pd.DataFrame({"row": range(1, len(table) + 1)})
-    for key, target in (("path", "path"), ("species", "species"), ("specimen", "specimen_id"), ("mask", "mask")):
+    for key, target in (("path", "path"), ("species", "species"), ("specimen", "specimen_id"),
+                        *((name, name) for name in _PATH_COLUMNS)):
         name = wanted[key]
         values = table[name] if name is not None else pd.Series([""] * len(table))
         out[target] = values.fillna("").astype(str).str.strip().to_numpy()
@@ -102,7 +109,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
                 f"manifest {path}: {len(empty)} row(s) have an empty {wanted[key]!r} value "
                 f"(collection.columns.{key}): rows {shown}. Every image needs {_COLUMN_ROLES[key]}.")
     out["file"] = [str(p if Path(p).is_absolute() else root / p) for p in out["path"]]
-    out["mask"] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out["mask"]]
+    for name in _PATH_COLUMNS:
+        out[name] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out[name]]
     return out
 
 

@@ -59,21 +59,21 @@ def failure_rows(rows: pd.DataFrame, reason: str) -> pd.DataFrame:
     return rows[["path", "image_id", "species", "shard", "row"]].assign(reason=reason).reset_index(drop=True)
 
 
-def accuracy_rows(model: str, correct: np.ndarray, is_val: np.ndarray) -> tuple[dict[str, float], list[dict]]:
+def accuracy_rows(method: str, correct: np.ndarray, is_val: np.ndarray) -> tuple[dict[str, float], list[dict]]:
     """Top-1 accuracy on the training and held-out images: {"train": a, "val": a} (NaN where a subset is
     empty) and the ``evaluation`` records.
 
     Parameters
     ----------
-    model : str
-        The ``evaluation.model`` value.
+    method : str
+        The ``evaluation.method`` value.
     correct, is_val : numpy.ndarray of bool, shape (N,)
         Whether each image was classified right, and whether it is held out.
     """
     accuracy, records = {}, []
     for subset, chosen in (("train", ~is_val), ("val", is_val)):
         accuracy[subset] = float(correct[chosen].mean()) if chosen.any() else float("nan")
-        records.append({"model": model, "metric": "top1_accuracy", "subset": subset, "level": None,
+        records.append({"method": method, "metric": "top1_accuracy", "subset": subset, "level": None,
                         "value": accuracy[subset], "n": int(chosen.sum())})
     return accuracy, records
 
@@ -147,6 +147,16 @@ def read_mask(file: str) -> np.ndarray:
         raise ImageError(f"unreadable reference mask {file}: {error}") from None
 
 
+def read_truth(file: str, size: tuple[int, int], what: str) -> np.ndarray:
+    """A truth mask (2-D labels) of an image of ``size`` (H, W); :class:`ImageError` naming the file, what it
+    holds (``what``: "parts", "trait") and both sizes when it cannot be read or has another size."""
+    mask = read_mask(file)
+    if mask.ndim != 2 or mask.shape != tuple(size):
+        raise ImageError(f"{what} truth mask {file} is {'x'.join(map(str, mask.shape))} but its image is "
+                         f"{size[0]}x{size[1]} (HxW, 2-D labels): a truth mask must have its image's size")
+    return mask
+
+
 def phylo_images(config: dict, rows: pd.DataFrame):
     """Phylo-NN's input: images in [-1, 1] at ``phylo.image_size`` (N, 3, S, S) float32, which rows were
     readable (bool (len(rows),)), and ``failures`` rows for the others."""
@@ -173,3 +183,14 @@ def held_out(rows: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
     specimens = np.where(specimens == "", rows["image_id"].to_numpy(dtype=str), specimens)
     species = rows["species"].astype("category").cat.codes.to_numpy()
     return split_by_specimen(specimens, species, val_fraction, seed)
+
+
+def cryptic_pairs(file: str | None) -> list[tuple[str, str]]:
+    """The cryptic species pairs a JSON file lists (``{"cryptic_pairs": [[a, b], ...]}``, as the synthetic
+    collection's ``collection.json``); none without a file."""
+    if file is None:
+        return []
+    info = json.loads(Path(file).read_text())
+    if not all(len(pair) == 2 for pair in info.get("cryptic_pairs", [None])):
+        raise SystemExit(f"evaluate.cryptic_pairs: {file} needs a 'cryptic_pairs' list of species pairs")
+    return [tuple(pair) for pair in info["cryptic_pairs"]]

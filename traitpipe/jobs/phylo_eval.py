@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             "species_a": np.asarray(species)[rows_a], "species_b": np.asarray(species)[rows_b], "subset": subset,
             "codes": kind,
             "level": level, "code_distance": matrix[rows_a, rows_b], "tree_distance": tree[level][rows_a, rows_b]}))
-        evaluation.append({"model": "phylonn", "metric": f"spearman_{kind}_codes_vs_tree", "subset": subset,
+        evaluation.append({"method": "phylonn", "metric": f"spearman_{kind}_codes_vs_tree", "subset": subset,
                            "level": str(level),
                            "value": _spearman(matrix, tree[level]),
                            "n": len(rows_a)})

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                              "sha256": sha256_file(weights), "device": str(device)})
     step.record(precision=settings["precision"],
                 models={"phylonn": {"sha256": sha256_file(weights), "random_weights": False, "source": origin}})
-    step.write("evaluation", [{"model": "phylonn", "metric": "head_accuracy", "subset": subset, "level": str(k),
+    step.write("evaluation", [{"method": "phylonn", "metric": "head_accuracy", "subset": subset, "level": str(k),
                                "value": a, "n": int(m.sum())}
                               for subset, m in (("train", ~is_val), ("held_out", is_val))
                               for k, a in enumerate(accuracy[subset])], args.evaluation)

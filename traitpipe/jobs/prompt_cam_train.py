@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             val=(images[mask], labels[mask]), desc="train Prompt-CAM", precision=settings["precision"])
     model.eval()
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
-    accuracy, evaluation = accuracy_rows("prompt_cam", correct, is_val)
+    accuracy, evaluation = accuracy_rows("promptcam", correct, is_val)
     weights, description = args.weights, args.description
     state = {k: v.cpu() for k, v in model.backbone.state_dict().items()}
     state.update({"vpt.prompt_embeddings": model.prompts.detach().cpu(), "head.weight": model.head.weight.detach().cpu(),

@@ -31,7 +31,8 @@ def _compressor() -> BloscCodec:
 
 
 @contextlib.contextmanager
-def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, ArraySpec], attrs: dict):
+def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, ArraySpec], attrs: dict,
+               index: str = "image"):
     """Create a map store to fill image by image; it appears at ``path`` only when the block succeeds.
 
     Parameters
@@ -45,6 +46,9 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
         chunks ``(1, *shape)``, blosc-zstd, dimension names ``("image", *dims)``.
     attrs : dict
         Group attributes (JSON-serialisable), e.g. ``{"provenance": ...}``.
+    index : str
+        What the first dimension counts: ``image`` (an ``image_id`` array names them), or e.g.
+        ``species`` for a store of per-species summaries (a ``species_id`` array).
 
     Yields
     ------
@@ -55,21 +59,21 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
     with atomic_path(path) as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         group.attrs.update(attrs)
-        ids = group.create_array("image_id", shape=(n,), dtype=str, chunks=(max(n, 1),),
-                                 dimension_names=("image",))
+        ids = group.create_array(f"{index}_id", shape=(n,), dtype=str, chunks=(max(n, 1),),
+                                 dimension_names=(index,))
         if n:
             ids[:] = np.asarray(image_ids, dtype=str)
         for name, (shape, dtype, dims) in arrays.items():
             if len(dims) != len(shape):
                 raise ValueError(f"array {name!r}: {len(shape)} dimensions but names {dims}")
             group.create_array(name, shape=(n, *shape), dtype=dtype, chunks=(1, *shape),
-                               compressors=_compressor(), dimension_names=("image", *dims),
+                               compressors=_compressor(), dimension_names=(index, *dims),
                                fill_value=0)
         yield group
 
 
 def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, tuple[np.ndarray, tuple[str, ...]]],
-               attrs: dict) -> Path:
+               attrs: dict, index: str = "image") -> Path:
     """Write whole arrays at once (see :func:`map_writer`).
 
     Parameters
@@ -82,7 +86,7 @@ def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
     for name, (data, _) in arrays.items():
         if len(data) != len(image_ids):
             raise ValueError(f"array {name!r} has {len(data)} images, image_ids has {len(image_ids)}")
-    with map_writer(path, image_ids, specs, attrs) as group:
+    with map_writer(path, image_ids, specs, attrs, index) as group:
         for name, (data, _) in arrays.items():
             if len(data):
                 group[name][:] = data

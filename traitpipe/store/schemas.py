@@ -18,6 +18,9 @@ IMAGES = pa.schema([
     pa.field("label", pa.int32(), nullable=False),
     pa.field("specimen_id", pa.string()),
     pa.field("mask", pa.string()),
+    # truth masks of the image (collection.columns.parts_truth / trait_truth): part labels, the trait's pixels
+    pa.field("parts_truth", pa.string()),
+    pa.field("trait_truth", pa.string()),
     pa.field("width", pa.int32(), nullable=False),
     pa.field("height", pa.int32(), nullable=False),
     pa.field("shard", pa.string(), nullable=False),
@@ -110,20 +113,76 @@ SPECIES_DISTANCES = pa.schema([
     pa.field("tree_distance", pa.float64(), nullable=False),  # between the two species' ancestors at that level
 ])
 
+#: Where one map (a method and alpha, or one Prompt-CAM head) points, per SST part of one image; on the canvas.
+CAM_PARTS = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("alpha", pa.float32()),  # null: the base method (and Prompt-CAM); a value: Finer-CAM
+    pa.field("head", pa.int32()),  # Prompt-CAM's head; null for a CAM
+    pa.field("rank", pa.int32()),  # the head's rank for the image (0 = most important trait); null for a CAM
+    pa.field("part_id", pa.int32(), nullable=False),
+    pa.field("part", pa.string(), nullable=False),
+    pa.field("mass_share", pa.float32()),  # of the map's mass inside the part; NaN: the map has no mass
+    pa.field("peak_in_part", pa.bool_(), nullable=False),  # the map's maximum lies in the part
+    pa.field("area_share", pa.float32(), nullable=False),  # of the image's pixels the part covers
+])
+
+#: One map against the image's true trait mask (collection.columns.trait_truth), at the image's size.
+MAP_TRUTH = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("alpha", pa.float32()),
+    pa.field("head", pa.int32()),
+    pa.field("rank", pa.int32()),
+    pa.field("trait_energy", pa.float32()),  # share of the map's mass inside the trait; NaN: no mass
+    pa.field("trait_pointing", pa.bool_(), nullable=False),  # the map's maximum lies in the trait
+    pa.field("trait_area", pa.float32(), nullable=False),  # share of the image the trait covers
+])
+
+#: SST's label map of one image against its true part labels (collection.columns.parts_truth).
+PART_TRUTH = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("frame_index", pa.int32(), nullable=False),  # 0: the species' reference (its mask is the prompt)
+    pa.field("part_id", pa.int32(), nullable=False),
+    pa.field("part", pa.string(), nullable=False),
+    pa.field("intersection_pixels", pa.int64(), nullable=False),  # on the canvas (where labels are stored)
+    pa.field("union_pixels", pa.int64(), nullable=False),  # ("union" is an SQL keyword)
+    pa.field("iou", pa.float32()),  # NaN where the part is in neither map
+])
+
+#: Per species and map: the part its maps point at most.
+SPECIES_TRAITS = pa.schema([
+    pa.field("species", pa.string(), nullable=False),
+    pa.field("alpha", pa.float32()),
+    pa.field("rank", pa.int32()),  # Prompt-CAM: the head rank summarised; null for a CAM
+    pa.field("part_id", pa.int32(), nullable=False),
+    pa.field("part", pa.string(), nullable=False),  # the part holding the map's peak in most images
+    pa.field("consistency", pa.float32(), nullable=False),  # share of the species' images with the peak there
+    pa.field("mass_share", pa.float32()),  # mean share of the map's mass in the part
+    pa.field("area_share", pa.float32(), nullable=False),  # mean share of the image the part covers
+    pa.field("n", pa.int64(), nullable=False),  # images
+])
+
 EVALUATION = pa.schema([
-    pa.field("model", pa.string(), nullable=False),
+    # the method as the other tables name it (classifier, gradcam, layercam, promptcam, sst, phylonn)
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("alpha", pa.float32()),  # Finer-CAM's comparison strength; null for a base CAM and the rest
     pa.field("metric", pa.string(), nullable=False),
     pa.field("subset", pa.string(), nullable=False),
     pa.field("level", pa.string()),
+    pa.field("part", pa.string()),  # a per-part metric's part
     pa.field("value", pa.float64()),  # null where undefined (a Spearman against a level with one group)
     pa.field("n", pa.int64(), nullable=False),
 ])
 
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
                                  "cams": CAMS, "prompt_heads": PROMPT_HEADS, "codes": CODES, "species_distances": SPECIES_DISTANCES,
-                                 "evaluation": EVALUATION}
+                                 "cam_parts": CAM_PARTS, "map_truth": MAP_TRUTH, "part_truth": PART_TRUTH,
+                                 "species_traits": SPECIES_TRAITS, "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
-PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "evaluation": "stage"}
+PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "cam_parts": "method", "map_truth": "method",
+                               "species_traits": "method", "evaluation": "stage"}
 
 
 def table_schema(table: str, extra: list[str] | None = None) -> pa.Schema:

@@ -97,6 +97,26 @@ def read_table(results: str | Path, table: str) -> pd.DataFrame:
     return dataset.to_table().to_pandas()
 
 
+def read_table_files(files: Iterable[str | Path], table: str) -> pd.DataFrame:
+    """Read some files of one table (a rule's inputs) into one DataFrame, with the partition column of a
+    partitioned table taken from each file's folder (``<column>=<value>``). No files: an empty frame with
+    the table's columns."""
+    files = [Path(f) for f in files]
+    column = PARTITIONS.get(table)
+    frames = []
+    for file in files:
+        frame = pd.read_parquet(file)
+        if column is not None:
+            key, _, value = file.parent.name.partition("=")
+            if key != column:
+                raise ValueError(f"{file}: a {table!r} file lies in a '{column}=<value>' folder")
+            frame.insert(0, column, value)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=([column] if column else []) + table_schema(table).names)
+    return pd.concat(frames, ignore_index=True)
+
+
 def read_provenance(path: str | Path) -> dict:
     """The provenance record stored in a table file's metadata."""
     metadata = pq.read_schema(path).metadata or {}

@@ -55,9 +55,18 @@ envvars:
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 CONDA_ENV = "../../envs/traitpipe.yaml"
 
+CAM_METHODS = [m["name"] for m in CFG["explain"]["methods"]] if CFG["explain"]["enabled"] else []
+# Every map product scored against the parts and the truth: the CAM methods and Prompt-CAM.
+MAPPED = CAM_METHODS + (["promptcam"] if CFG["explain"]["enabled"] and CFG["prompt_cam"]["enabled"] else [])
+# Truth masks the manifest names (collection.columns.parts_truth / trait_truth), for the evaluation.
+TRUTH = {column: CFG["collection"]["columns"][column] is not None for column in ("parts_truth", "trait_truth")}
+SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
+SCORE_MAPS = CFG["segment"]["enabled"] and TRUTH["trait_truth"] and bool(MAPPED)
+
 wildcard_constraints:
     shard=r"\d+",
     method="|".join(m["name"] for m in CFG["explain"]["methods"]),
+    mapped="|".join(MAPPED) or "-",
 
 
 def settings(*sections):
@@ -130,6 +139,14 @@ def shard_image_files(wildcards):
     return [file for file in SHARD_ROWS[wildcards.shard]["file"].unique() if os.path.isfile(file)]
 
 
+def truth_files(column, shard):
+    """The truth masks (``parts_truth`` or ``trait_truth``) of one shard's images that exist: inputs of the
+    jobs that score against them, so editing one reruns its scores. A missing one is a failures row."""
+    if not TRUTH[column]:
+        return []
+    return [file for file in SHARD_ROWS[shard][column].unique() if file and os.path.isfile(file)]
+
+
 def option(flag, files):
     """'--flag FILE' for an optional file a rule hands its job ('' when the rule has none)."""
     files = [files] if isinstance(files, str) else list(files)
@@ -166,6 +183,43 @@ def phylo_outputs():
     if not CFG["phylo"]["enabled"]:
         return []
     return [table_file("codes", s) for s in SHARDS] + [table_file("species_distances", "all")]
+
+
+SUMMARIZE = CFG["segment"]["enabled"] and CFG["summarize"]["enabled"]  # the parts come from SST
+EVALUATE = CFG["evaluate"]["enabled"] and bool(CAM_METHODS or SCORE_PARTS or SCORE_MAPS)
+# The map stores of each shard: SST's labels and each explanation method's maps.
+MAP_PRODUCTS = (["segment"] if CFG["segment"]["enabled"] else []) + [f"cam-{m}" for m in MAPPED]
+
+
+def trait_outputs():
+    """The species summaries of every map product, the evaluation and the report."""
+    outputs = [table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else []
+    if EVALUATE:
+        outputs.append(table_file("evaluation", "evaluate", "evaluate"))
+    if CFG["report"]["enabled"]:
+        outputs.append(f"{RESULTS}/report.html")
+    return outputs
+
+
+def evaluation_files():
+    """Every ``evaluation`` file the run writes: training accuracies, Phylo-NN, the scores against the truth."""
+    files = [table_file("evaluation", "classifier", "classifier")] if CAM_METHODS else []
+    files += [table_file("evaluation", "prompt_cam", "prompt_cam")] if "promptcam" in MAPPED else []
+    if CFG["phylo"]["enabled"]:
+        files += [table_file("evaluation", "phylo_train", "phylo_train"), table_file("evaluation", "phylonn", "phylonn")]
+    return files + ([table_file("evaluation", "evaluate", "evaluate")] if EVALUATE else [])
+
+
+def failure_files():
+    """Every ``failures`` file the run writes, for the report's count."""
+    per_shard = ["ingest"] + (["segment"] if CFG["segment"]["enabled"] else []) + [f"cam-{m}" for m in MAPPED]
+    per_shard += ["codes"] if CFG["phylo"]["enabled"] else []
+    per_shard += [f"cam_parts-{m}" for m in MAPPED] if CFG["segment"]["enabled"] else []
+    per_shard += ["part_truth"] if SCORE_PARTS else []
+    files = [table_file("failures", s, stage) for stage in per_shard for s in SHARDS]
+    files += [table_file("failures", "all", "classifier")] if CAM_METHODS else []
+    files += [table_file("failures", "all", "prompt_cam_train")] if "promptcam" in MAPPED else []
+    return files + ([table_file("failures", "all", "phylo_train")] if CFG["phylo"]["enabled"] else [])
 
 
 def ingest_outputs():

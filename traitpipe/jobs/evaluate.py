@@ -1,0 +1,34 @@
+"""Evaluation against the truth the collection holds: SST against the true parts, every map against the
+true trait, faithfulness per method and alpha; on all images and on the cryptic sister pairs."""
+
+from __future__ import annotations
+
+from traitpipe.jobs.common import cryptic_pairs
+from traitpipe.jobs.step import Step
+from traitpipe.store.tables import read_table_files
+from traitpipe.traits.evaluation import faithfulness_scores, map_scores, segmentation_scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job evaluate --config RUN_CONFIG --images T.. --cams T.. [--part-truth T..] [--map-truth T..]
+    [--cryptic-pairs F] --evaluation T``."""
+    step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth"),
+                optional=("cryptic_pairs",), compute=False)
+    args = step.args
+    species = read_table_files(args.images, "images").drop_duplicates("image_id").set_index("image_id")["species"]
+    cryptic = {name for pair in cryptic_pairs(args.cryptic_pairs) for name in pair}
+    image_subsets = {"all": None, **({"cryptic": cryptic} if cryptic else {})}
+    cams = read_table_files(args.cams, "cams")
+    cams = cams.assign(species=cams["image_id"].map(species))
+    records = faithfulness_scores(cams, image_subsets)
+    if args.map_truth:
+        records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
+    if args.part_truth:
+        records += segmentation_scores(read_table_files(args.part_truth, "part_truth"),
+                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {})})
+    step.write("evaluation", records, args.evaluation)
+    for row in records:
+        if row["part"] is None:
+            alpha = "" if row["alpha"] is None else f" alpha {row['alpha']:g}"
+            value = "undefined" if row["value"] is None else f"{row['value']:.3f}"
+            step.finish(f"{row['method']}{alpha} {row['metric']} ({row['subset']}, {row['n']} images): {value}")

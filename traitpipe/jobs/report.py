@@ -1,0 +1,195 @@
+"""The report: one self-contained HTML file (figures embedded) a person reads first, and the same figures as
+PNG files for papers. Built from the run's tables and maps alone."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from traitpipe.jobs.common import cryptic_pairs, load_pixels
+from traitpipe.jobs.step import Step
+from traitpipe.phylo.levels import read_tree
+from traitpipe.report.build import QUERIES, data_uri, describe, render
+from traitpipe.report.figures import Panel, evaluation_chart, map_name, png, specimen_grid, tree_figure
+from traitpipe.segment.parts import from_canvas
+from traitpipe.store.atomic import atomic_path
+from traitpipe.store.maps import open_maps
+from traitpipe.store.tables import read_table_files
+from traitpipe.traits.maps import resize_maps
+
+RANDOM = "random weights"
+
+
+def slug(name: str) -> str:
+    """A file name for a species.
+
+    Examples
+    --------
+    >>> slug("Arar hirta")
+    'arar_hirta'
+    """
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+class MapIndex:
+    """Where each image's maps are: image_id -> (store, position), per product (segment, cam-<method>)."""
+
+    def __init__(self, stores: list[str]):
+        self.where: dict[str, dict[str, tuple]] = {}
+        self.attrs: dict[str, dict] = {}
+        for path in stores:
+            group = open_maps(path)
+            product = group.attrs.get("method", "segment")
+            self.attrs.setdefault(product, dict(group.attrs))
+            for i, image_id in enumerate(group["image_id"][:].tolist()):
+                self.where.setdefault(product, {})[image_id] = (group, i)
+
+    def products(self) -> list[str]:
+        return [p for p in self.where if p != "segment"]
+
+    def get(self, product: str, image_id: str):
+        """The store and position of an image's maps, or None."""
+        return self.where.get(product, {}).get(image_id)
+
+
+def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
+    """One row per model the run used: source, sha256 and whether its weights are random."""
+    rows, seen = [], set()
+    for product, attrs in index.attrs.items():
+        for name, info in attrs["provenance"].get("models", {}).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            random = bool(info.get("random_weights"))
+            weights = RANDOM if random else info.get("trained") or info.get("checkpoint") or info.get("source") or "?"
+            if name == "sam2" and not random:
+                weights = info.get("checkpoint") or "?"
+            rows.append({"name": name, "used_by": product, "random": random,
+                         "weights": f"{weights}" + (" (recorded in provenance; the overlays say so)" if random else ""),
+                         "sha256": info.get("sha256") or "-"})
+    if phylonn:
+        info = json.loads(Path(phylonn).read_text())
+        rows.append({"name": "phylonn", "used_by": "codes", "random": False, "weights": info.get("origin", "?"),
+                     "sha256": info.get("sha256") or "-"})
+    return rows
+
+
+def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd.DataFrame | None,
+                    n_heads: int, random: dict[str, bool]) -> list[Panel]:
+    """The panels of one specimen: the image, SST's labels, each map, the top Prompt-CAM heads."""
+    size = image.shape[:2]
+    panels = [Panel(image, title=image_id[:10])]
+    found = index.get("segment", image_id)
+    if found is not None:
+        group, i = found
+        labels = from_canvas(group["labels"][i], group["canvas_transform"][i], size)
+        panels.append(Panel(image, labels=labels, title="SST parts", warning=RANDOM if random["segment"] else ""))
+    for product in index.products():
+        found = index.get(product, image_id)
+        if found is None:
+            continue
+        group, i = found
+        maps = resize_maps(group["cam"][i].astype(np.float32), size)
+        warning = RANDOM if random[product] else ""
+        if product == "promptcam":
+            ranked = heads[heads["image_id"] == image_id].sort_values("rank")["head"].tolist()[:n_heads]
+            panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} (rank {r})", warning=warning)
+                       for r, h in enumerate(ranked)]
+        else:
+            panels += [Panel(image, heat=maps[k], title=map_name(product, alpha), warning=warning)
+                       for k, alpha in enumerate(group.attrs["alphas"])]
+    return panels
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job report --config RUN_CONFIG --images T.. --failures T.. --evaluation T.. --species-traits T..
+    --heads T.. --maps Z.. [--phylogeny F] [--phylonn F] [--cryptic-pairs F] --report F --figures DIR``."""
+    step = Step("report", argv, paths=("report", "figures"),
+                lists=("images", "failures", "evaluation", "species_traits", "heads", "maps"),
+                optional=("phylogeny", "phylonn", "cryptic_pairs"), compute=False)
+    args, config = step.args, step.config
+    images = read_table_files(args.images, "images").drop_duplicates("image_id")
+    failures = read_table_files(args.failures, "failures")
+    evaluation = read_table_files(args.evaluation, "evaluation")
+    traits = read_table_files(args.species_traits, "species_traits")
+    heads = read_table_files(args.heads, "prompt_heads") if args.heads else None
+    index = MapIndex(args.maps)
+    random = {product: any(m.get("random_weights") for m in attrs["provenance"].get("models", {}).values())
+              for product, attrs in index.attrs.items()}
+    pairs = cryptic_pairs(args.cryptic_pairs)
+    sister = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    figures = Path(args.figures)
+    (figures / "species").mkdir(parents=True, exist_ok=True)
+
+    def figure(fig, name: str, dpi: int = 110) -> str:
+        data = png(fig, dpi)
+        with atomic_path(figures / name) as tmp:
+            Path(tmp).write_bytes(data)
+        return data_uri(data)
+
+    # the evaluation, a sentence per row (per-part IoU listed apart)
+    rows = []
+    for row in evaluation.sort_values(["stage", "method", "metric", "subset", "level"], na_position="first").to_dict(
+            "records"):
+        if row["metric"] == "iou":
+            continue
+        row = {**row, "alpha": None if pd.isna(row["alpha"]) else row["alpha"],
+               "level": None if pd.isna(row["level"]) else row["level"]}
+        rows.append({"map": map_name(row["method"], row["alpha"]), "metric": row["metric"], "subset": row["subset"],
+                     "level": row["level"], "n": int(row["n"]),
+                     "value": "-" if pd.isna(row["value"]) else f"{row['value']:.3f}",
+                     "sentence": describe(row)})
+    part_iou = [{"part": r["part"], "value": f"{r['value']:.2f}"} for r in evaluation[
+        (evaluation["metric"] == "iou") & (evaluation["subset"] == "queries")].to_dict("records")]
+    scored = evaluation[evaluation["metric"].isin(["trait_energy", "trait_pointing"])
+                        | evaluation["metric"].str.startswith("relative_drop@")]
+    figure_uris = {"evaluation": figure(evaluation_chart(scored), "evaluation.png") if len(scored) else None}
+
+    # per species: what its maps point at, and a grid of specimens
+    settings = config["report"]
+    species = []
+    for name in tqdm(sorted(images["species"].unique()), desc="report", unit="species", file=sys.stderr):
+        chosen = images[images["species"] == name].sort_values("image_id").head(settings["specimens"])
+        pixels, ok, _ = load_pixels(config, chosen)
+        chosen = chosen[ok]
+        grid = [specimen_panels(image, image_id, index, heads, settings["heads"], random)
+                for image, image_id in zip(pixels, chosen["image_id"])]
+        mine = traits[(traits["species"] == name) & (traits["rank"].isna() | (traits["rank"] == 0))]
+        species.append({
+            "name": name, "cryptic": sister.get(name),
+            "traits": [{"map": map_name(t["method"], t["alpha"]) + ("" if pd.isna(t["rank"]) else " top head"),
+                        "part": t["part"], "consistency": f"{t['consistency']:.0%}",
+                        "mass_share": "-" if pd.isna(t["mass_share"]) else f"{t['mass_share']:.1%}",
+                        "area_share": f"{t['area_share']:.1%}"} for t in mine.to_dict("records")],
+            "figure": figure(specimen_grid(grid, name), f"species/{slug(name)}.png", dpi=80) if grid else ""})
+
+    if args.phylogeny and len(traits):
+        finer = traits[traits["alpha"].notna()]
+        pick = finer if len(finer) else traits[traits["rank"].isna() | (traits["rank"] == 0)]
+        first = pick.sort_values(["method", "alpha"]).drop_duplicates("species")
+        notes = {t["species"]: f"{map_name(t['method'], t['alpha'])}: {t['part']} ({t['consistency']:.0%})"
+                 for t in first.to_dict("records")}
+        figure_uris["tree"] = figure(tree_figure(read_tree(args.phylogeny), notes), "tree.png")
+    else:
+        figure_uris["tree"] = None
+
+    provenance = step.provenance
+    warnings = [f"{m['name']} ran with random weights: its outputs (marked on every overlay) say nothing about "
+                f"the specimens" for m in models_table(index, args.phylonn) if m["random"]]
+    html = render({
+        "run": {**{k: provenance.get(k, "?") for k in ("run_id", "traitpipe_version", "git_commit", "config_hash",
+                                                        "platform")}, "device": config["device"]},
+        "results": str(Path(args.report).parent), "warnings": warnings,
+        "collection": {"images": len(images), "species": images["species"].nunique(), "failures": len(failures),
+                       "cryptic": [f"{a} / {b}" for a, b in pairs]},
+        "models": models_table(index, args.phylonn), "evaluation": rows, "part_iou": part_iou,
+        "figures": figure_uris, "species": species, "queries": QUERIES, "figures_dir": str(figures)})
+    with atomic_path(args.report) as tmp:
+        Path(tmp).write_text(html)
+    step.finish(f"{args.report}: {len(species)} species, {len(rows)} evaluation rows, {len(warnings)} warnings")

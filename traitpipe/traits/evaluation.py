@@ -1,0 +1,123 @@
+"""Scores against known answers, as ``evaluation`` records (method, alpha, metric, subset, part, value, n).
+
+Each function takes the per-image rows of one table and the image subsets to report (name -> species,
+None = every image) and returns records; they are pure, so a test can feed the truth back as the
+prediction and read the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from traitpipe.traits.overlap import dataset_iou
+
+#: subset name -> the species it holds (None: all images)
+Subsets = Mapping[str, "set[str] | None"]
+
+
+def _record(method, alpha, metric, subset, value, n, part=None) -> dict:
+    alpha = None if alpha is None or pd.isna(alpha) else float(alpha)
+    return {"method": method, "alpha": alpha, "metric": metric, "subset": subset, "level": None, "part": part,
+            "value": None if pd.isna(value) else float(value), "n": int(n)}
+
+
+def _subsets(rows: pd.DataFrame, subsets: Subsets):
+    for name, species in subsets.items():
+        chosen = rows if species is None else rows[rows["species"].isin(species)]
+        if len(chosen):
+            yield name, chosen
+
+
+def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
+    """SST against the true parts: per-part IoU (summed over images) and their mean, ``miou``.
+
+    Only query images count: frame 0 of a pseudo-video is the species' reference, whose mask is the
+    prompt. A part absent from every map and truth has no IoU and is left out of the mean.
+
+    Parameters
+    ----------
+    part_truth : pandas.DataFrame
+        ``part_truth`` rows.
+    subsets : mapping
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "species": "s", "frame_index": [1, 1, 2, 2],
+    ...                      "part": ["head", "tail"] * 2, "intersection_pixels": [4, 0, 4, 2],
+    ...                      "union_pixels": [4, 0, 4, 4]})
+    >>> [(r["metric"], r["part"], r["value"]) for r in segmentation_scores(rows, {"queries": None})]
+    [('iou', 'head', 1.0), ('iou', 'tail', 0.5), ('miou', None, 0.75)]
+    """
+    records = []
+    for name, rows in _subsets(part_truth[part_truth["frame_index"] > 0], subsets):
+        n = rows["image_id"].nunique()
+        ious = {part: dataset_iou(group["intersection_pixels"], group["union_pixels"])
+                for part, group in rows.groupby("part", sort=False)}
+        records += [_record("sst", None, "iou", name, iou, n, part) for part, iou in ious.items()]
+        records.append(_record("sst", None, "miou", name, np.nanmean(list(ious.values())) if any(
+            not np.isnan(v) for v in ious.values()) else np.nan, n))
+    return records
+
+
+def map_scores(map_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
+    """Maps against the true trait: ``trait_pointing`` (share of images whose map peak lies in the trait)
+    and ``trait_energy`` (mean share of the map's mass in it), per method and alpha; Prompt-CAM's
+    top-ranked head only. A ``uniform`` row gives the energy of a map blind to the trait (the trait's mean
+    share of the image): the baseline every method's energy is read against.
+
+    Parameters
+    ----------
+    map_truth : pandas.DataFrame
+        ``map_truth`` rows with their ``method``.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"method": "gradcam", "alpha": [np.nan, 1.0, np.nan, 1.0], "rank": None,
+    ...                      "image_id": ["a", "a", "b", "b"], "species": "s",
+    ...                      "trait_pointing": [True, True, False, True], "trait_energy": [0.5, 0.75, 0.1, 0.25],
+    ...                      "trait_area": 0.25})
+    >>> [(r["method"], r["alpha"], r["metric"], r["value"]) for r in map_scores(rows, {"all": None})]  # doctest: +NORMALIZE_WHITESPACE
+    [('gradcam', 1.0, 'trait_pointing', 1.0), ('gradcam', 1.0, 'trait_energy', 0.5),
+     ('gradcam', None, 'trait_pointing', 0.5), ('gradcam', None, 'trait_energy', 0.3),
+     ('uniform', None, 'trait_energy', 0.25)]
+    """
+    rows = map_truth[map_truth["rank"].isna() | (map_truth["rank"] == 0)]
+    records = []
+    for (method, alpha), group in rows.groupby(["method", "alpha"], dropna=False, sort=True):
+        for name, chosen in _subsets(group, subsets):
+            n = chosen["image_id"].nunique()
+            records.append(_record(method, alpha, "trait_pointing", name, chosen["trait_pointing"].mean(), n))
+            records.append(_record(method, alpha, "trait_energy", name, chosen["trait_energy"].mean(), n))
+    images = rows.drop_duplicates("image_id")
+    for name, chosen in _subsets(images, subsets):
+        records.append(_record("uniform", None, "trait_energy", name, chosen["trait_area"].mean(), len(chosen)))
+    return records
+
+
+def faithfulness_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
+    """The mean relative confidence drop (Finer-CAM's RD, METHODS.md section 2) per method and alpha, named
+    for the share of pixels masked (``relative_drop@0.05``). Images whose map masked nothing are left out.
+
+    Parameters
+    ----------
+    cams : pandas.DataFrame
+        ``cams`` rows with their ``method`` and the image's ``species``.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"method": "gradcam", "alpha": [np.nan, np.nan], "species": ["s", "t"],
+    ...                      "image_id": ["a", "b"], "mask_fraction": 0.05, "relative_drop": [0.2, 0.4]})
+    >>> [(r["metric"], r["subset"], round(r["value"], 3), r["n"]) for r in faithfulness_scores(rows, {"all": None, "t": {"t"}})]
+    [('relative_drop@0.05', 'all', 0.3, 2), ('relative_drop@0.05', 't', 0.4, 1)]
+    """
+    records = []
+    rows = cams.dropna(subset=["relative_drop"])
+    for (method, alpha, fraction), group in rows.groupby(["method", "alpha", "mask_fraction"], dropna=False,
+                                                         sort=True):
+        for name, chosen in _subsets(group, subsets):
+            records.append(_record(method, alpha, f"relative_drop@{float(fraction):.3g}", name,
+                                   chosen["relative_drop"].mean(), chosen["image_id"].nunique()))
+    return records

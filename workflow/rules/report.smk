@@ -1,0 +1,32 @@
+rule report:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+        failures=failure_files(),
+        evaluation=evaluation_files(),
+        species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
+        heads=[table_file("prompt_heads", s) for s in SHARDS] if "promptcam" in MAPPED else [],
+        maps=[map_file(p, s) for p in MAP_PRODUCTS for s in SHARDS],
+        phylogeny=PHYLOGENY,
+        phylonn=[model_file("phylonn.json")] if CFG["phylo"]["enabled"] else [],
+        cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
+    output:
+        report=f"{RESULTS}/report.html",
+        figures=directory(f"{RESULTS}/figures"),
+    params:
+        maps=lambda wildcards, input: [store(m) for m in input.maps],
+        phylogeny=lambda wildcards, input: option("phylogeny", input.phylogeny),
+        phylonn=lambda wildcards, input: option("phylonn", input.phylonn),
+        cryptic_pairs=lambda wildcards, input: option("cryptic-pairs", input.cryptic_pairs),
+        run_config=RUN_CONFIG,
+        settings=settings("report"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
+    shell:
+        "traitpipe job report --config {params.run_config} --images {input.images:q} --failures {input.failures:q}"
+        " --evaluation {input.evaluation:q} --species-traits {input.species_traits:q} --heads {input.heads:q}"
+        " --maps {params.maps:q} {params.phylogeny} {params.phylonn} {params.cryptic_pairs}"
+        " --report {output.report:q} --figures {output.figures:q} > {log} 2>&1"
