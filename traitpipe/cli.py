@@ -90,7 +90,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise SystemExit(status)
     results = Path(load_config(DEMO_CONFIG)["results"]).resolve()
     print(f"\n>> done. Results are in {results}")
-    print(f"   tables: {results / 'tables'}   maps: {results / 'maps'}")
+    print(f"   report (read it first): {results / 'report.html'}")
+    print(f"   tables: {results / 'tables'}   maps: {results / 'maps'}   figures: {results / 'figures'}")
     print(f'\n>> sample query: traitpipe query "{SAMPLE_QUERY}"')
     print(connect(results).sql(SAMPLE_QUERY).df().to_string(index=False))
 
