@@ -62,7 +62,7 @@ def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
     from traitpipe.segment import backends
 
     class Copy:
-        def __init__(self, settings, device, tuned):
+        def __init__(self, settings, device, tuned, trained):
             self.description, self.precision = {"random_weights": False}, "float32"
 
         def segment(self, support, labels, queries):

@@ -304,3 +304,23 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
     assert _dry_run_jobs(config, tmp_path) == sorted(
         phylo + [("evaluate", None, None)] + [(rule, s, None) for rule in ("ingest", "segment", "part_truth")
                                               for s in shard], key=str)
+
+
+def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_collection, tmp_path):
+    config = write_config(tmp_path, small_collection, explain={"enabled": False}, phylo={"enabled": False},
+                          segment={"config": "sam2_small", "checkpoint": "train", "image_size": 64, "canvas": 64,
+                                   "parts": "masks/parts.json",
+                                   "train": {"epochs": 1, "frames": 3, "val_species": 1}})
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((tmp_path / "results" / "models" / "sam2_trained.json").read_text())
+    assert len(trained["held_out"]) == 1 and len(trained["history"]) == 1 and trained["sha256"]
+    assert "not released SAM 2 weights" in trained["origin"]
+    labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
+    sam2 = labels.attrs["provenance"]["models"]["sam2"]
+    assert sam2["random_weights"] is False and sam2["trained_here"] is True and sam2["sha256"] == trained["sha256"]
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select subset, n from evaluation where method = 'sst' and metric = 'miou' order by 1",
+                     cwd=tmp_path)
+    # the held-out species' 4 query images (its reference is the prompt)
+    assert {r["subset"]: r["n"] for r in json.loads(done.stdout)}["held_out"] == 4

@@ -106,6 +106,9 @@ def validate_config(config: dict) -> dict:
     if repeated:
         raise ConfigError(f"config key explain.methods: method(s) {', '.join(repeated)} appear more than once; "
                           "give each method one entry with a list of alphas")
+    if cfg["segment"]["checkpoint"] == "train" and cfg["collection"]["columns"]["parts_truth"] is None:
+        raise ConfigError("config key segment.checkpoint: 'train' trains SAM 2 on true part masks; set "
+                          "collection.columns.parts_truth to the manifest column that holds them")
     if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
         cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:

@@ -415,3 +415,24 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
               "cryptic_pairs": [[names[a], names[b]] for a, b in cryptic_tips]}
     (out / "collection.json").write_text(json.dumps(params, indent=1) + "\n")
     return out
+
+
+def truth_videos(root: str | Path) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """A synthetic collection's specimens and true part labels, by species (in manifest order): what a
+    SAM 2 trains on (``traitpipe.segment.train.train_sam2``).
+
+    Returns
+    -------
+    dict
+        species -> (images, labels): uint8 (H, W, 3) images and their (H, W) part labels.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    root = Path(root)
+    videos: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for row in pd.read_csv(root / "manifest.csv", keep_default_na=False).itertuples():
+        images, labels = videos.setdefault(row.species, ([], []))
+        images.append(np.array(Image.open(root / row.path).convert("RGB")))
+        labels.append(np.array(Image.open(root / row.parts_truth)))
+    return videos

@@ -3,6 +3,9 @@ true trait, faithfulness per method and alpha; on all images and on the cryptic 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from traitpipe.jobs.common import cryptic_pairs
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
@@ -11,9 +14,12 @@ from traitpipe.traits.evaluation import faithfulness_scores, map_scores, segment
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job evaluate --config RUN_CONFIG --images T.. --cams T.. [--part-truth T..] [--map-truth T..]
-    [--cryptic-pairs F] --evaluation T``."""
+    [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+
+    ``--sam2``: the description of a SAM 2 trained here (``models/sam2_trained.json``); SST is then also
+    scored on the species it held out from training (``subset = held_out``)."""
     step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth"),
-                optional=("cryptic_pairs",), compute=False)
+                optional=("cryptic_pairs", "sam2"), compute=False)
     args = step.args
     species = read_table_files(args.images, "images").drop_duplicates("image_id").set_index("image_id")["species"]
     cryptic = {name for pair in cryptic_pairs(args.cryptic_pairs) for name in pair}
@@ -24,8 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
     if args.part_truth:
+        held = set(json.loads(Path(args.sam2).read_text())["held_out"]) if args.sam2 else set()
         records += segmentation_scores(read_table_files(args.part_truth, "part_truth"),
-                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {})})
+                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {}),
+                                        **({"held_out": held} if held else {})})
     step.write("evaluation", records, args.evaluation)
     for row in records:
         if row["part"] is None:

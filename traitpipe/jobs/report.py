@@ -70,6 +70,8 @@ def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
             weights = RANDOM if random else info.get("trained") or info.get("checkpoint") or info.get("source") or "?"
             if name == "sam2" and not random:
                 weights = info.get("checkpoint") or "?"
+                if info.get("trained_here"):
+                    weights = f"trained here on the collection's true part masks, not released weights ({weights})"
             rows.append({"name": name, "used_by": product, "random": random,
                          "weights": f"{weights}" + (" (recorded in provenance; the overlays say so)" if random else ""),
                          "sha256": info.get("sha256") or "-"})

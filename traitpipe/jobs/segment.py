@@ -20,12 +20,12 @@ from traitpipe.store.maps import map_writer
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job segment --config RUN_CONFIG --images T [--reference SPECIES IMAGE MASK].. --maps Z
-    --parts T --failures T [--tuned F] [--retrieval T]``.
+    --parts T --failures T [--tuned F] [--trained F] [--retrieval T]``.
 
     The reference images and masks of the shard's species are inputs of the rule (so editing one
     reruns this step), handed over as one ``--reference`` per species.
     """
-    step = Step("segment", argv, paths=("images", "maps", "parts", "failures"), optional=("tuned", "retrieval"),
+    step = Step("segment", argv, paths=("images", "maps", "parts", "failures"), optional=("tuned", "trained", "retrieval"),
                 references=True)
     args, config, device = step.args, step.config, step.device
     settings = config["segment"]
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
-    segmenter = load_segmenter(settings, device, args.tuned)
+    segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]
     prov = step.record(precision=segmenter.precision, models={"sam2": segmenter.description})
     retrieval_part = settings["retrieval"]["part"]

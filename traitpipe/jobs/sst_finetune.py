@@ -19,8 +19,9 @@ from traitpipe.store.atomic import atomic_path
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job sst_finetune --config RUN_CONFIG --images T.. [--reference SPECIES IMAGE MASK]..
-    --weights F --description F``."""
-    step = Step("sst_finetune", argv, paths=("weights", "description"), lists=("images",), references=True)
+    [--trained F] --weights F --description F``."""
+    step = Step("sst_finetune", argv, paths=("weights", "description"), lists=("images",), optional=("trained",),
+                references=True)
     args, config, device = step.args, step.config, step.device
     settings, tune = config["segment"], config["segment"]["finetune"]
     names = part_names(settings["parts"], config["collection"]["root"])
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         examples.append((support, labels, pixels))
     if settings["backend"] != "sam2_video":
         raise SystemExit(f"segment.finetune tunes SAM 2's video predictor; segment.backend is {settings['backend']!r}")
-    segmenter = SAM2Video(settings, device)
+    segmenter = SAM2Video(settings, device, trained=args.trained)
     predictor = segmenter.predictor
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)
     write_json(args.description, {
-        "base": {"config": settings["config"], "checkpoint": settings["checkpoint"],
-                 "random_weights": settings["checkpoint"] is None},
+        "base": {"config": settings["config"], "checkpoint": args.trained or settings["checkpoint"],
+                 "random_weights": settings["checkpoint"] is None, "trained_here": args.trained is not None},
         "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,
         "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
         "precision": segmenter.precision})

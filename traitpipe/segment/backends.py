@@ -26,13 +26,14 @@ import torch
 BACKENDS: dict[str, str] = {"sam2_video": "traitpipe.segment.backends:SAM2Video"}
 
 
-def load_segmenter(settings: dict, device: torch.device, tuned: str | Path | None = None):
+def load_segmenter(settings: dict, device: torch.device, tuned: str | Path | None = None,
+                   trained: str | Path | None = None):
     """The backend ``settings["backend"]`` names, built on ``device`` (see the module docstring)."""
     name = settings["backend"]
     if name not in BACKENDS:
         raise ValueError(f"segment.backend {name!r} is not one of {', '.join(sorted(BACKENDS))}")
     module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(settings, device, tuned)
+    return getattr(importlib.import_module(module), cls)(settings, device, tuned, trained)
 
 
 class SAM2Video:
@@ -46,6 +47,8 @@ class SAM2Video:
     device : torch.device
     tuned : str, Path or None
         A fine-tuned checkpoint (``sst_finetune``'s output) to load instead of ``settings["checkpoint"]``.
+    trained : str, Path or None
+        The SAM 2 trained here (``sam2_train``'s output, when ``settings["checkpoint"]`` is ``train``).
 
     Attributes
     ----------
@@ -54,12 +57,15 @@ class SAM2Video:
         backend, config, checkpoint, image_size, random_weights, fine_tuned, sha256.
     """
 
-    def __init__(self, settings: dict, device: torch.device, tuned: str | Path | None = None):
+    def __init__(self, settings: dict, device: torch.device, tuned: str | Path | None = None,
+                 trained: str | Path | None = None):
         from traitpipe.models.checkpoints import sha256_file
         from traitpipe.models.device import resolve_precision
         from traitpipe.segment.sst import load_sam2
 
-        checkpoint = tuned or settings["checkpoint"]
+        if settings["checkpoint"] == "train" and trained is None:
+            raise ValueError("segment.checkpoint is 'train': hand over the trained SAM 2 (models/sam2_trained.pt)")
+        checkpoint = tuned or trained or settings["checkpoint"]
         torch.manual_seed(settings["seed"])
         self.predictor = load_sam2(settings["config"], checkpoint, device=str(device),
                                    image_size=settings["image_size"])
@@ -69,6 +75,7 @@ class SAM2Video:
         self.description = {"backend": "sam2_video", "config": settings["config"], "checkpoint": str(checkpoint)
                             if checkpoint is not None else None, "image_size": settings["image_size"],
                             "random_weights": settings["checkpoint"] is None, "fine_tuned": tuned is not None,
+                            "trained_here": trained is not None,
                             "sha256": sha256_file(checkpoint) if local else None}
 
     def segment(self, support: np.ndarray, support_labels: np.ndarray,

@@ -30,15 +30,46 @@ SAM2_STD = (0.229, 0.224, 0.225)
 KEEP_FRAMES = 16
 
 
-def config_file(name: str) -> str:
-    """Hydra config path of a SAM 2 model: "sam2.1_hiera_t" -> "configs/sam2.1/sam2.1_hiera_t.yaml".
+#: SAM 2 configs that ship with traitpipe (``segment.config`` names them like the released ones).
+PACKAGED_CONFIGS = {"sam2_small": Path(__file__).parent / "configs" / "sam2_small.yaml"}
 
-    Full paths ("configs/...yaml") pass through unchanged.
+
+def config_file(name: str) -> str:
+    """Where a SAM 2 model config is: a YAML file (a path, or a config traitpipe ships: "sam2_small"), or a
+    Hydra config path inside the sam2 package ("sam2.1_hiera_t" -> "configs/sam2.1/sam2.1_hiera_t.yaml").
+
+    Examples
+    --------
+    >>> config_file("sam2.1_hiera_t")
+    'configs/sam2.1/sam2.1_hiera_t.yaml'
+    >>> config_file("sam2_small").endswith("traitpipe/segment/configs/sam2_small.yaml")
+    True
     """
+    if name in PACKAGED_CONFIGS:
+        return str(PACKAGED_CONFIGS[name])
     if name.endswith(".yaml"):
         return name
     folder = "sam2.1" if name.startswith("sam2.1") else "sam2"
     return f"configs/{folder}/{name}.yaml"
+
+
+def build_sam2(config: str | Path, image_size: int, target: str, extra: dict | None = None) -> torch.nn.Module:
+    """A SAM 2 model from a config file (a path), of class ``target``, random weights.
+
+    The released configs are Hydra configs inside the sam2 package (built by sam2's own builder in
+    :func:`load_sam2`); this builds one from a file anywhere, with the same overrides: ``model._target_``,
+    ``model.image_size`` and ``extra`` (``{key: value}`` under ``model``).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config)
+    cfg.model._target_ = target
+    cfg.model.image_size = image_size
+    for key, value in (extra or {}).items():
+        OmegaConf.update(cfg, f"model.{key}", value, force_add=True)
+    OmegaConf.resolve(cfg)
+    return instantiate(cfg.model, _recursive_=True)
 
 
 def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = None, *, device: str = "cpu",
@@ -48,8 +79,8 @@ def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = No
     Parameters
     ----------
     config : str
-        Model config: "sam2.1_hiera_{t,s,b+,l}", "sam2_hiera_{t,s,b+,l}" (SAM 2.0), or a
-        "configs/...yaml" path inside the sam2 package.
+        Model config: "sam2.1_hiera_{t,s,b+,l}", "sam2_hiera_{t,s,b+,l}" (SAM 2.0), a "configs/...yaml"
+        path inside the sam2 package, a config traitpipe ships ("sam2_small") or a YAML file anywhere.
     checkpoint : str, Path or None
         A local checkpoint file (SAM 2's layout, ``{"model": state_dict}``); a Hugging
         Face model id such as "facebook/sam2.1-hiera-large" (downloaded: only when the
@@ -65,7 +96,7 @@ def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = No
     sam2.sam2_video_predictor.SAM2VideoPredictor
         In eval mode, ``apply_postprocessing=False``.
     """
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, _hf_download, build_sam2_video_predictor
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, _hf_download, _load_checkpoint, build_sam2_video_predictor
 
     if image_size % 32:
         raise ValueError(f"SAM 2 image_size must be a multiple of 32, got {image_size}")
@@ -79,7 +110,12 @@ def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = No
             raise FileNotFoundError(
                 f"SAM 2 checkpoint {checkpoint!r} is neither a local file nor a known Hugging Face id "
                 f"({', '.join(HF_MODEL_ID_TO_FILENAMES)})")
-    return build_sam2_video_predictor(config_file(config), path, device=str(device), apply_postprocessing=False,
+    file = config_file(config)
+    if Path(file).is_file():  # a config file outside the sam2 package: the same predictor, built from it
+        model = build_sam2(file, image_size, "sam2.sam2_video_predictor.SAM2VideoPredictor")
+        _load_checkpoint(model, path)
+        return model.to(device).eval()
+    return build_sam2_video_predictor(file, path, device=str(device), apply_postprocessing=False,
                                       hydra_overrides_extra=[f"++model.image_size={image_size}"])
 
 

@@ -61,6 +61,8 @@ MAPPED = CAM_METHODS + (["promptcam"] if CFG["explain"]["enabled"] and CFG["prom
 # Truth masks the manifest names (collection.columns.parts_truth / trait_truth), for the evaluation.
 TRUTH = {column: CFG["collection"]["columns"][column] is not None for column in ("parts_truth", "trait_truth")}
 SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
+# segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
+TRAINED_SAM2 = [f"{CFG['results']}/models/sam2_trained.pt"] if CFG["segment"]["checkpoint"] == "train" else []
 SCORE_MAPS = CFG["segment"]["enabled"] and TRUTH["trait_truth"] and bool(MAPPED)
 
 wildcard_constraints:

@@ -1,9 +1,33 @@
+rule sam2_train:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+        truth=[f for s in SHARDS for f in truth_files("parts_truth", s)],
+        parts=PARTS_FILE,
+    output:
+        weights=model_file("sam2_trained.pt"),
+        description=model_file("sam2_trained.json"),
+    params:
+        run_config=RUN_CONFIG,
+        settings=settings("segment", "device"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/sam2_train.log",
+    benchmark:
+        f"{BENCHMARKS}/sam2_train.tsv"
+    threads: workflow.cores
+    shell:
+        "traitpipe job sam2_train --config {params.run_config} --threads {threads} --images {input.images:q}"
+        " --weights {output.weights:q} --description {output.description:q} > {log} 2>&1"
+
+
 rule sst_finetune:
     input:
         images=[table_file("images", s) for s in SHARDS],
         references=reference_files(sorted(REFERENCES)),
         parts=PARTS_FILE,
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
+        trained=TRAINED_SAM2,
     output:
         weights=model_file("sam2_finetuned.pt"),
         description=model_file("sam2_finetuned.json"),
@@ -11,6 +35,7 @@ rule sst_finetune:
         run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
         references=reference_options(sorted(REFERENCES)),
+        trained=lambda wildcards, input: option("trained", input.trained),
     conda:
         CONDA_ENV
     log:
@@ -20,7 +45,7 @@ rule sst_finetune:
     threads: workflow.cores
     shell:
         "traitpipe job sst_finetune --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " {params.references} --weights {output.weights:q} --description {output.description:q}"
+        " {params.references} {params.trained} --weights {output.weights:q} --description {output.description:q}"
         " > {log} 2>&1"
 
 
@@ -31,6 +56,7 @@ rule segment:
         parts=PARTS_FILE,
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
         tuned=[model_file("sam2_finetuned.pt")] if CFG["segment"]["finetune"]["enabled"] else [],
+        trained=TRAINED_SAM2,
     output:
         maps=map_file("segment", "{shard}"),
         parts=table_file("parts", "{shard}"),
@@ -42,6 +68,7 @@ rule segment:
         settings=settings("segment", "device"),
         references=lambda wildcards: reference_options(SPECIES_OF_SHARD[wildcards.shard]),
         tuned=lambda wildcards, input: option("tuned", input.tuned),
+        trained=lambda wildcards, input: option("trained", input.trained),
         retrieval=lambda wildcards, output: option("retrieval", output.retrieval),
     conda:
         CONDA_ENV
@@ -53,4 +80,4 @@ rule segment:
     shell:
         "traitpipe job segment --config {params.run_config} --threads {threads} --images {input.images:q}"
         " {params.references} --maps {params.maps:q} --parts {output.parts:q}"
-        " --failures {output.failures:q} {params.tuned} {params.retrieval} > {log} 2>&1"
+        " --failures {output.failures:q} {params.tuned} {params.trained} {params.retrieval} > {log} 2>&1"

@@ -86,10 +86,12 @@ rule evaluate:
         part_truth=[table_file("part_truth", s) for s in SHARDS] if SCORE_PARTS else [],
         map_truth=[table_file("map_truth", s, m) for m in MAPPED for s in SHARDS] if SCORE_MAPS else [],
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
+        sam2=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_PARTS else [],
     output:
         evaluation=table_file("evaluation", "evaluate", "evaluate"),
     params:
         cryptic_pairs=lambda wildcards, input: option("cryptic-pairs", input.cryptic_pairs),
+        sam2=lambda wildcards, input: option("sam2", input.sam2),
         run_config=RUN_CONFIG,
         settings=settings("evaluate"),
     conda:
@@ -100,5 +102,5 @@ rule evaluate:
         f"{BENCHMARKS}/evaluate.tsv"
     shell:
         "traitpipe job evaluate --config {params.run_config} --images {input.images:q} --cams {input.cams:q}"
-        " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} {params.cryptic_pairs}"
+        " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} {params.cryptic_pairs} {params.sam2}"
         " --evaluation {output.evaluation:q} > {log} 2>&1"

@@ -1,0 +1,76 @@
+"""Train a SAM 2 here (``segment.checkpoint: train``): SAM 2's own video training on pseudo-videos of the
+collection's specimens, with their true part masks as targets; species held out for validation.
+Writes ``models/sam2_trained.pt`` in SAM 2's checkpoint layout and ``models/sam2_trained.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from traitpipe.collection.images import ImageError
+from traitpipe.jobs.common import load_pixels, read_rows, read_truth, write_json
+from traitpipe.jobs.step import Step
+from traitpipe.models.checkpoints import sha256_file
+from traitpipe.segment.references import part_names
+from traitpipe.segment.sst import config_file
+from traitpipe.segment.train import train_sam2
+from traitpipe.store.atomic import atomic_path
+
+
+def held_out_species(species: list[str], count: int, seed: int) -> list[str]:
+    """The species kept out of training (validated on), drawn with ``seed``; at least one species trains.
+
+    Examples
+    --------
+    >>> held_out_species(["a", "b", "c"], 5, 0)  # never all of them
+    ['a', 'c']
+    """
+    count = min(count, len(species) - 1)
+    chosen = np.random.default_rng([seed, 15]).permutation(len(species))[:count]
+    return sorted(species[i] for i in chosen)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job sam2_train --config RUN_CONFIG --images T.. --weights F --description F``."""
+    step = Step("sam2_train", argv, paths=("weights", "description"), lists=("images",))
+    args, config, device = step.args, step.config, step.device
+    settings, train = config["segment"], config["segment"]["train"]
+    names = part_names(settings["parts"], config["collection"]["root"])
+    rows = read_rows(args.images)
+    rows = rows[rows["parts_truth"].fillna("") != ""].reset_index(drop=True)
+    pixels, ok, _ = load_pixels(config, rows)
+    videos, skipped = {}, []
+    for image, row in zip(pixels, rows[ok].itertuples()):
+        try:
+            labels = read_truth(row.parts_truth, image.shape[:2], "parts")
+        except ImageError as error:
+            skipped.append(str(error))
+            continue
+        videos.setdefault(row.species, ([], []))
+        videos[row.species][0].append(image)
+        videos[row.species][1].append(labels)
+    if not videos:
+        raise SystemExit("sam2_train: no image has a readable true part mask (collection.columns.parts_truth)")
+    parts = sorted(names) if names else sorted({int(v) for _, labels in videos.values() for m in labels
+                                                for v in np.unique(m) if v})
+    held = held_out_species(sorted(videos), train["val_species"], train["seed"])
+    config_path = config_file(settings["config"])
+    model, history = train_sam2(config_path, settings["image_size"], videos, held, parts,
+                                epochs=train["epochs"], frames=train["frames"], lr=train["lr"],
+                                weight_decay=train["weight_decay"], validate_every=train["validate_every"],
+                                seed=train["seed"], device=device)
+    weights = Path(args.weights)
+    with atomic_path(weights) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    write_json(args.description, {
+        "origin": "trained here on the collection's true part masks, not released SAM 2 weights",
+        "collection": config["collection"]["root"], "config": settings["config"],
+        "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None,
+        "image_size": settings["image_size"], "parts": parts, "train": train,
+        "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped, "history": history,
+        "sha256": sha256_file(weights), "device": str(device)})
+    last = history[-1]
+    step.finish(f"{train['epochs']} epochs; loss {history[0]['loss']:.3f} -> {last['loss']:.3f}; "
+                f"held-out species {held}: mIoU {last.get('val_miou', float('nan')):.3f}")
