@@ -34,6 +34,13 @@ def test_train_then_load_like_any_checkpoint(small_collection, tmp_path):
     assert [m.shape for m in maps] == [f.shape[:2] for f in frames[:3]]
 
 
+def test_released_configs_build_in_training_form_too():
+    from traitpipe.segment.sst import build_sam2
+
+    model = build_sam2(config_file("sam2.1_hiera_t"), 64, "training.model.sam2.SAM2Train")  # a sam2 package config
+    assert type(model).__name__ == "SAM2Train" and model.image_size == 64
+
+
 def test_training_sam2_needs_true_part_masks():
     base = {"collection": {"root": "c", "manifest": "m.csv"}, "segment": {"checkpoint": "train"}}
     with pytest.raises(ConfigError, match="collection.columns.parts_truth"):

@@ -309,8 +309,7 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
 def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_collection, tmp_path):
     config = write_config(tmp_path, small_collection, explain={"enabled": False}, phylo={"enabled": False},
                           segment={"config": "sam2_small", "checkpoint": "train", "image_size": 64, "canvas": 64,
-                                   "parts": "masks/parts.json",
-                                   "train": {"epochs": 1, "frames": 3, "val_species": 1}})
+                                   "train": {"epochs": 1, "frames": 3, "val_species": 1}})  # parts undeclared
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((tmp_path / "results" / "models" / "sam2_trained.json").read_text())
@@ -322,5 +321,7 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_co
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select subset, n from evaluation where method = 'sst' and metric = 'miou' order by 1",
                      cwd=tmp_path)
-    # the held-out species' 4 query images (its reference is the prompt)
-    assert {r["subset"]: r["n"] for r in json.loads(done.stdout)}["held_out"] == 4
+    # the held-out species' 4 query images (its reference is the prompt), the trained ones' 12 apart
+    assert {r["subset"]: r["n"] for r in json.loads(done.stdout)} == {"cryptic": 8, "held_out": 4, "queries": 16,
+                                                                      "trained": 12}
+    assert labels.attrs["parts"] == {str(k): f"part_{k}" for k in range(1, 8)}  # named from the reference masks

@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     [--cryptic-pairs F] [--sam2 F] --evaluation T``.
 
     ``--sam2``: the description of a SAM 2 trained here (``models/sam2_trained.json``); SST is then also
-    scored on the species it held out from training (``subset = held_out``)."""
+    scored on the species it held out from training (``subset = held_out``) and, in-sample, on those it
+    trained on (``trained``)."""
     step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth"),
                 optional=("cryptic_pairs", "sam2"), compute=False)
     args = step.args
@@ -30,10 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
     if args.part_truth:
-        held = set(json.loads(Path(args.sam2).read_text())["held_out"]) if args.sam2 else set()
+        trained = json.loads(Path(args.sam2).read_text()) if args.sam2 else {}
+        # a SAM 2 trained here: its training species apart (in-sample) from the held-out ones
+        split = {"trained": set(trained["species"]), "held_out": set(trained["held_out"])} if trained else {}
         records += segmentation_scores(read_table_files(args.part_truth, "part_truth"),
-                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {}),
-                                        **({"held_out": held} if held else {})})
+                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {}), **split})
     step.write("evaluation", records, args.evaluation)
     for row in records:
         if row["part"] is None:

@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
                      "level": row["level"], "n": int(row["n"]),
                      "value": "-" if pd.isna(row["value"]) else f"{row['value']:.3f}",
                      "sentence": describe(row)})
-    part_iou = [{"part": r["part"], "value": f"{r['value']:.2f}"} for r in evaluation[
-        (evaluation["metric"] == "iou") & (evaluation["subset"] == "queries")].to_dict("records")]
+    ious = evaluation[evaluation["metric"] == "iou"]
+    shown = "held_out" if (ious["subset"] == "held_out").any() else "queries"  # out of sample where it can be
+    part_iou = [{"part": r["part"], "value": f"{r['value']:.2f}", "subset": shown}
+                for r in ious[ious["subset"] == shown].to_dict("records")]
     scored = evaluation[evaluation["metric"].isin(["trait_energy", "trait_pointing"])
                         | evaluation["metric"].str.startswith("relative_drop@")]
     figure_uris = {"evaluation": figure(evaluation_chart(scored), "evaluation.png") if len(scored) else None}

@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     transforms = np.zeros((len(rows), 3), np.float32)
     frame_index = np.full(len(rows), -1, np.int32)
     chunk_index = np.full(len(rows), -1, np.int32)
-    part_rows, retrieval_rows, failed = [], [], [failures]
+    part_rows, retrieval_rows, failed, found = [], [], [failures], dict(names or {})
     for species, group in tqdm(rows.groupby("species", sort=True), desc="segment",
                                unit="species", file=sys.stderr):
         index = group.index.to_numpy()
         try:
             support, support_labels, image_file, parts = load_support(config, species, args.reference, names)
+            found.update(parts)  # undeclared parts (segment.parts: null) are named from the reference masks
         except ImageError as error:
             failed.append(failure_rows(rows.loc[index], str(error)))
             continue
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)
-    attrs = {"provenance": prov, "parts": {str(k): v for k, v in (names or {}).items()}, "canvas": canvas,
+    attrs = {"provenance": prov, "parts": {str(k): v for k, v in sorted(found.items())}, "canvas": canvas,
              "random_weights": random,
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
                      "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}

@@ -54,7 +54,8 @@ def config_file(name: str) -> str:
 
 
 def build_sam2(config: str | Path, image_size: int, target: str, extra: dict | None = None) -> torch.nn.Module:
-    """A SAM 2 model from a config file (a path), of class ``target``, random weights.
+    """A SAM 2 model from a config file (a path, or a config inside the sam2 package), of class ``target``,
+    random weights.
 
     The released configs are Hydra configs inside the sam2 package (built by sam2's own builder in
     :func:`load_sam2`); this builds one from a file anywhere, with the same overrides: ``model._target_``,
@@ -63,7 +64,11 @@ def build_sam2(config: str | Path, image_size: int, target: str, extra: dict | N
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(config)
+    if not Path(config).is_file():  # a config inside the sam2 package ("configs/sam2.1/...yaml")
+        from importlib.resources import files
+
+        config = files("sam2") / str(config)
+    cfg = OmegaConf.load(str(config))
     cfg.model._target_ = target
     cfg.model.image_size = image_size
     for key, value in (extra or {}).items():

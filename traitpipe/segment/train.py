@@ -159,7 +159,9 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
         An epoch is one pseudo-video per training species: a random specimen as the prompt frame, then
         ``frames - 1`` other specimens.
     lr, weight_decay : float
-        AdamW, cosine decay to lr / 10 (the authors' optimiser and schedule).
+        AdamW with gradient clipping at 0.1 and cosine decay to lr / 10, as the authors' configs; one
+        parameter group (their configs also spare biases and LayerNorms from weight decay and give the
+        image encoder a lower rate).
     validate_every : int
         Epochs between validations (and the last): SST's mIoU on the held-out species.
     seed : int
