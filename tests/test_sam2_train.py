@@ -7,23 +7,66 @@ import torch
 from traitpipe.collection.synthetic import truth_videos
 from traitpipe.config import ConfigError, validate_config
 from traitpipe.segment.sst import config_file, load_sam2, propagate
-from traitpipe.segment.train import train_sam2, video_datapoint
+from traitpipe.segment.train import (augment_video, build_trainable, param_groups, pretrain_encoder, train_sam2,
+                                     video_datapoint)
 
 
-def test_a_pseudo_video_is_sam2s_training_batch(small_collection):
+def test_pseudo_videos_are_sam2s_training_batch(small_collection):
+    videos = truth_videos(small_collection)
+    (f0, l0), (f1, l1) = videos["Arar hirta"], videos["Phano vittata"]
+    batch = video_datapoint([(f0[:3], l0[:3]), (f1[:3], l1[:3])], [1, 2, 3], 64)
+    assert batch.img_batch.shape == (3, 2, 3, 64, 64) and batch.masks.shape == (3, 6, 64, 64)
+    assert batch.masks.dtype == torch.bool
+    assert torch.equal(batch.masks[1, 0], torch.from_numpy(l0[1] == 1))  # video 0's part 1 on frame 1
+    assert torch.equal(batch.masks[2, 4], torch.from_numpy(l1[2] == 2))  # video 1's part 2 on frame 2
+    assert batch.obj_to_frame_idx[2].tolist() == [[2, 0]] * 3 + [[2, 1]] * 3  # (frame, video) of each object
+    with pytest.raises(ValueError, match="same number of frames"):
+        video_datapoint([(f0[:3], l0[:3]), (f1[:2], l1[:2])], [1], 64)
+
+
+def test_a_video_gets_one_look_and_its_labels_follow_its_pixels(small_collection):
     frames, labels = truth_videos(small_collection)["Arar hirta"]
-    batch = video_datapoint(frames[:3], labels[:3], [1, 2, 3], 64)
-    assert batch.img_batch.shape == (3, 1, 3, 64, 64) and batch.masks.shape == (3, 3, 64, 64)
-    assert batch.masks.dtype == torch.bool and torch.equal(batch.masks[1, 0], torch.from_numpy(labels[1] == 1))
-    assert batch.obj_to_frame_idx[2].tolist() == [[2, 0]] * 3  # every object of frame 2 is in video 0
+    for seed in range(6):  # flips on some seeds, not on others
+        looks, moved = augment_video([frames[0], frames[0]], [labels[0], labels[0]], np.random.default_rng(seed))
+        assert np.array_equal(looks[0], looks[1]) and np.array_equal(moved[0], moved[1])  # one look per video
+        flipped = not np.array_equal(moved[0], labels[0])
+        assert np.array_equal(moved[0], labels[0][:, ::-1] if flipped else labels[0])
+        # the specimen's pixels are where its labels are: the background is light, the specimen darker
+        assert looks[0][moved[0] == 0].mean() > looks[0][moved[0] > 0].mean() + 40
+    _, kept = augment_video([frames[0]] * 8, [labels[0]] * 8, np.random.default_rng(0), flip=False)
+    assert all(np.array_equal(k, labels[0]) for k in kept)
+
+
+def test_pretraining_teaches_the_models_own_encoder(small_collection):
+    videos = truth_videos(small_collection)
+    model, fresh = (build_trainable(config_file("sam2_small"), 64, seed=0) for _ in range(2))
+    losses = pretrain_encoder(model.image_encoder, videos, sorted(videos), 8, 64, steps=40, lr=2e-3,
+                              weight_decay=0.1, rng=np.random.default_rng(0), batch=8, progress=False)
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    name = "image_encoder.trunk.blocks.0.mlp.layers.0.weight"
+    assert not torch.equal(model.state_dict()[name], fresh.state_dict()[name])  # trained in place, not a copy
+
+
+def test_a_frozen_encoder_gets_no_gradients_and_norms_no_decay():
+    model = build_trainable(config_file("sam2_small"), 64, seed=0)
+    groups = param_groups(model, 0.1, 1e-3, encoder_lr=0)
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert not grouped & {id(p) for p in model.image_encoder.parameters()}
+    assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(model.memory_attention.norm.weight) in no_decay
+    assert id(model.memory_attention.layers[0].linear1.weight) not in no_decay
 
 
 def test_train_then_load_like_any_checkpoint(small_collection, tmp_path):
     videos = truth_videos(small_collection)
     held = ["Phano vittata"]
-    model, history = train_sam2(config_file("sam2_small"), 64, videos, held, list(range(1, 8)), epochs=2, frames=3,
-                                lr=1e-3, weight_decay=0.1, validate_every=1, seed=0, progress=False)
+    model, history, pretrain = train_sam2(config_file("sam2_small"), 64, videos, held, list(range(1, 8)), epochs=2,
+                                          frames=3, batch=2, lr=1e-3, weight_decay=0.1, validate_every=1, seed=0,
+                                          pretrain_steps=2, encoder_lr=0, progress=False)
     assert [h["epoch"] for h in history] == [1, 2] and all(np.isfinite(h["loss"]) for h in history)
+    assert len(pretrain) == 2
     assert all(0 <= h["val_miou"] <= 1 for h in history)
     torch.save({"model": model.state_dict()}, tmp_path / "trained.pt")
     predictor = load_sam2("sam2_small", tmp_path / "trained.pt", image_size=64)  # strict: every key matches

@@ -309,7 +309,9 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
 def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_collection, tmp_path):
     config = write_config(tmp_path, small_collection, explain={"enabled": False}, phylo={"enabled": False},
                           segment={"config": "sam2_small", "checkpoint": "train", "image_size": 64, "canvas": 64,
-                                   "train": {"epochs": 1, "frames": 3, "val_species": 1}})  # parts undeclared
+                                   "train": {"epochs": 1, "frames": 3, "val_species": 1, "pretrain_steps": 2},
+                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2}})
+    # (parts undeclared)
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((tmp_path / "results" / "models" / "sam2_trained.json").read_text())
@@ -317,7 +319,9 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_co
     assert "not released SAM 2 weights" in trained["origin"]
     labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
     sam2 = labels.attrs["provenance"]["models"]["sam2"]
-    assert sam2["random_weights"] is False and sam2["trained_here"] is True and sam2["sha256"] == trained["sha256"]
+    tuned = json.loads((tmp_path / "results" / "models" / "sam2_finetuned.json").read_text())
+    assert tuned["base"]["trained_here"] and tuned["sha256"] != trained["sha256"]
+    assert sam2["random_weights"] is False and sam2["trained_here"] is True and sam2["sha256"] == tuned["sha256"]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select subset, n from evaluation where method = 'sst' and metric = 'miou' order by 1",
                      cwd=tmp_path)
@@ -325,3 +329,13 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_co
     assert {r["subset"]: r["n"] for r in json.loads(done.stdout)} == {"cryptic": 8, "held_out": 4, "queries": 16,
                                                                       "trained": 12}
     assert labels.attrs["parts"] == {str(k): f"part_{k}" for k in range(1, 8)}  # named from the reference masks
+    assert trained["pretrain_losses"] and len(trained["pretrain_losses"]) == 2
+    # fine-tuning scored SST before and after, on the same query images as the segment step
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select metric, subset, n, value from evaluation where stage = 'sst_finetune' and part is null "
+                     "order by 1, 2", cwd=tmp_path)
+    rows = json.loads(done.stdout)
+    assert [(r["metric"], r["subset"], r["n"]) for r in rows] == [
+        (m, s, n) for m in ("miou_tuned", "miou_untuned")
+        for s, n in (("held_out", 4), ("queries", 16), ("trained", 12))]
+    assert all(0 <= r["value"] <= 1 for r in rows)

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for row in evaluation.sort_values(["stage", "method", "metric", "subset", "level"], na_position="first").to_dict(
             "records"):
-        if row["metric"] == "iou":
+        if row["metric"].startswith("iou"):  # per part: listed apart
             continue
         row = {**row, "alpha": None if pd.isna(row["alpha"]) else row["alpha"],
                "level": None if pd.isna(row["level"]) else row["level"]}

@@ -19,6 +19,11 @@ from traitpipe.segment.train import train_sam2
 from traitpipe.store.atomic import atomic_path
 
 
+#: segment.train keys that are train_sam2's arguments of the same name.
+TRAIN_KEYS = ("epochs", "frames", "batch", "lr", "encoder_lr", "weight_decay", "warmup", "augment", "pretrain_steps",
+              "validate_every", "seed")
+
+
 def held_out_species(species: list[str], count: int, seed: int) -> list[str]:
     """The species kept out of training (validated on), drawn with ``seed``; at least one species trains.
 
@@ -57,10 +62,8 @@ def main(argv: list[str] | None = None) -> None:
                                                 for v in np.unique(m) if v})
     held = held_out_species(sorted(videos), train["val_species"], train["seed"])
     config_path = config_file(settings["config"])
-    model, history = train_sam2(config_path, settings["image_size"], videos, held, parts,
-                                epochs=train["epochs"], frames=train["frames"], lr=train["lr"],
-                                weight_decay=train["weight_decay"], validate_every=train["validate_every"],
-                                seed=train["seed"], device=device)
+    model, history, pretrain_losses = train_sam2(config_path, settings["image_size"], videos, held, parts,
+                                                 **{key: train[key] for key in TRAIN_KEYS}, device=device)
     weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
@@ -70,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None,
         "image_size": settings["image_size"], "parts": parts, "train": train,
         "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped, "history": history,
+        "pretrain_losses": pretrain_losses,
         "sha256": sha256_file(weights), "device": str(device)})
     last = history[-1]
-    step.finish(f"{train['epochs']} epochs; loss {history[0]['loss']:.3f} -> {last['loss']:.3f}; "
+    if pretrain_losses:
+        step.finish(f"encoder pretrained {len(pretrain_losses)} steps: part-labelling loss {pretrain_losses[0]:.3f} -> "
+                    f"{np.mean(pretrain_losses[-20:]):.3f}")
+    step.finish(f"{train['epochs']} epochs ({last['seconds']:.0f} s); "
+                f"loss {history[0]['loss']:.3f} -> {last['loss']:.3f}; "
                 f"held-out species {held}: mIoU {last.get('val_miou', float('nan')):.3f}")

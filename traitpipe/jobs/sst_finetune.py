@@ -1,35 +1,82 @@
 """SST fine-tuning step: tune SAM 2's decoder side on the collection's own reference masks by the
-cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's checkpoint layout)."""
+cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's checkpoint layout).
+
+With true part masks (``collection.columns.parts_truth``), SST is scored against them before and after tuning,
+on every species' pseudo-video (its reference, then its images with a truth mask): ``evaluation`` rows
+``miou_untuned`` and ``miou_tuned`` (and per part), which say whether one-shot fine-tuning helped."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import load_pixels, load_support, read_rows, write_json
+from traitpipe.jobs.common import load_pixels, load_support, read_rows, read_truth, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.backends import SAM2Video
 from traitpipe.segment.finetune import finetune
 from traitpipe.segment.references import part_names
+from traitpipe.segment.train import video_overlaps
 from traitpipe.store.atomic import atomic_path
+from traitpipe.traits.evaluation import segmentation_scores
+
+
+def truth_videos(config: dict, group: pd.DataFrame, image_file: str):
+    """A species' images with a readable true part mask, its reference image left out: (frames, truths,
+    image ids, skipped reasons)."""
+    root = Path(config["collection"]["root"])
+    if "parts_truth" not in group:
+        return [], [], [], []
+    keep = (group["parts_truth"].fillna("") != "").to_numpy() & np.array(
+        [str(root / p) != image_file for p in group["path"]], bool)
+    group = group[keep]
+    pixels, ok, _ = load_pixels(config, group)
+    frames, truths, ids, skipped = [], [], [], []
+    for image, row in zip(pixels, group[ok].itertuples()):
+        try:
+            truths.append(read_truth(row.parts_truth, image.shape[:2], "parts"))
+        except ImageError as error:
+            skipped.append(str(error))
+            continue
+        frames.append(image)
+        ids.append(row.image_id)
+    return frames, truths, ids, skipped
+
+
+def truth_rows(predictor, videos: list, names: dict[int, str], precision: str) -> pd.DataFrame:
+    """SST against the truth on each species' pseudo-video: ``part_truth``-like rows (image_id, species,
+    frame_index, part, intersection_pixels, union_pixels) at the images' own size."""
+    parts, rows = sorted(names), []
+    for species, support, labels, frames, truths, ids in videos:
+        inter, union = video_overlaps(predictor, [support, *frames], labels, truths, parts, precision)
+        rows += [{"image_id": image_id, "species": species, "frame_index": t + 1, "part": names[part],
+                  "intersection_pixels": int(inter[t, k]), "union_pixels": int(union[t, k])}
+                 for t, image_id in enumerate(ids) for k, part in enumerate(parts)]
+    return pd.DataFrame(rows, columns=["image_id", "species", "frame_index", "part", "intersection_pixels",
+                                       "union_pixels"])
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job sst_finetune --config RUN_CONFIG --images T.. [--reference SPECIES IMAGE MASK]..
-    [--trained F] --weights F --description F``."""
-    step = Step("sst_finetune", argv, paths=("weights", "description"), lists=("images",), optional=("trained",),
-                references=True)
+    [--trained F] [--trained-description F] --weights F --description F [--evaluation T]``.
+
+    ``--evaluation``: SST against the true part masks before and after tuning (needs ``parts_truth``);
+    ``--trained-description``: a SAM 2 trained here, whose held-out and training species are scored apart."""
+    step = Step("sst_finetune", argv, paths=("weights", "description"), lists=("images",),
+                optional=("trained", "trained_description", "evaluation"), references=True)
     args, config, device = step.args, step.config, step.device
     settings, tune = config["segment"], config["segment"]["finetune"]
     names = part_names(settings["parts"], config["collection"]["root"])
     rows = read_rows(args.images)
-    examples, skipped = [], []
+    examples, scored, skipped, found_names = [], [], [], {}
     for species, group in rows.groupby("species", sort=True):
         try:
-            support, labels, image_file, _ = load_support(config, species, args.reference, names)
+            support, labels, image_file, found = load_support(config, species, args.reference, names)
         except ImageError as error:
             skipped.append(str(error))
             continue
@@ -37,12 +84,29 @@ def main(argv: list[str] | None = None) -> None:
         queries = group[[str(root / p) != image_file for p in group["path"]]].head(tune["queries_per_species"])
         pixels, _, _ = load_pixels(config, queries)
         examples.append((support, labels, pixels))
+        if args.evaluation:
+            frames, truths, ids, unread = truth_videos(config, group, image_file)
+            scored.append((species, support, labels, frames, truths, ids))
+            found_names.update(found)
+            skipped += unread
     if settings["backend"] != "sam2_video":
         raise SystemExit(f"segment.finetune tunes SAM 2's video predictor; segment.backend is {settings['backend']!r}")
     segmenter = SAM2Video(settings, device, trained=args.trained)
     predictor = segmenter.predictor
+    scored_names = names or found_names
+    before = truth_rows(predictor, scored, scored_names, segmenter.precision) if args.evaluation else None
     losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
+    if args.evaluation:
+        after = truth_rows(predictor, scored, scored_names, segmenter.precision)
+        trained = json.loads(Path(args.trained_description).read_text()) if args.trained_description else {}
+        subsets = {"queries": None, **({"trained": set(trained["species"]), "held_out": set(trained["held_out"])}
+                                       if trained else {})}
+        records = segmentation_scores(before, subsets, "_untuned") + segmentation_scores(after, subsets, "_tuned")
+        step.write("evaluation", records, args.evaluation)
+        for row in records:
+            if row["part"] is None and row["value"] is not None:
+                step.finish(f"SST {row['metric']} ({row['subset']}, {row['n']} images): {row['value']:.3f}")
     weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)

@@ -46,8 +46,11 @@ def describe(row: dict) -> str:
         share = float(metric.split("@")[1])
         return (f"Masking {name}'s top {share:.0%} pixels lowers the explained class's probability by {value:+.3f} "
                 f"more than its most similar class's (higher: the map holds what tells them apart).")
-    if metric == "miou":
-        return f"SST's label maps overlap the true parts with mean IoU {value:.2f} over {n} query images ({subset})."
+    if metric.startswith("miou"):
+        when = {"miou": "", "miou_untuned": ", before one-shot fine-tuning",
+                "miou_tuned": ", after one-shot fine-tuning"}.get(metric, f" ({metric})")
+        return (f"SST's label maps overlap the true parts with mean IoU {value:.2f} over {n} query images "
+                f"({subset}{when}).")
     if metric == "top1_accuracy":
         return f"{name} classifies {value:.0%} of {n} {subset} images right."
     if metric == "head_accuracy":

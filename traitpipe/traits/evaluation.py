@@ -31,7 +31,7 @@ def _subsets(rows: pd.DataFrame, subsets: Subsets):
             yield name, chosen
 
 
-def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
+def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets, suffix: str = "") -> list[dict]:
     """SST against the true parts: per-part IoU (summed over images) and their mean, ``miou``.
 
     Only query images count: frame 0 of a pseudo-video is the species' reference, whose mask is the
@@ -40,8 +40,10 @@ def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets) -> list[dict
     Parameters
     ----------
     part_truth : pandas.DataFrame
-        ``part_truth`` rows.
+        ``part_truth`` rows (image_id, species, frame_index, part, intersection_pixels, union_pixels).
     subsets : mapping
+    suffix : str
+        Appended to the metric names (``miou_untuned`` and ``miou_tuned``: before and after fine-tuning).
 
     Examples
     --------
@@ -56,8 +58,8 @@ def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets) -> list[dict
         n = rows["image_id"].nunique()
         ious = {part: dataset_iou(group["intersection_pixels"], group["union_pixels"])
                 for part, group in rows.groupby("part", sort=False)}
-        records += [_record("sst", None, "iou", name, iou, n, part) for part, iou in ious.items()]
-        records.append(_record("sst", None, "miou", name, np.nanmean(list(ious.values())) if any(
+        records += [_record("sst", None, f"iou{suffix}", name, iou, n, part) for part, iou in ious.items()]
+        records.append(_record("sst", None, f"miou{suffix}", name, np.nanmean(list(ious.values())) if any(
             not np.isnan(v) for v in ious.values()) else np.nan, n))
     return records
 

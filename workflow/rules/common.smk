@@ -64,6 +64,8 @@ SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
 # segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
 TRAINED_SAM2 = [f"{CFG['results']}/models/sam2_trained.pt"] if CFG["segment"]["checkpoint"] == "train" else []
 SCORE_MAPS = CFG["segment"]["enabled"] and TRUTH["trait_truth"] and bool(MAPPED)
+# SST against the true parts before and after one-shot fine-tuning (the fine-tuning step scores both)
+SCORE_FINETUNE = SCORE_PARTS and CFG["segment"]["finetune"]["enabled"]
 
 wildcard_constraints:
     shard=r"\d+",
@@ -209,6 +211,7 @@ def evaluation_files():
     files += [table_file("evaluation", "prompt_cam", "prompt_cam")] if "promptcam" in MAPPED else []
     if CFG["phylo"]["enabled"]:
         files += [table_file("evaluation", "phylo_train", "phylo_train"), table_file("evaluation", "phylonn", "phylonn")]
+    files += [table_file("evaluation", "sst_finetune", "sst_finetune")] if SCORE_FINETUNE else []
     return files + ([table_file("evaluation", "evaluate", "evaluate")] if EVALUATE else [])
 
 

@@ -19,9 +19,9 @@ rule classifier:
         f"{BENCHMARKS}/classifier.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job classifier --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job classifier --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q}"
-        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule explain:
@@ -45,9 +45,9 @@ rule explain:
         f"{BENCHMARKS}/explain/{{method}}-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job explain --config {params.run_config} --method {wildcards.method} --threads {threads}"
+        "traitpipe job explain --config {params.run_config:q} --method {wildcards.method:q} --threads {threads}"
         " --images {input.images:q} --weights {input.weights:q} --description {input.description:q}"
-        " --maps {params.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log} 2>&1"
+        " --maps {params.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule prompt_cam_train:
@@ -73,10 +73,10 @@ rule prompt_cam_train:
         f"{BENCHMARKS}/prompt_cam_train.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job prompt_cam_train --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job prompt_cam_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --classifier {input.classifier:q} --classifier-description {input.classifier_description:q}"
         " --weights {output.weights:q} --description {output.description:q}"
-        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule prompt_cam:
@@ -102,7 +102,7 @@ rule prompt_cam:
         f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job prompt_cam --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job prompt_cam --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
         " --classifier-description {input.classifier_description:q}"
-        " --maps {params.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log} 2>&1"
+        " --maps {params.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule ingest:
         settings=settings("collection", "ingest"),
     threads: CFG["ingest"]["threads"]
     shell:
-        "traitpipe job ingest --config {params.run_config} --rows {params.rows:q}"
-        " --images {output.images:q} --failures {output.failures:q} > {log} 2>&1"
+        "traitpipe job ingest --config {params.run_config:q} --rows {params.rows:q}"
+        " --images {output.images:q} --failures {output.failures:q} > {log:q} 2>&1"

@@ -20,9 +20,9 @@ rule phylo_train:
         f"{BENCHMARKS}/phylo_train.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job phylo_train --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job phylo_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.phylogeny} --weights {output.weights:q} --description {output.description:q}"
-        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log} 2>&1"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule codes:
@@ -44,9 +44,9 @@ rule codes:
         f"{BENCHMARKS}/codes/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job codes --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job codes --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q}"
-        " --codes {output.codes:q} --failures {output.failures:q} > {log} 2>&1"
+        " --codes {output.codes:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule phylo_eval:
@@ -69,6 +69,6 @@ rule phylo_eval:
     benchmark:
         f"{BENCHMARKS}/phylo_eval.tsv"
     shell:
-        "traitpipe job phylo_eval --config {params.run_config} --codes {input.codes:q} --images {input.images:q}"
+        "traitpipe job phylo_eval --config {params.run_config:q} --codes {input.codes:q} --images {input.images:q}"
         " --description {input.description:q} {params.phylogeny}"
-        " --distances {output.distances:q} --evaluation {output.evaluation:q} > {log} 2>&1"
+        " --distances {output.distances:q} --evaluation {output.evaluation:q} > {log:q} 2>&1"

@@ -26,7 +26,7 @@ rule report:
     benchmark:
         f"{BENCHMARKS}/report.tsv"
     shell:
-        "traitpipe job report --config {params.run_config} --images {input.images:q} --failures {input.failures:q}"
+        "traitpipe job report --config {params.run_config:q} --images {input.images:q} --failures {input.failures:q}"
         " --evaluation {input.evaluation:q} --species-traits {input.species_traits:q} --heads {input.heads:q}"
         " --maps {params.maps:q} {params.phylogeny} {params.phylonn} {params.cryptic_pairs}"
-        " --report {output.report:q} --figures {output.figures:q} > {log} 2>&1"
+        " --report {output.report:q} --figures {output.figures:q} > {log:q} 2>&1"

@@ -17,8 +17,8 @@ rule sam2_train:
         f"{BENCHMARKS}/sam2_train.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job sam2_train --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " --weights {output.weights:q} --description {output.description:q} > {log} 2>&1"
+        "traitpipe job sam2_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
+        " --weights {output.weights:q} --description {output.description:q} > {log:q} 2>&1"
 
 
 rule sst_finetune:
@@ -28,14 +28,19 @@ rule sst_finetune:
         parts=PARTS_FILE,
         checkpoint=local_file(CFG["segment"]["checkpoint"]),
         trained=TRAINED_SAM2,
+        trained_description=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_FINETUNE else [],
+        truth=[f for s in SHARDS for f in truth_files("parts_truth", s)] if SCORE_FINETUNE else [],
     output:
         weights=model_file("sam2_finetuned.pt"),
         description=model_file("sam2_finetuned.json"),
+        evaluation=[table_file("evaluation", "sst_finetune", "sst_finetune")] if SCORE_FINETUNE else [],
     params:
         run_config=RUN_CONFIG,
         settings=settings("segment", "device"),
         references=reference_options(sorted(REFERENCES)),
         trained=lambda wildcards, input: option("trained", input.trained),
+        trained_description=lambda wildcards, input: option("trained-description", input.trained_description),
+        evaluation=lambda wildcards, output: option("evaluation", output.evaluation),
     conda:
         CONDA_ENV
     log:
@@ -44,9 +49,9 @@ rule sst_finetune:
         f"{BENCHMARKS}/sst_finetune.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job sst_finetune --config {params.run_config} --threads {threads} --images {input.images:q}"
-        " {params.references} {params.trained} --weights {output.weights:q} --description {output.description:q}"
-        " > {log} 2>&1"
+        "traitpipe job sst_finetune --config {params.run_config:q} --threads {threads} --images {input.images:q}"
+        " {params.references} {params.trained} {params.trained_description} --weights {output.weights:q}"
+        " --description {output.description:q} {params.evaluation} > {log:q} 2>&1"
 
 
 rule segment:
@@ -78,6 +83,6 @@ rule segment:
         f"{BENCHMARKS}/segment/{{shard}}.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job segment --config {params.run_config} --threads {threads} --images {input.images:q}"
+        "traitpipe job segment --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.references} --maps {params.maps:q} --parts {output.parts:q}"
-        " --failures {output.failures:q} {params.tuned} {params.trained} {params.retrieval} > {log} 2>&1"
+        " --failures {output.failures:q} {params.tuned} {params.trained} {params.retrieval} > {log:q} 2>&1"

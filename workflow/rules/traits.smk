@@ -22,9 +22,9 @@ rule cam_parts:
     benchmark:
         f"{BENCHMARKS}/cam_parts/{{mapped}}-{{shard}}.tsv"
     shell:
-        "traitpipe job cam_parts --config {params.run_config} --images {input.images:q} --labels {params.labels:q}"
+        "traitpipe job cam_parts --config {params.run_config:q} --images {input.images:q} --labels {params.labels:q}"
         " --maps {params.maps:q} {params.heads} --cam-parts {output.cam_parts:q} {params.map_truth}"
-        " --failures {output.failures:q} > {log} 2>&1"
+        " --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule part_truth:
@@ -46,8 +46,8 @@ rule part_truth:
     benchmark:
         f"{BENCHMARKS}/part_truth/{{shard}}.tsv"
     shell:
-        "traitpipe job part_truth --config {params.run_config} --images {input.images:q} --labels {params.labels:q}"
-        " --parts {input.parts:q} --part-truth {output.part_truth:q} --failures {output.failures:q} > {log} 2>&1"
+        "traitpipe job part_truth --config {params.run_config:q} --images {input.images:q} --labels {params.labels:q}"
+        " --parts {input.parts:q} --part-truth {output.part_truth:q} --failures {output.failures:q} > {log:q} 2>&1"
 
 
 rule summarize:
@@ -74,9 +74,9 @@ rule summarize:
         f"{BENCHMARKS}/summarize/{{mapped}}.tsv"
     threads: workflow.cores
     shell:
-        "traitpipe job summarize --config {params.run_config} --images {input.images:q} --maps {params.maps:q}"
+        "traitpipe job summarize --config {params.run_config:q} --images {input.images:q} --maps {params.maps:q}"
         " --labels {params.labels:q} --cam-parts {input.cam_parts:q} --heads {input.heads:q}"
-        " --species-maps {params.species_maps:q} --species-traits {output.species_traits:q} > {log} 2>&1"
+        " --species-maps {params.species_maps:q} --species-traits {output.species_traits:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -101,6 +101,6 @@ rule evaluate:
     benchmark:
         f"{BENCHMARKS}/evaluate.tsv"
     shell:
-        "traitpipe job evaluate --config {params.run_config} --images {input.images:q} --cams {input.cams:q}"
+        "traitpipe job evaluate --config {params.run_config:q} --images {input.images:q} --cams {input.cams:q}"
         " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} {params.cryptic_pairs} {params.sam2}"
-        " --evaluation {output.evaluation:q} > {log} 2>&1"
+        " --evaluation {output.evaluation:q} > {log:q} 2>&1"
