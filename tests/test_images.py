@@ -83,3 +83,28 @@ def test_a_mask_of_the_stored_size_is_turned_with_its_exif_rotated_image(tmp_pat
                                 orientation=orientation)
     red = (image[..., 0] > 250) & (image[..., 1] < 5)
     np.testing.assert_array_equal(labels == 1, red)  # the mask lies on the part in the image as shown
+
+
+def _declared_png(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header declares another size (a decompression bomb's header, without the bomb)."""
+    import struct
+    import zlib
+
+    data = bytearray(_encode(Image.new("L", (1, 1))))
+    ihdr = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    return bytes(data)
+
+
+def test_the_pixel_limit_is_ours_and_checked_before_decoding():
+    bomb = _declared_png(30_000, 30_000)  # 900 M pixels: past Pillow's own limit too
+    with pytest.raises(ImageError, match=r"too large: 30000x30000 = 900000000 pixels > max_pixels 100000000 "
+                                         r"\(collection.max_pixels; refused before decoding\)"):
+        read_image(bomb)
+    with pytest.raises(ImageError, match="max_pixels 1000"):
+        read_image(_declared_png(40, 40), max_pixels=1000)
+    # a limit above Pillow's default (89 M warns, 179 M refuses) is the user's to set: the header passes,
+    # and the image fails only for what it is (here: no pixel data for the declared size)
+    with pytest.raises(ImageError, match="cannot decode"):
+        read_image(bomb, max_pixels=10**9)

@@ -52,3 +52,45 @@ def test_shards_do_not_depend_on_row_order(small_collection, collection_copy, tm
     config = load_config(write_config(tmp_path, collection_copy))
     reordered, _ = ingest.ingest(config, _all_rows(config), progress=False)
     assert dict(zip(images["image_id"], images["shard"])) == dict(zip(reordered["image_id"], reordered["shard"]))
+
+
+def test_files_outside_the_root_are_refused_unopened_unless_allowed(collection_copy, tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    from traitpipe.collection.manifest import ManifestError
+
+    manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
+    first = manifest.iloc[0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(collection_copy / first.path, outside / "leak.png")
+    (collection_copy / "images" / "link.png").symlink_to(outside / "leak.png")  # inside by name, outside by target
+    _add_rows(collection_copy, [{"path": "../outside/leak.png", "species": first.species},
+                                {"path": "/etc/passwd", "species": first.species},
+                                {"path": "images/link.png", "species": first.species}])
+    opened = []
+    real_read = ingest.read_bytes
+    monkeypatch.setattr(ingest, "read_bytes", lambda file: opened.append(str(file)) or real_read(file))
+    config = load_config(write_config(tmp_path, collection_copy))
+    images, failures = ingest.ingest(config, _all_rows(config), progress=False)
+    refused = {"../outside/leak.png", "/etc/passwd", "images/link.png"}
+    assert set(failures["path"]) == refused and len(images) == 20
+    assert all(r.startswith(f"outside the collection root {collection_copy}: refused, never opened")
+               for r in failures["reason"])
+    assert not any(f.endswith(("leak.png", "passwd", "link.png")) for f in opened)
+    # the user who means it opts in: the copy is read (and is a duplicate of the first row's content)
+    config = load_config(write_config(tmp_path, collection_copy,
+                                      collection={**config["collection"], "allow_outside_root": True}))
+    images, failures = ingest.ingest(config, _all_rows(config), progress=False)
+    assert set(failures["path"]) == {"../outside/leak.png", "/etc/passwd", "images/link.png"}
+    assert all(r.startswith(("duplicate of manifest row 1", "not an image")) for r in failures["reason"])
+    # a mask or truth mask outside the root stops the run at parse time, naming the rows
+    manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
+    manifest.loc[1, "parts_truth"] = "../outside/leak.png"
+    manifest.to_csv(collection_copy / "manifest.csv", index=False)
+    config = load_config(write_config(tmp_path, collection_copy))
+    with pytest.raises(ManifestError, match=r"1 row\(s\) name a 'parts_truth' file outside the collection root "
+                                            r".* \(rows 2\): refused, never opened"):
+        load_manifest(config)

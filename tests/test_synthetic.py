@@ -79,7 +79,7 @@ def test_cryptic_sisters_differ_only_by_their_marks(tmp_path):
 
     root = synthesize(tmp_path / "c", n_species=8, per_species=2, size=64, seed=0)
     params = json.loads((root / "collection.json").read_text())
-    assert params["version"] == 2 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
+    assert params["version"] == 3 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
     looks = json.loads((root / "truth" / "species.json").read_text())
     mark = {"mark_part", "mark_s", "mark_t", "mark_colour"}
     for a, b in params["cryptic_pairs"]:
@@ -98,3 +98,22 @@ def test_cryptic_sisters_differ_only_by_their_marks(tmp_path):
                         / "truth" / "species.json").read_text())
     a, b = params["cryptic_pairs"][0]
     assert plain[a]["body"] != plain[b]["body"]  # without the setting, sisters keep their own looks
+
+
+def test_damaged_specimens_lack_their_part_or_half_of_it_and_the_truth_says_which(tmp_path):
+    from traitpipe.traits.evaluation import part_condition
+
+    root = synthesize(tmp_path / "c", n_species=3, per_species=6, size=96, seed=1, damaged=2)
+    manifest = pd.read_csv(root / "manifest.csv", keep_default_na=False)
+    expected = [""] * 4 + ["left_forewing damaged", "left_forewing absent"]  # the last ones; never the reference
+    assert manifest.groupby("species")["damage"].apply(list).tolist() == [expected] * 3
+    area = manifest["parts_truth"].map(lambda p: int((np.array(Image.open(root / p)) == 4).sum()))
+    right = manifest["parts_truth"].map(lambda p: int((np.array(Image.open(root / p)) == 5).sum()))
+    hurt = manifest["damage"] != ""
+    assert (area[manifest["damage"] == "left_forewing absent"] == 0).all()
+    halves = area[manifest["damage"] == "left_forewing damaged"] / right[manifest["damage"] == "left_forewing damaged"]
+    assert ((halves > 0.15) & (halves < 0.5)).all()  # the mirror wing is whole: about a third of it is left
+    assert (area[~hurt] > 0).all() and (right[hurt] > 0).all()
+    # the evaluation reads each image's condition back from the truth masks alone
+    condition = part_condition(area, manifest["species"])
+    assert condition.tolist() == [d.split()[-1] if d else "intact" for d in manifest["damage"]]

@@ -165,6 +165,40 @@ def test_bad_config_stops_before_any_work(small_collection, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_no_config_string_reaches_a_shell_unquoted(small_collection, tmp_path):
+    """A results folder with a space and shell syntax in its name: every job runs, nothing is executed."""
+    results = tmp_path / "res dir $(touch INJECTED) `touch INJECTED2`; touch INJECTED3"
+    config = write_config(tmp_path, small_collection, results=str(results), segment={"enabled": False},
+                          phylo={"enabled": False}, explain={"enabled": False}, prompt_cam={"enabled": False})
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(tmp_path.rglob("INJECTED*")) and not list(results.parent.glob("INJECTED*"))
+    done = traitpipe("query", "--results", str(results), "--format", "json",
+                     "select count(*) as n from images", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"n": 20}]
+    assert (results / "logs" / "ingest").is_dir() and any((results / "logs" / "ingest").iterdir())
+
+
+def test_a_shard_whose_images_all_fail_is_a_shard_with_no_rows(collection_copy, tmp_path):
+    import pandas as pd
+
+    config = write_config(tmp_path, collection_copy, segment={"enabled": False}, explain={"enabled": False},
+                          prompt_cam={"enabled": False})
+    assert traitpipe("run", "--config", str(config), "--", "--until", "ingest", cwd=tmp_path).returncode == 0
+    images = pd.read_parquet(tmp_path / "results" / "tables" / "images")
+    lost = sorted(images["shard"].unique())[-1]
+    for path in images.loc[images["shard"] == lost, "path"]:
+        (collection_copy / path).write_bytes(b"not an image any more")
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = pd.read_parquet(tmp_path / "results" / "tables" / "codes")
+    assert len(codes) == (images["shard"] != lost).sum() and set(codes["image_id"]) == set(
+        images.loc[images["shard"] != lost, "image_id"])
+    assert (tmp_path / "results" / "tables" / "species_distances").exists()
+    failures = pd.read_parquet(tmp_path / "results" / "tables" / "failures")
+    assert sorted(failures["path"]) == sorted(images.loc[images["shard"] == lost, "path"])
+
+
 def test_explain_goes_on_past_a_bad_image_and_reruns_one_method_alone(collection_copy, tmp_path):
     config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False},
                           prompt_cam={"enabled": False},
@@ -306,11 +340,14 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
                                               for s in shard], key=str)
 
 
-def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_collection, tmp_path):
-    config = write_config(tmp_path, small_collection, explain={"enabled": False}, phylo={"enabled": False},
+def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path):
+    # the small collection, with each species' last two specimens missing their left forewing or half of it
+    collection = synthesize(tmp_path / "collection", n_species=4, per_species=5, size=64, seed=3, damaged=2)
+    config = write_config(tmp_path, collection, explain={"enabled": False}, phylo={"enabled": False},
                           segment={"config": "sam2_small", "checkpoint": "train", "image_size": 64, "canvas": 64,
                                    "train": {"epochs": 1, "frames": 3, "val_species": 1, "pretrain_steps": 2},
-                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2}})
+                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
+                                   "retrieval": {"part": "part_4"}})
     # (parts undeclared)
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -339,3 +376,10 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(small_co
         (m, s, n) for m in ("miou_tuned", "miou_untuned")
         for s, n in (("held_out", 4), ("queries", 16), ("trained", 12))]
     assert all(0 <= r["value"] <= 1 for r in rows)
+    # the retrieval score against the part's true condition, read from the truth masks
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select metric, n, part from evaluation where subset = 'queries' and metric like '%round_trip%'"
+                     " or metric = 'retrieval_auc' and subset = 'queries' order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"metric": "retrieval_auc", "n": 16, "part": "part_4"}] + [
+        {"metric": f"round_trip_iou_{c}", "n": n, "part": "part_4"} for c, n in (("absent", 4), ("damaged", 4),
+                                                                                  ("intact", 8))]

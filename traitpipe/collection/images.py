@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a failure, never a grey half image
+# Pillow's own decompression-bomb check would fire first at its fixed limit and hide collection.max_pixels:
+# every reader here checks the declared size against max_pixels before decoding instead (check_size).
+Image.MAX_IMAGE_PIXELS = None
+#: The default pixel limit (collection.max_pixels).
+MAX_PIXELS = 100_000_000
+
+
+def check_size(image: Image.Image, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an opened (not yet decoded) image whose declared size exceeds ``max_pixels``.
+
+    Examples
+    --------
+    >>> check_size(Image.new("L", (300, 200)), max_pixels=50_000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    traitpipe.collection.images.ImageError: too large: 300x200 = 60000 pixels > max_pixels 50000 (...)
+    """
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"too large: {width}x{height} = {width * height} pixels > max_pixels {max_pixels} "
+                         "(collection.max_pixels; refused before decoding)")
 
 #: PIL modes converted to RGB, and how.
 _MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "I;16", "I;16B", "I;16L"}
@@ -54,7 +74,7 @@ def read_bytes(path: str | Path) -> bytes:
         raise ImageError(f"unreadable file {path}: {error.strerror or error}") from None
 
 
-def decode(data: bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
+def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image to RGB 8-bit, EXIF orientation applied.
 
     Parameters
@@ -77,21 +97,17 @@ def decode(data: bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"too large: {width}x{height} = {width * height} pixels > max_pixels {max_pixels}")
-            if image.mode not in _MODES:
-                raise ImageError(f"unsupported mode {image.mode!r} (32-bit integer or float); convert to 8-bit RGB")
-            image.load()
-            image = ImageOps.exif_transpose(image)
+        image = Image.open(io.BytesIO(data))  # the header only
+        check_size(image, max_pixels)
+        if image.mode not in _MODES:
+            raise ImageError(f"unsupported mode {image.mode!r} (32-bit integer or float); convert to 8-bit RGB")
+        image.load()
+        image = ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can identify") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"cannot decode: {error}") from None
     return _to_rgb8(image)
 
@@ -127,7 +143,7 @@ def stored_orientation(path: str | Path) -> tuple[tuple[int, int], int]:
         raise ImageError(f"cannot read the header of {path}: {error}") from None
 
 
-def read_image(source: str | Path | bytes, *, max_pixels: int = 100_000_000) -> np.ndarray:
+def read_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read one image from a path or from encoded bytes.
 
     Parameters

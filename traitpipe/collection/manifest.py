@@ -7,6 +7,7 @@ the collection root. Errors name the file, the config key, the row and the fix.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,18 @@ def _column_error(path: Path, key: str, name: str, columns: list[str]) -> Manife
         f"{', '.join(map(repr, columns))}. Set {config_key} to the column that holds {role}.{hint}")
 
 
-def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataFrame:
+def outside_root(file: str | Path, root: str | Path) -> bool:
+    """Whether a file resolves (``..`` and links followed) outside the collection root.
+
+    Examples
+    --------
+    >>> outside_root("/data/c/../secret.png", "/data/c"), outside_root("/data/c/img/a.png", "/data/c")
+    (True, False)
+    """
+    return not Path(os.path.realpath(file)).is_relative_to(os.path.realpath(root))
+
+
+def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outside_root: bool = False) -> pd.DataFrame:
     """Read and check a manifest.
 
     Parameters
@@ -63,6 +75,9 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
         (list of rank columns).
     root : str or Path
         Collection root; relative image and mask paths resolve under it.
+    allow_outside_root : bool
+        Accept mask and truth files outside the root (image files outside it are the ingest step's failures
+        rows unless allowed).
 
     Returns
     -------
@@ -76,8 +91,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
     Raises
     ------
     ManifestError
-        Missing file, unknown format, no rows, a configured column missing, or
-        rows with an empty path or species.
+        Missing file, unknown format, no rows, a configured column missing, rows with an empty path or
+        species, or a mask or truth file outside the root (not allowed).
     """
     path, root = Path(path), Path(root)
     if not path.is_file():
@@ -111,10 +126,18 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path) -> pd.DataF
     out["file"] = [str(p if Path(p).is_absolute() else root / p) for p in out["path"]]
     for name in _PATH_COLUMNS:
         out[name] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out[name]]
+        outside = out.loc[[bool(m) and outside_root(m, root) for m in out[name]], "row"].tolist()
+        if outside and not allow_outside_root:
+            shown = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
+            raise ManifestError(
+                f"manifest {path}: {len(outside)} row(s) name a {wanted[name]!r} file outside the collection root "
+                f"{root} (rows {shown}): refused, never opened. Move the files under collection.root, or set "
+                "collection.allow_outside_root: true if you mean it.")
     return out
 
 
 def load_manifest(config: dict) -> pd.DataFrame:
     """The manifest of a validated run config (see :func:`read_manifest`)."""
     collection = config["collection"]
-    return read_manifest(collection_file(config, "manifest"), collection["columns"], collection["root"])
+    return read_manifest(collection_file(config, "manifest"), collection["columns"], collection["root"],
+                         collection["allow_outside_root"])

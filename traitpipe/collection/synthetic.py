@@ -41,7 +41,7 @@ PARTS = {
 MARK_PARTS = ("forewing", "hindwing", "thorax", "abdomen")
 #: Relative distances from the root that define the family and genus columns.
 RANK_DISTANCES = {"family": 0.33, "genus": 0.5}
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 _SYLLABLES = ("ar", "be", "ca", "do", "ly", "mi", "no", "pha", "ra", "si", "te", "tho", "xe", "zo")
 _EPITHETS = (
@@ -159,7 +159,8 @@ _PAINT_ORDER = (6, 7, 4, 5, 3, 2, 1)  # later parts cover earlier ones
 _MARK_LABELS = {"forewing": (4, 5), "hindwing": (6, 7), "thorax": (2,), "abdomen": (3,)}
 
 
-def render_specimen(look: SpeciesLook, size: int, rng: np.random.Generator | None = None):
+def render_specimen(look: SpeciesLook, size: int, rng: np.random.Generator | None = None,
+                    damage: tuple[int, str] | None = None):
     """Draw one specimen of a species.
 
     Parameters
@@ -171,6 +172,9 @@ def render_specimen(look: SpeciesLook, size: int, rng: np.random.Generator | Non
     rng : numpy.random.Generator or None
         Source of the specimen's pose, colour, lighting and noise jitter.
         ``None`` draws the canonical specimen (no jitter, no noise).
+    damage : (int, str) or None
+        A part label and what happened to it: ``"absent"`` (not drawn) or ``"damaged"`` (its outer two thirds,
+        away from where it joins the body, torn off). The pose and colours are those of the intact specimen.
 
     Returns
     -------
@@ -207,6 +211,8 @@ def render_specimen(look: SpeciesLook, size: int, rng: np.random.Generator | Non
         s, t = _ellipse(-x if mirrored else x, y, centre, along, across, degrees)
         r2 = s**2 + t**2
         inside = r2 <= 1.0
+        if damage is not None and label == damage[0]:
+            inside &= (s < -0.25) if damage[1] == "damaged" else False  # damaged: about its base third is left
         colour = _part_colour(label, look, s, t, r2)
         if label in _MARK_LABELS[look.mark_part]:
             a = math.radians(degrees)
@@ -317,7 +323,7 @@ def sister_pairs(nodes) -> list[tuple[int, int]]:
 
 
 def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int = 128, seed: int = 0,
-               cryptic: float = 1.0) -> Path:
+               cryptic: float = 1.0, damaged: int = 0, damaged_part: str = "left_forewing") -> Path:
     """Write a synthetic collection with known answers.
 
     Parameters
@@ -335,12 +341,17 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
     cryptic : float
         Share of the sister-species pairs (0..1) that are cryptic: both sisters take their parent's look
         and differ only by their marks. The others keep their own looks (Brownian motion to each tip).
+    damaged : int
+        Specimens per species, the last ones, whose ``damaged_part`` is absent or damaged (alternately, absent
+        first): the images a part's retrieval score should rank below the intact ones.
+    damaged_part : str
+        A name in :data:`PARTS`.
 
     Returns
     -------
     Path
         ``out_dir``, holding ``manifest.csv`` (path, species, family, genus,
-        specimen_id, mask, parts_truth, trait_truth), ``phylogeny.nwk``,
+        specimen_id, mask, parts_truth, trait_truth, damage: "" or "<part> absent|damaged"), ``phylogeny.nwk``,
         ``images/``, ``masks/`` (one labelled reference mask per species and
         ``parts.json``), ``truth/`` (part labels and trait mask of every image,
         ``species.json``) and ``collection.json`` (the parameters and the cryptic pairs, written last).
@@ -353,6 +364,10 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     if not 0 <= cryptic <= 1:
         raise ValueError(f"cryptic is a share of the sister-species pairs, in 0..1; got {cryptic}")
+    if not 0 <= damaged < per_species or damaged_part not in PARTS.values():
+        raise ValueError(f"damaged must be in 0..per_species - 1 (the reference stays intact), got {damaged}; "
+                         f"damaged_part one of {sorted(PARTS.values())}, got {damaged_part!r}")
+    damaged_label = {name: label for label, name in PARTS.items()}[damaged_part]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
@@ -390,7 +405,9 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
                                    "genus": genera[ranks["genus"][k]], **asdict(look)}
         for i in range(per_species):
             specimen = f"{genera[ranks['genus'][k]][:3].upper()}{k:02d}-{i:03d}"
-            image, labels, trait = render_specimen(look, size, np.random.default_rng([seed, 1, k, i]))
+            hurt = ("absent", "damaged")[(per_species - 1 - i) % 2] if i >= per_species - damaged else None
+            image, labels, trait = render_specimen(look, size, np.random.default_rng([seed, 1, k, i]),
+                                                   (damaged_label, hurt) if hurt else None)
             paths = {key: f"{key}/{slug}/{specimen}.png" for key in ("images", "truth/parts", "truth/trait")}
             _write_png(out / paths["images"], image)
             _write_png(out / paths["truth/parts"], labels)
@@ -402,7 +419,8 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
             rows.append({"path": paths["images"], "species": names[k],
                          "family": species_truth[names[k]]["family"], "genus": species_truth[names[k]]["genus"],
                          "specimen_id": specimen, "mask": mask,
-                         "parts_truth": paths["truth/parts"], "trait_truth": paths["truth/trait"]})
+                         "parts_truth": paths["truth/parts"], "trait_truth": paths["truth/trait"],
+                         "damage": f"{damaged_part} {hurt}" if hurt else ""})
 
     (out / "masks" / "parts.json").write_text(json.dumps({str(k): v for k, v in PARTS.items()}, indent=1) + "\n")
     (out / "truth" / "species.json").write_text(json.dumps(species_truth, indent=1, sort_keys=True) + "\n")
@@ -412,6 +430,7 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         writer.writerows(rows)
     params = {"generator": "traitpipe.collection.synthesize", "version": GENERATOR_VERSION,
               "n_species": n_species, "per_species": per_species, "size": size, "seed": seed, "cryptic": cryptic,
+              "damaged": damaged, "damaged_part": damaged_part,
               "cryptic_pairs": [[names[a], names[b]] for a, b in cryptic_tips]}
     (out / "collection.json").write_text(json.dumps(params, indent=1) + "\n")
     return out

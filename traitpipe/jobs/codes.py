@@ -18,12 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     images, ok, failures = phylo_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
-                           precision=config["phylo"]["precision"])
-    table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
-                          "phylo_codes": list(codes["phylo"].numpy()),
-                          "nonphylo_codes": list(codes["nonphylo"].numpy()),
-                          "reconstruction_error": codes["reconstruction_error"].numpy()})
+    table = []  # a shard whose images all failed is a shard with no codes
+    if len(rows):
+        codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
+                               precision=config["phylo"]["precision"])
+        table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
+                              "phylo_codes": list(codes["phylo"].numpy()),
+                              "nonphylo_codes": list(codes["nonphylo"].numpy()),
+                              "reconstruction_error": codes["reconstruction_error"].numpy()})
     step.record(precision=config["phylo"]["precision"],
                 models={"phylonn": {"sha256": meta["sha256"], "random_weights": False}})
     step.write("codes", table, args.codes)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from traitpipe.collection.images import ImageError, read_image, stored_orientation
+from traitpipe.collection.images import MAX_PIXELS, ImageError, check_size, read_image, stored_orientation
 from traitpipe.store.atomic import atomic_path
 from traitpipe.segment.parts import check_support_mask
 from traitpipe.segment.references import reference_origin
@@ -139,10 +139,15 @@ def load_support(config: dict, species: str, chosen: dict[str, tuple[str, str]],
     return support, labels, image_file, parts
 
 
-def read_mask(file: str) -> np.ndarray:
-    """A reference mask as stored (2-D labels); :class:`ImageError` when it cannot be read."""
+def read_mask(file: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A reference mask as stored (2-D labels); :class:`ImageError` when it cannot be read or declares more than
+    ``max_pixels`` (checked before decoding)."""
     try:
-        return np.array(Image.open(file))
+        with Image.open(file) as image:
+            check_size(image, max_pixels)
+            return np.array(image)
+    except ImageError as error:
+        raise ImageError(f"reference mask {file}: {error}") from None
     except (OSError, ValueError) as error:
         raise ImageError(f"unreadable reference mask {file}: {error}") from None
 

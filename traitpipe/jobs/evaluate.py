@@ -9,17 +9,20 @@ from pathlib import Path
 from traitpipe.jobs.common import cryptic_pairs
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
-from traitpipe.traits.evaluation import faithfulness_scores, map_scores, segmentation_scores
+from traitpipe.traits.evaluation import faithfulness_scores, map_scores, retrieval_scores, segmentation_scores
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job evaluate --config RUN_CONFIG --images T.. --cams T.. [--part-truth T..] [--map-truth T..]
-    [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+    [--retrieval T..] [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+
+    ``--retrieval``: the round-trip IoU of ``segment.retrieval.part``, scored against the part's true
+    condition (intact, damaged, absent) read from the true part masks.
 
     ``--sam2``: the description of a SAM 2 trained here (``models/sam2_trained.json``); SST is then also
     scored on the species it held out from training (``subset = held_out``) and, in-sample, on those it
     trained on (``trained``)."""
-    step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth"),
+    step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth", "retrieval"),
                 optional=("cryptic_pairs", "sam2"), compute=False)
     args = step.args
     species = read_table_files(args.images, "images").drop_duplicates("image_id").set_index("image_id")["species"]
@@ -34,8 +37,11 @@ def main(argv: list[str] | None = None) -> None:
         trained = json.loads(Path(args.sam2).read_text()) if args.sam2 else {}
         # a SAM 2 trained here: its training species apart (in-sample) from the held-out ones
         split = {"trained": set(trained["species"]), "held_out": set(trained["held_out"])} if trained else {}
-        records += segmentation_scores(read_table_files(args.part_truth, "part_truth"),
-                                       {"queries": None, **({"cryptic": cryptic} if cryptic else {}), **split})
+        part_truth = read_table_files(args.part_truth, "part_truth")
+        subsets = {"queries": None, **({"cryptic": cryptic} if cryptic else {}), **split}
+        records += segmentation_scores(part_truth, subsets)
+        if args.retrieval:
+            records += retrieval_scores(read_table_files(args.retrieval, "retrieval"), part_truth, subsets)
     step.write("evaluation", records, args.evaluation)
     for row in records:
         if row["part"] is None:

@@ -18,12 +18,18 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError, decode, image_id, read_bytes
+from traitpipe.collection.manifest import outside_root
 from traitpipe.collection.shards import in_piece
 from traitpipe.jobs.step import Step
 
 
-def _probe(file: str, max_pixels: int) -> dict:
-    """``image_id``, ``width``, ``height`` and failure ``reason`` (None when usable) of one image file."""
+def _probe(file: str, max_pixels: int, root: str | None) -> dict:
+    """``image_id``, ``width``, ``height`` and failure ``reason`` (None when usable) of one image file; a file
+    outside ``root`` (None: any place is allowed) is refused unopened."""
+    if root is not None and outside_root(file, root):
+        return {"image_id": None, "width": 0, "height": 0,
+                "reason": f"outside the collection root {root}: refused, never opened (set "
+                          "collection.allow_outside_root: true to read files elsewhere)"}
     try:
         data = read_bytes(file)
         identity = image_id(data)
@@ -39,7 +45,7 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     Parameters
     ----------
     config : dict
-        Validated run config (``collection.max_pixels``, ``ingest.threads``).
+        Validated run config (``collection.max_pixels``, ``collection.allow_outside_root``, ``ingest.threads``).
     rows : pandas.DataFrame
         From ``traitpipe.collection.shards.shard_rows``: one shard's rows, or several shards'
         concatenated (a row of a species split over shards appears once per shard; its file is
@@ -54,10 +60,11 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     failures : pandas.DataFrame
         The ``failures`` table columns, one row per unusable or duplicate image, by manifest row.
     """
-    max_pixels = config["collection"]["max_pixels"]
+    collection = config["collection"]
+    max_pixels, root = collection["max_pixels"], None if collection["allow_outside_root"] else collection["root"]
     files = rows.drop_duplicates("row")
     with ThreadPoolExecutor(config["ingest"]["threads"]) as pool:
-        probes = list(tqdm(pool.map(lambda f: _probe(f, max_pixels), files["file"]), total=len(files),
+        probes = list(tqdm(pool.map(lambda f: _probe(f, max_pixels, root), files["file"]), total=len(files),
                            desc="ingest", unit="img", disable=not progress, file=sys.stderr))
     probed = pd.DataFrame(probes, index=files["row"])
     table = rows.join(probed, on="row")

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             records.append({"image_id": image_id, "species": rows.at[image_id, "species"],
                             "frame_index": int(frames[image_id]), "part_id": part_id, "part": name,
                             "intersection_pixels": int(inter[p]), "union_pixels": int(union[p]),
+                            "truth_pixels": int((truth_on_canvas == part_id).sum()),
                             "iou": inter[p] / union[p] if union[p] else np.nan})
     step.write("part_truth", records, args.part_truth)
     step.write_failures(pd.concat(failed, ignore_index=True) if failed else [])

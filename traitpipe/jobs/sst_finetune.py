@@ -23,6 +23,7 @@ from traitpipe.segment.finetune import finetune
 from traitpipe.segment.references import part_names
 from traitpipe.segment.train import video_overlaps
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.schemas import PART_TRUTH
 from traitpipe.traits.evaluation import segmentation_scores
 
 
@@ -49,16 +50,17 @@ def truth_videos(config: dict, group: pd.DataFrame, image_file: str):
 
 
 def truth_rows(predictor, videos: list, names: dict[int, str], precision: str) -> pd.DataFrame:
-    """SST against the truth on each species' pseudo-video: ``part_truth``-like rows (image_id, species,
-    frame_index, part, intersection_pixels, union_pixels) at the images' own size."""
+    """SST against the truth on each species' pseudo-video: ``part_truth`` rows at the images' own size."""
     parts, rows = sorted(names), []
     for species, support, labels, frames, truths, ids in videos:
         inter, union = video_overlaps(predictor, [support, *frames], labels, truths, parts, precision)
-        rows += [{"image_id": image_id, "species": species, "frame_index": t + 1, "part": names[part],
-                  "intersection_pixels": int(inter[t, k]), "union_pixels": int(union[t, k])}
+        rows += [{"image_id": image_id, "species": species, "frame_index": t + 1, "part_id": part,
+                  "part": names[part],
+                  "intersection_pixels": int(inter[t, k]), "union_pixels": int(union[t, k]),
+                  "truth_pixels": int((truths[t] == part).sum()),
+                  "iou": inter[t, k] / union[t, k] if union[t, k] else np.nan}
                  for t, image_id in enumerate(ids) for k, part in enumerate(parts)]
-    return pd.DataFrame(rows, columns=["image_id", "species", "frame_index", "part", "intersection_pixels",
-                                       "union_pixels"])
+    return pd.DataFrame(rows, columns=list(PART_TRUTH.names))
 
 
 def main(argv: list[str] | None = None) -> None:

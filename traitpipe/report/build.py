@@ -51,6 +51,12 @@ def describe(row: dict) -> str:
                 "miou_tuned": ", after one-shot fine-tuning"}.get(metric, f" ({metric})")
         return (f"SST's label maps overlap the true parts with mean IoU {value:.2f} over {n} query images "
                 f"({subset}{when}).")
+    if metric == "retrieval_auc":
+        return (f"Ranked by SST's round-trip IoU of the {row['part']}, an image with the part intact comes before one "
+                f"where it is absent or damaged {value:.0%} of the time ({n} query images, {subset}; 50%: blind).")
+    if metric.startswith("round_trip_iou_"):
+        return (f"Mean round-trip IoU of the {row['part']} on the {n} query images where the truth has it "
+                f"{metric.removeprefix('round_trip_iou_')} ({subset}): {value:.2f}.")
     if metric == "top1_accuracy":
         return f"{name} classifies {value:.0%} of {n} {subset} images right."
     if metric == "head_accuracy":

@@ -314,7 +314,7 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(steps - warmup, 1)
-    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+    return float(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
 
 
 def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequence[str], parts: Sequence[int], *,

@@ -148,6 +148,7 @@ PART_TRUTH = pa.schema([
     pa.field("part", pa.string(), nullable=False),
     pa.field("intersection_pixels", pa.int64(), nullable=False),  # on the canvas (where labels are stored)
     pa.field("union_pixels", pa.int64(), nullable=False),  # ("union" is an SQL keyword)
+    pa.field("truth_pixels", pa.int64(), nullable=False),  # the true part's area (0: absent)
     pa.field("iou", pa.float32()),  # NaN where the part is in neither map
 ])
 

@@ -64,6 +64,60 @@ def segmentation_scores(part_truth: pd.DataFrame, subsets: Subsets, suffix: str 
     return records
 
 
+#: A part covering less than this share of its species' median area (over the images that have it) is damaged.
+DAMAGED_SHARE = 0.6
+
+
+def part_condition(truth_pixels: pd.Series, species: pd.Series) -> pd.Series:
+    """Each image's part as the truth has it: ``absent`` (no pixel), ``damaged`` (under :data:`DAMAGED_SHARE`
+    of its species' median area) or ``intact``.
+
+    Examples
+    --------
+    >>> part_condition(pd.Series([100, 96, 40, 0]), pd.Series(["s"] * 4)).tolist()
+    ['intact', 'intact', 'damaged', 'absent']
+    """
+    median = truth_pixels.where(truth_pixels > 0).groupby(species).transform("median")
+    return pd.Series(np.where(truth_pixels == 0, "absent", np.where(truth_pixels < DAMAGED_SHARE * median,
+                                                                     "damaged", "intact")), index=truth_pixels.index)
+
+
+def retrieval_scores(retrieval: pd.DataFrame, part_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
+    """Does the round-trip IoU find the images that have the part? ``retrieval_auc``: the chance that an image
+    whose part is intact scores above one where it is absent or damaged (ties count half; 0.5 = blind), and
+    ``round_trip_iou_<condition>``: the mean score per condition (:func:`part_condition`).
+
+    Parameters
+    ----------
+    retrieval : pandas.DataFrame
+        ``retrieval`` rows (image_id, species, part_id, part, round_trip_iou; a part not found scores 0).
+    part_truth : pandas.DataFrame
+        ``part_truth`` rows (image_id, part_id, truth_pixels).
+    subsets : mapping
+
+    Examples
+    --------
+    >>> retrieval = pd.DataFrame({"image_id": list("abcd"), "species": "s", "part_id": 4, "part": "wing",
+    ...                           "round_trip_iou": [0.9, 0.2, 0.7, 0.1]})
+    >>> truth = pd.DataFrame({"image_id": list("abcd"), "part_id": 4, "truth_pixels": [50, 0, 48, 20]})
+    >>> {r["metric"]: r["value"] for r in retrieval_scores(retrieval, truth, {"queries": None})}
+    {'retrieval_auc': 1.0, 'round_trip_iou_absent': 0.2, 'round_trip_iou_damaged': 0.1, 'round_trip_iou_intact': 0.8}
+    """
+    rows = retrieval.merge(part_truth[["image_id", "part_id", "truth_pixels"]], on=["image_id", "part_id"])
+    rows = rows.assign(condition=part_condition(rows["truth_pixels"], rows["species"]),
+                       score=rows["round_trip_iou"].fillna(0.0))
+    records = []
+    for name, chosen in _subsets(rows, subsets):
+        part, intact = chosen["part"].iloc[0], chosen["condition"] == "intact"
+        ranks = chosen["score"].rank(method="average")
+        n_in, n_out = int(intact.sum()), int((~intact).sum())
+        auc = (ranks[intact].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out) if n_in and n_out else np.nan
+        records.append(_record("sst", None, "retrieval_auc", name, auc, len(chosen), part))
+        records += [_record("sst", None, f"round_trip_iou_{condition}", name, group["score"].mean(), len(group), part)
+                    for condition, group in chosen.groupby("condition")]
+    return records
+
+
 def map_scores(map_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
     """Maps against the true trait: ``trait_pointing`` (share of images whose map peak lies in the trait)
     and ``trait_energy`` (mean share of the map's mass in it), per method and alpha; Prompt-CAM's

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from traitpipe.collection.manifest import ManifestError, load_manifest
+from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
 from traitpipe.store.maps import map_path
@@ -45,7 +45,14 @@ onstart:
 
 
 # Files the jobs read besides the tables: inputs of their rules, so that editing one reruns what read it.
-REFERENCES = find_references(MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"])
+def allowed(file):
+    """Whether a job may open this file: under the collection root, or anywhere with collection.allow_outside_root
+    (a file outside is never an input, so Snakemake never reads it either; ingest makes it a failures row)."""
+    return CFG["collection"]["allow_outside_root"] or not outside_root(file, CFG["collection"]["root"])
+
+
+REFERENCES = {species: files for species, files in find_references(
+    MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"]).items() if allowed(files[0])}
 # Jobs run `traitpipe job ...` from the environment that runs Snakemake (first on PATH), or
 # from the rule's conda environment with --sdm conda.
 envvars:
@@ -64,6 +71,7 @@ SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
 # segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
 TRAINED_SAM2 = [f"{CFG['results']}/models/sam2_trained.pt"] if CFG["segment"]["checkpoint"] == "train" else []
 SCORE_MAPS = CFG["segment"]["enabled"] and TRUTH["trait_truth"] and bool(MAPPED)
+RETRIEVAL = CFG["segment"]["retrieval"]["part"] is not None
 # SST against the true parts before and after one-shot fine-tuning (the fine-tuning step scores both)
 SCORE_FINETUNE = SCORE_PARTS and CFG["segment"]["finetune"]["enabled"]
 
@@ -140,7 +148,7 @@ def reference_options(species):
 def shard_image_files(wildcards):
     """The image files one shard's ingest reads, those that exist: a missing one is a failures row, not a
     missing input that would stop the run."""
-    return [file for file in SHARD_ROWS[wildcards.shard]["file"].unique() if os.path.isfile(file)]
+    return [file for file in SHARD_ROWS[wildcards.shard]["file"].unique() if allowed(file) and os.path.isfile(file)]
 
 
 def truth_files(column, shard):

@@ -66,7 +66,7 @@ rule segment:
         maps=map_file("segment", "{shard}"),
         parts=table_file("parts", "{shard}"),
         failures=table_file("failures", "{shard}", "segment"),
-        retrieval=[table_file("retrieval", "{shard}")] if CFG["segment"]["retrieval"]["part"] is not None else [],
+        retrieval=[table_file("retrieval", "{shard}")] if RETRIEVAL else [],
     params:
         maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,

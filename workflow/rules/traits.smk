@@ -87,6 +87,7 @@ rule evaluate:
         map_truth=[table_file("map_truth", s, m) for m in MAPPED for s in SHARDS] if SCORE_MAPS else [],
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
         sam2=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_PARTS else [],
+        retrieval=[table_file("retrieval", s) for s in SHARDS] if SCORE_PARTS and RETRIEVAL else [],
     output:
         evaluation=table_file("evaluation", "evaluate", "evaluate"),
     params:
@@ -102,5 +103,6 @@ rule evaluate:
         f"{BENCHMARKS}/evaluate.tsv"
     shell:
         "traitpipe job evaluate --config {params.run_config:q} --images {input.images:q} --cams {input.cams:q}"
-        " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} {params.cryptic_pairs} {params.sam2}"
+        " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} --retrieval {input.retrieval:q}"
+        " {params.cryptic_pairs} {params.sam2}"
         " --evaluation {output.evaluation:q} > {log:q} 2>&1"
