@@ -51,3 +51,19 @@ def test_empty_manifest_and_empty_values(tmp_path):
     (tmp_path / "m.xlsx").write_text("")
     with pytest.raises(ManifestError, match="unknown format '.xlsx'"):
         read_manifest(tmp_path / "m.xlsx", COLUMNS, tmp_path)
+
+
+def test_unreadable_manifests_say_which_file_which_line_and_the_fix(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes("path,species\na.png,X y\nb.png,Pieris napi\n".encode() + "c.png,Méliné\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=rf"manifest {path}: line 4 is not UTF-8 .*iconv -f latin1 -t utf-8"):
+        read_manifest(path, COLUMNS, tmp_path)
+    path.write_text("path,species\na.png,X y\nb.png,X, z\n")  # an unquoted comma inside a value
+    with pytest.raises(ManifestError, match=r"cannot parse it: .*Expected 2 fields in line 3, saw 3 .*quoted"):
+        read_manifest(path, COLUMNS, tmp_path)
+    path.write_bytes(b"")
+    with pytest.raises(ManifestError, match=r"is empty \(0 bytes\): write a header row"):
+        read_manifest(path, COLUMNS, tmp_path)
+    (tmp_path / "m.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(ManifestError, match="not a readable Parquet file"):
+        read_manifest(tmp_path / "m.parquet", COLUMNS, tmp_path)

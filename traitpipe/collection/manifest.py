@@ -32,13 +32,37 @@ class ManifestError(ValueError):
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """The manifest's table, strings throughout; a file pandas or pyarrow cannot read is a
+    :class:`ManifestError` naming the file, the line where it can, and the fix."""
+    import pyarrow
+
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        sep = "\t" if suffix == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+    if suffix not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
+        raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+    if path.stat().st_size == 0:
+        raise ManifestError(f"manifest {path} is empty (0 bytes): write a header row, then one row per image")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                           encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = next(n for n, text in enumerate(path.read_bytes().splitlines(), 1) if not _is_utf8(text))
+        raise ManifestError(f"manifest {path}: line {line} is not UTF-8 ({error.reason}); save the manifest as "
+                            "UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)") from None
+    except pd.errors.ParserError as error:
+        raise ManifestError(f"manifest {path}: cannot parse it: {str(error).strip().splitlines()[-1]} (a value "
+                            "holding the separator must be quoted)") from None
+    except pyarrow.ArrowException as error:
+        raise ManifestError(f"manifest {path}: not a readable Parquet file ({error})") from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _column_error(path: Path, key: str, name: str, columns: list[str]) -> ManifestError:
