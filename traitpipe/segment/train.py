@@ -319,7 +319,7 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 
 def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequence[str], parts: Sequence[int], *,
                epochs: int, frames: int, lr: float, weight_decay: float, validate_every: int, seed: int,
-               batch: int = 8, warmup: float = 0.05, augment: bool = True, pretrain_steps: int = 0,
+               batch: int = 6, warmup: float = 0.05, augment: bool = True, pretrain_steps: int = 0,
                encoder_lr: float | None = None, device="cpu",
                progress: bool = True) -> tuple[torch.nn.Module, list[dict], list[float]]:
     """Train a SAM 2 from random weights on pseudo-videos of the species not held out.
@@ -340,7 +340,7 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
         ``frames - 1`` other specimens (species with fewer specimens are left out of training).
     lr, weight_decay : float
         AdamW (no decay on biases and norms) with gradient clipping at 0.1 and cosine decay to lr / 10, as the
-        authors' configs; one rate for all modules (theirs give a fine-tuned image encoder a lower one).
+        authors' configs; the image encoder at ``encoder_lr``.
     validate_every : int
         Epochs between validations (and the last): SST's mIoU on the held-out species.
     seed : int
