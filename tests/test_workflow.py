@@ -377,6 +377,12 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
         (m, s, n) for m in ("miou_tuned", "miou_untuned")
         for s, n in (("held_out", 4), ("queries", 16), ("trained", 12))]
     assert all(0 <= r["value"] <= 1 for r in rows)
+    # the fine-tuning step's score after tuning is the evaluate step's score of what segment made with that model
+    done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                     "select subset, round(value, 6) as value from evaluation where stage = 'evaluate' and "
+                     "metric = 'miou' and subset != 'cryptic' order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"subset": r["subset"], "value": round(r["value"], 6)}
+                                       for r in rows if r["metric"] == "miou_tuned"]
     # the retrieval score against the part's true condition, read from the truth masks
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select metric, n, part from evaluation where subset = 'queries' and metric like '%round_trip%'"

@@ -162,6 +162,44 @@ def read_truth(file: str, size: tuple[int, int], what: str) -> np.ndarray:
     return mask
 
 
+def truth_images(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray], pd.DataFrame,
+                                                               list[str]]:
+    """The images of some ``images`` rows that have a readable true part mask (``parts_truth``).
+
+    Returns
+    -------
+    frames : list of numpy.ndarray, uint8, each (H_i, W_i, 3)
+    truths : list of numpy.ndarray, integer, each (H_i, W_i)
+    kept : pandas.DataFrame
+        Their rows, in order.
+    skipped : list of str
+        Why a truth mask could not be used.
+    """
+    if "parts_truth" not in rows:
+        return [], [], rows.iloc[:0], []
+    rows = rows[rows["parts_truth"].fillna("") != ""]
+    pixels, ok, _ = load_pixels(config, rows)
+    frames, truths, kept, skipped = [], [], [], []
+    for image, (index, row) in zip(pixels, rows[ok].iterrows()):
+        try:
+            truths.append(read_truth(row["parts_truth"], image.shape[:2], "parts"))
+        except ImageError as error:
+            skipped.append(str(error))
+            continue
+        frames.append(image)
+        kept.append(index)
+    return frames, truths, rows.loc[kept], skipped
+
+
+def sam2_split(description: str | None) -> dict[str, set[str]]:
+    """The species a SAM 2 trained here trained on and held out (``models/sam2_trained.json``), as evaluation
+    subsets ``trained`` and ``held_out``; none without a description."""
+    if description is None:
+        return {}
+    trained = json.loads(Path(description).read_text())
+    return {"trained": set(trained["species"]), "held_out": set(trained["held_out"])}
+
+
 def phylo_images(config: dict, rows: pd.DataFrame):
     """Phylo-NN's input: images in [-1, 1] at ``phylo.image_size`` (N, 3, S, S) float32, which rows were
     readable (bool (len(rows),)), and ``failures`` rows for the others."""

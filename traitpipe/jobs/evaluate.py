@@ -3,10 +3,8 @@ true trait, faithfulness per method and alpha; on all images and on the cryptic 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
-from traitpipe.jobs.common import cryptic_pairs
+from traitpipe.jobs.common import cryptic_pairs, sam2_split
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
 from traitpipe.traits.evaluation import faithfulness_scores, map_scores, retrieval_scores, segmentation_scores
@@ -34,11 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
     if args.part_truth:
-        trained = json.loads(Path(args.sam2).read_text()) if args.sam2 else {}
-        # a SAM 2 trained here: its training species apart (in-sample) from the held-out ones
-        split = {"trained": set(trained["species"]), "held_out": set(trained["held_out"])} if trained else {}
         part_truth = read_table_files(args.part_truth, "part_truth")
-        subsets = {"queries": None, **({"cryptic": cryptic} if cryptic else {}), **split}
+        # a SAM 2 trained here: its training species apart (in-sample) from the held-out ones
+        subsets = {"queries": None, **({"cryptic": cryptic} if cryptic else {}), **sam2_split(args.sam2)}
         records += segmentation_scores(part_truth, subsets)
         if args.retrieval:
             records += retrieval_scores(read_table_files(args.retrieval, "retrieval"), part_truth, subsets)

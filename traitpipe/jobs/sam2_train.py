@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import load_pixels, read_rows, read_truth, write_json
+from traitpipe.jobs.common import read_rows, truth_images, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.references import part_names
@@ -45,19 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     args, config, device = step.args, step.config, step.device
     settings, train = config["segment"], config["segment"]["train"]
     names = part_names(settings["parts"], config["collection"]["root"])
-    rows = read_rows(args.images)
-    rows = rows[rows["parts_truth"].fillna("") != ""].reset_index(drop=True)
-    pixels, ok, _ = load_pixels(config, rows)
-    videos, skipped = {}, []
-    for image, row in zip(pixels, rows[ok].itertuples()):
-        try:
-            labels = read_truth(row.parts_truth, image.shape[:2], "parts")
-        except ImageError as error:
-            skipped.append(str(error))
-            continue
-        videos.setdefault(row.species, ([], []))
-        videos[row.species][0].append(image)
-        videos[row.species][1].append(labels)
+    frames, truths, kept, skipped = truth_images(config, read_rows(args.images))
+    videos = {}
+    for image, labels, species in zip(frames, truths, kept["species"]):
+        videos.setdefault(species, ([], []))
+        videos[species][0].append(image)
+        videos[species][1].append(labels)
     if not videos:
         raise SystemExit("sam2_train: no image has a readable true part mask (collection.columns.parts_truth)")
     parts = sorted(names) if names else sorted({int(v) for _, labels in videos.values() for m in labels

@@ -7,7 +7,6 @@ on every species' pseudo-video (its reference, then its images with a truth mask
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import load_pixels, load_support, read_rows, read_truth, write_json
+from traitpipe.jobs.common import load_pixels, load_support, read_rows, sam2_split, truth_images, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.backends import SAM2Video
@@ -25,28 +24,6 @@ from traitpipe.segment.train import video_overlaps
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.schemas import PART_TRUTH
 from traitpipe.traits.evaluation import segmentation_scores
-
-
-def truth_videos(config: dict, group: pd.DataFrame, image_file: str):
-    """A species' images with a readable true part mask, its reference image left out: (frames, truths,
-    image ids, skipped reasons)."""
-    root = Path(config["collection"]["root"])
-    if "parts_truth" not in group:
-        return [], [], [], []
-    keep = (group["parts_truth"].fillna("") != "").to_numpy() & np.array(
-        [str(root / p) != image_file for p in group["path"]], bool)
-    group = group[keep]
-    pixels, ok, _ = load_pixels(config, group)
-    frames, truths, ids, skipped = [], [], [], []
-    for image, row in zip(pixels, group[ok].itertuples()):
-        try:
-            truths.append(read_truth(row.parts_truth, image.shape[:2], "parts"))
-        except ImageError as error:
-            skipped.append(str(error))
-            continue
-        frames.append(image)
-        ids.append(row.image_id)
-    return frames, truths, ids, skipped
 
 
 def truth_rows(predictor, videos: list, names: dict[int, str], precision: str) -> pd.DataFrame:
@@ -83,12 +60,12 @@ def main(argv: list[str] | None = None) -> None:
             skipped.append(str(error))
             continue
         root = Path(config["collection"]["root"])
-        queries = group[[str(root / p) != image_file for p in group["path"]]].head(tune["queries_per_species"])
-        pixels, _, _ = load_pixels(config, queries)
+        queries = group[[str(root / p) != image_file for p in group["path"]]]
+        pixels, _, _ = load_pixels(config, queries.head(tune["queries_per_species"]))
         examples.append((support, labels, pixels))
         if args.evaluation:
-            frames, truths, ids, unread = truth_videos(config, group, image_file)
-            scored.append((species, support, labels, frames, truths, ids))
+            frames, truths, kept, unread = truth_images(config, queries)
+            scored.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
             found_names.update(found)
             skipped += unread
     if settings["backend"] != "sam2_video":
@@ -101,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                       modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
     if args.evaluation:
         after = truth_rows(predictor, scored, scored_names, segmenter.precision)
-        trained = json.loads(Path(args.trained_description).read_text()) if args.trained_description else {}
-        subsets = {"queries": None, **({"trained": set(trained["species"]), "held_out": set(trained["held_out"])}
-                                       if trained else {})}
+        subsets = {"queries": None, **sam2_split(args.trained_description)}
         records = segmentation_scores(before, subsets, "_untuned") + segmentation_scores(after, subsets, "_tuned")
         step.write("evaluation", records, args.evaluation)
         for row in records:

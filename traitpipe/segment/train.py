@@ -99,10 +99,9 @@ def video_datapoint(videos: Sequence[tuple[Sequence[np.ndarray], Sequence[np.nda
         raise ValueError("the videos of one batch need the same number of frames")
     images = torch.stack([torch.stack([preprocess(frames[t], image_size) for frames, _ in videos])
                           for t in range(n_frames)])
-    masks = torch.stack([torch.cat([torch.from_numpy(np.stack([
-        np.array(Image.fromarray((labels[t] == p).astype(np.uint8)).resize((image_size, image_size),
-                                                                           Image.NEAREST))
-        for p in parts]).astype(bool)) for _, labels in videos]) for t in range(n_frames)])
+    values = torch.tensor(list(parts))[:, None, None]
+    masks = torch.stack([torch.cat([resize_labels(labels[t], image_size)[None] == values for _, labels in videos])
+                         for t in range(n_frames)])
     frame_of = torch.arange(n_frames, dtype=torch.int32)[:, None].expand(n_frames, n_videos * n_parts)
     video_of = torch.arange(n_videos, dtype=torch.int32).repeat_interleave(n_parts)[None].expand_as(frame_of)
     object_of = torch.arange(n_parts).repeat(n_videos)[None].expand_as(frame_of)
@@ -115,13 +114,17 @@ def video_datapoint(videos: Sequence[tuple[Sequence[np.ndarray], Sequence[np.nda
                                  dict_key="pseudo_video", batch_size=[n_frames])
 
 
+def resize_labels(label: np.ndarray, size: int) -> torch.Tensor:
+    """A label image (H, W), integer, at (size, size) by nearest neighbour: int64 tensor."""
+    resized = Image.fromarray(label.astype(np.int32)).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.array(resized)).long()
+
+
 def label_batch(frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], image_size: int):
     """Frames and their part labels at the model's size: ((N, 3, S, S) float32 as SAM 2's loader,
     (N, S, S) int64)."""
     images = torch.stack([preprocess(frame, image_size) for frame in frames])
-    targets = torch.stack([torch.from_numpy(np.array(Image.fromarray(label.astype(np.int32)).resize(
-        (image_size, image_size), Image.NEAREST))).long() for label in labels])
-    return images, targets
+    return images, torch.stack([resize_labels(label, image_size) for label in labels])
 
 
 class PartHead(torch.nn.Module):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import mannwhitneyu
 
 from traitpipe.traits.overlap import dataset_iou
 
@@ -109,9 +110,9 @@ def retrieval_scores(retrieval: pd.DataFrame, part_truth: pd.DataFrame, subsets:
     records = []
     for name, chosen in _subsets(rows, subsets):
         part, intact = chosen["part"].iloc[0], chosen["condition"] == "intact"
-        ranks = chosen["score"].rank(method="average")
         n_in, n_out = int(intact.sum()), int((~intact).sum())
-        auc = (ranks[intact].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out) if n_in and n_out else np.nan
+        auc = mannwhitneyu(chosen["score"][intact], chosen["score"][~intact]).statistic / (n_in * n_out) \
+            if n_in and n_out else np.nan
         records.append(_record("sst", None, "retrieval_auc", name, auc, len(chosen), part))
         records += [_record("sst", None, f"round_trip_iou_{condition}", name, group["score"].mean(), len(group), part)
                     for condition, group in chosen.groupby("condition")]
