@@ -25,6 +25,20 @@ def test_table_round_trip_with_run_columns_partition_and_provenance(tmp_path):
     assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_query_views_read_a_results_folder_whose_name_is_hostile_sql_and_glob(tmp_path):
+    from traitpipe.store.query import connect
+
+    results = tmp_path / "res 'x\" [1] * ?"  # a quote ends a string literal; [1], * and ? are glob syntax
+    write_table(pd.DataFrame([FAILURE]), table_path(results, "failures", "00000", "ingest"), "failures",
+                provenance(CONFIG))
+    # a sibling folder the glob "[1]" would match instead of the real one: it must not be read
+    write_table(pd.DataFrame([{**FAILURE, "reason": "wrong folder"}]),
+                table_path(tmp_path / "res 'x\" 1 * ?", "failures", "00000", "ingest"), "failures",
+                provenance(CONFIG))
+    rows = connect(results).execute("select reason, stage from failures").fetchall()
+    assert rows == [("missing file", "ingest")]
+
+
 def test_interrupted_table_write_leaves_the_old_file_and_no_new_one(tmp_path, monkeypatch):
     prov = provenance(CONFIG)
     path = table_path(tmp_path, "failures", "00000", "ingest")
