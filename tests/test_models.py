@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+from traitpipe.models.classes import carried_classes
 from traitpipe.models.classifier import build_classifier, normalisation
 from traitpipe.models.device import resolve_device
 from traitpipe.models.training import split_by_specimen, train_classifier
@@ -27,14 +28,23 @@ def test_checkpoint_round_trip_and_provenance(tmp_path):
 def test_bad_checkpoints_are_refused(tmp_path):
     model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
     torch.save(model, tmp_path / "object.pt")  # a pickled model object, not a state dict
-    with pytest.raises(CheckpointError, match="not a plain state dict"):
+    with pytest.raises(CheckpointError, match=r"not a plain state dict: .*\(timm\.models\.vision_transformer\."
+                                              r"VisionTransformer\)") as refused:
         load_state_dict(tmp_path / "object.pt")
+    assert "weights_only" not in str(refused.value)  # never a hint to load it unsafely
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    data = (tmp_path / "w.pt").read_bytes()
+    for name, content in (("truncated.pt", data[:len(data) // 2]), ("garbage.pt", b"not a checkpoint at all")):
+        (tmp_path / name).write_bytes(content)
+        for reader in (load_state_dict, carried_classes):
+            with pytest.raises(CheckpointError, match="is corrupt, truncated or not a torch checkpoint") as refused:
+                reader(tmp_path / name)
+            assert "weights_only" not in str(refused.value)
     torch.save({"a": [1, 2]}, tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="is not a state dict"):
         load_state_dict(tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_state_dict(tmp_path / "none.pt")
-    torch.save(model.state_dict(), tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
         build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, source=tmp_path / "w.pt")
     fresh, _ = build_classifier("vit_tiny_patch16_224", 5, kwargs=TINY, source=tmp_path / "w.pt", new_head=True)

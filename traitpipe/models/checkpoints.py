@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -20,6 +21,24 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refusal(path: str | Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that never suggest unsafe loading: a pickled
+    Python object (named) rather than tensors, or a file that is not a readable torch checkpoint.
+
+    Examples
+    --------
+    >>> refusal("m.pt", pickle.UnpicklingError("Weights only load failed. Re-running with weights_only set to "
+    ...         "False will likely succeed. WeightsUnpickler error: Unsupported global: GLOBAL a.Net was not ..."))
+    'checkpoint m.pt is not a plain state dict: it holds a pickled Python object (a.Net), which traitpipe never unpickles (it loads tensors only). Save model.state_dict(), not the model object.'
+    """
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:
+        return (f"checkpoint {path} is not a plain state dict: it holds a pickled Python object ({found[1]}), which "
+                "traitpipe never unpickles (it loads tensors only). Save model.state_dict(), not the model object.")
+    return (f"checkpoint {path} is corrupt, truncated or not a torch checkpoint ({type(error).__name__} while reading "
+            "it): copy or download it again, and compare its sha256 with the source's")
 
 
 def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -49,10 +68,8 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise CheckpointError(
-            f"checkpoint {path} is not a plain state dict (torch.load weights_only=True refused it: "
-            f"{str(error).splitlines()[0]}). Save model.state_dict(), not the model object.") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(refusal(path, error)) from None
     if key is None and isinstance(content, dict):
         key = next((k for k in ("state_dict", "model") if isinstance(content.get(k), dict)), None)
     if key is not None:
