@@ -108,3 +108,18 @@ def test_the_pixel_limit_is_ours_and_checked_before_decoding():
     # and the image fails only for what it is (here: no pixel data for the declared size)
     with pytest.raises(ImageError, match="cannot decode"):
         read_image(bomb, max_pixels=10**9)
+
+
+def test_an_unreadable_reference_image_is_named_as_the_reason_its_species_fails(tmp_path):
+    from traitpipe.config import validate_config
+    from traitpipe.jobs.common import load_support
+
+    data = io.BytesIO()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(data, format="PNG")
+    (tmp_path / "ref.png").write_bytes(data.getvalue()[:40])  # truncated
+    Image.fromarray(np.ones((20, 20), np.uint8)).save(tmp_path / "mask.png")
+    config = validate_config({"collection": {"root": str(tmp_path), "manifest": "m.csv"}})
+    chosen = {"Mily alba": (str(tmp_path / "ref.png"), str(tmp_path / "mask.png"))}
+    with pytest.raises(ImageError, match=r"^reference image unreadable \(.*ref\.png: .*\); segmenting species "
+                                         r"'Mily alba' needs it$"):
+        load_support(config, "Mily alba", chosen, None)

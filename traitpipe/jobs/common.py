@@ -127,7 +127,11 @@ def load_support(config: dict, species: str, chosen: dict[str, tuple[str, str]],
         where = reference_origin(config["segment"]["masks"], collection["root"], collection["columns"]["mask"])
         raise ImageError(f"no reference mask for species {species!r} (looked in {where})")
     image_file, mask_file = chosen[species]
-    support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+    try:
+        support = read_image(image_file, max_pixels=config["collection"]["max_pixels"])
+    except ImageError as error:  # every image of the species fails for this: say it is the reference's fault
+        raise ImageError(f"reference image unreadable ({image_file}: {error}); segmenting species {species!r} "
+                         "needs it") from None
     stored_size, orientation = stored_orientation(image_file)
     mask = read_mask(mask_file)
     parts = names or {int(v): f"part_{int(v)}" for v in np.unique(mask) if v > 0}
