@@ -77,6 +77,24 @@ def test_zarr_maps_round_trip(tmp_path):
     assert group.metadata.zarr_format == 3 and group.attrs["provenance"]["run_id"] == "test"
 
 
+def test_a_write_clears_what_a_killed_writer_of_the_same_output_left(tmp_path):
+    from traitpipe.store.atomic import atomic_path
+
+    path = map_path(tmp_path, "cam-gradcam", "00002")
+    stale = [path.with_name(f".{path.name}.tmp-999999"), path.with_name(f".{path.name}.old-888888")]
+    other = path.with_name(".shard-00003.zarr.tmp-999999")  # another output's: not ours to touch
+    for leftover in [*stale, other]:
+        (leftover / "cam").mkdir(parents=True)
+    write_maps(path, ["a"], {"cam": (np.zeros((1, 4, 4), np.float16), ("y", "x"))}, {})
+    assert not any(s.exists() for s in stale) and other.exists() and open_maps(path)["cam"].shape == (1, 4, 4)
+    with atomic_path(tmp_path / "t.parquet") as tmp:  # files too
+        tmp.write_text("x")
+    (tmp_path / ".t.parquet.tmp-77").write_text("left by a kill")
+    with atomic_path(tmp_path / "t.parquet") as tmp:
+        tmp.write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".t")) == []
+
+
 def test_interrupted_zarr_write_keeps_the_finished_store(tmp_path):
     path = map_path(tmp_path, "segment", "00000")
     write_maps(path, ["a"], {"labels": (np.ones((1, 4, 4), np.uint8), ("y", "x"))}, {})

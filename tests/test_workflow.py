@@ -390,3 +390,28 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
     assert json.loads(done.stdout) == [{"metric": "retrieval_auc", "n": 16, "part": "part_4"}] + [
         {"metric": f"round_trip_iou_{c}", "n": n, "part": "part_4"} for c, n in (("absent", 4), ("damaged", 4),
                                                                                   ("intact", 8))]
+
+
+def test_a_killed_run_leaves_nothing_under_a_final_name_and_says_how_to_go_on(small_collection, tmp_path):
+    import signal
+    import time
+
+    config = write_config(tmp_path, small_collection)
+    run = subprocess.Popen([sys.executable, "-m", "traitpipe", "run", "--config", str(config), "--", "--cores", "1"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    images = tmp_path / "results" / "tables" / "images"
+    deadline = time.monotonic() + 300
+    while not any(images.rglob("part-*.parquet")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run.poll() is None, "the run ended before it could be killed"
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake and every job it started, mid-run
+    run.wait()
+    again = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert again.returncode != 0 and "-- --unlock" in again.stderr  # the killed run's lock, and what to do
+    assert traitpipe("run", "--config", str(config), "--", "--unlock", cwd=tmp_path).returncode == 0
+    done = traitpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not [p for p in (tmp_path / "results").rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+    rows = json.loads(traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
+                                "select count(*) as n from images", cwd=tmp_path).stdout)
+    assert rows == [{"n": 20}]

@@ -59,7 +59,14 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]
     if not any(a in ("-c", "--cores", "-j", "--jobs") or a.startswith(("--cores=", "--jobs=")) for a in snakemake_args):
         command += ["--cores", "all"]
-    return subprocess.call(command + snakemake_args)
+    status = subprocess.call(command + snakemake_args)
+    if status and any(Path(".snakemake", "locks").glob("*.lock")):
+        # a failed run releases its locks; locks left behind are a killed run's, and Snakemake refused this one
+        print(f"traitpipe: this folder is locked by a workflow run that did not finish (killed?). If no other run "
+              f"is going, unlock it and run again: traitpipe run --config {config_path} -- --unlock . The killed "
+              "run's half-written outputs are never under their final names; Snakemake redoes its incomplete jobs.",
+              file=sys.stderr)
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -32,11 +33,20 @@ def atomic_path(final: str | Path):
     Path
         A hidden temporary name in the same folder (same file system, so the
         final move is a rename).
+
+    Notes
+    -----
+    A writer killed mid-write (SIGKILL: no exception to clean up on) leaves its
+    hidden ``.<name>.tmp-<pid>`` (or ``.old-<pid>``) behind. The next write of
+    the same output removes every such leftover first: one output has one writer
+    at a time (Snakemake runs one job per output), so they are all stale.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*final.parent.glob(f".{glob.escape(final.name)}.tmp-*"),
+                  *final.parent.glob(f".{glob.escape(final.name)}.old-*")]:
+        _remove(stale)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
     try:
         yield tmp
     except BaseException:
