@@ -84,3 +84,12 @@ def test_levels_from_ranks_without_a_tree():
     assert distances[0].tolist() == [[0, 1, 1], [1, 0, 0], [1, 0, 0]]  # x and y share the family
     with pytest.raises(ValueError, match="needs collection.phylogeny .* or collection.columns.ranks"):
         species_levels(["x"], (0.5,))
+
+
+def test_a_missing_tree_file_is_not_read_as_newick_text(tmp_path):
+    from traitpipe.phylo.levels import read_tree
+
+    with pytest.raises(FileNotFoundError, match="phylogeny file not found: .*tree.nwk"):
+        read_tree(tmp_path / "tree.nwk")
+    with pytest.raises(FileNotFoundError, match="phylogeny file not found: tree.nwk"):
+        read_tree("tree.nwk")  # a path as a string, once read as a one-taxon tree named "tree.nwk"

@@ -131,12 +131,17 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
+    from traitpipe.collection.manifest import ManifestError, load_manifest
     from traitpipe.config import ConfigError, load_config
+    from traitpipe.preflight import preflight
 
     try:
         config = load_config(args.config)
-    except ConfigError as error:
+        problems = preflight(config, load_manifest(config))
+    except (ConfigError, ManifestError) as error:
         _fail(str(error))
+    if problems:
+        _fail("the run cannot start:\n  " + "\n  ".join(problems))
     print(json.dumps(config, indent=1) if args.show else f"{args.config}: valid")
 
 
@@ -191,7 +196,8 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("table", "json", "csv"), default="table")
     query.set_defaults(func=cmd_query)
 
-    validate = sub.add_parser("validate", help="check a config file; --show prints it with defaults")
+    validate = sub.add_parser("validate", help="check a config file and what it names (manifest, tree species, "
+                              "checkpoint files, layer names), as a run does first; --show prints it with defaults")
     validate.add_argument("config")
     validate.add_argument("--show", action="store_true")
     validate.set_defaults(func=cmd_validate)

@@ -14,8 +14,16 @@ DISTANCES = (0.33, 0.5, 0.77)
 
 
 def read_tree(newick: str | Path) -> dendropy.Tree:
-    """A tree from a Newick file path or Newick text (underscores in names are kept)."""
-    text = Path(newick).read_text() if Path(str(newick)).is_file() else str(newick)
+    """A tree from a Newick file path or Newick text (a string starting with "("); underscores in names are kept.
+
+    Raises FileNotFoundError for a path that is not a file (it is never read as Newick text).
+    """
+    if isinstance(newick, str) and newick.lstrip().startswith("("):
+        text = newick
+    elif Path(newick).is_file():
+        text = Path(newick).read_text()
+    else:
+        raise FileNotFoundError(f"phylogeny file not found: {newick}")
     try:
         return dendropy.Tree.get(data=text, schema="newick", preserve_underscores=True)
     except dendropy.dataio.newickreader.NewickReader.NewickReaderDuplicateTaxonError as error:

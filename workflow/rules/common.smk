@@ -9,6 +9,7 @@ from pathlib import Path
 from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
+from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
 from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
 from traitpipe.segment.references import find_references, parts_file
@@ -17,6 +18,9 @@ from traitpipe.store.tables import table_path
 try:
     CFG = validate_config(config)
     MANIFEST = load_manifest(CFG)
+    PROBLEMS = preflight(CFG, MANIFEST)  # the tree's species, checkpoint files, layer names
+    if PROBLEMS:
+        raise ConfigError("the run cannot start:\n  " + "\n  ".join(PROBLEMS))
 except (ConfigError, ManifestError) as error:  # the one validation of a run: stop before any job
     print(f"traitpipe: {error}", file=sys.stderr)
     sys.exit(2)
