@@ -141,3 +141,32 @@ def test_normalisation_comes_from_the_architecture():
     assert normalisation(timm.create_model("resnet18", pretrained=False)) == (
         [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     assert normalisation(timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY)) == ([0.5] * 3, [0.5] * 3)
+
+
+def test_a_checkpoint_whose_sha256_differs_from_the_configs_stops_its_job_before_anything_is_written(tmp_path):
+    from traitpipe.config import ConfigError, validate_config
+    from traitpipe.jobs import classifier
+    from traitpipe.store.run import write_run_config
+
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    good, bad = sha256_file(tmp_path / "w.pt"), "0" * 64
+    outputs = {name: tmp_path / "out" / name for name in ("w.pt", "w.json", "eval.parquet", "failures.parquet")}
+
+    def run(sha256):
+        config = validate_config({"collection": {"root": str(tmp_path), "manifest": "m.csv"},
+                                  "classifier": {"checkpoint": str(tmp_path / "w.pt"), "checkpoint_sha256": sha256}})
+        write_run_config(tmp_path / "config.json", config)
+        classifier.main(["--config", str(tmp_path / "config.json"), "--images", str(tmp_path / "none.parquet"),
+                         "--weights", str(outputs["w.pt"]), "--description", str(outputs["w.json"]),
+                         "--evaluation", str(outputs["eval.parquet"]), "--failures", str(outputs["failures.parquet"])])
+
+    with pytest.raises(SystemExit, match=f"has sha256 {good}, not the {bad} that classifier.checkpoint_sha256 names"):
+        run(bad)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError, match="none.parquet"):  # the right sha256: on to reading the images
+        run(good)
+    with pytest.raises(ConfigError, match="classifier.checkpoint_sha256: checks a local checkpoint file, and "
+                                          "classifier.checkpoint is 'timm'"):
+        validate_config({"collection": {"root": ".", "manifest": "m.csv"},
+                         "classifier": {"checkpoint": "timm", "checkpoint_sha256": good}})

@@ -109,6 +109,11 @@ def validate_config(config: dict) -> dict:
     if cfg["segment"]["checkpoint"] == "train" and cfg["collection"]["columns"]["parts_truth"] is None:
         raise ConfigError("config key segment.checkpoint: 'train' trains SAM 2 on true part masks; set "
                           "collection.columns.parts_truth to the manifest column that holds them")
+    for section in ("segment", "classifier", "prompt_cam", "phylo"):
+        value = cfg[section]["checkpoint"]
+        if cfg[section]["checkpoint_sha256"] and (value in (None, "train", "timm") or value.startswith("hf-hub:")):
+            raise ConfigError(f"config key {section}.checkpoint_sha256: checks a local checkpoint file, and "
+                              f"{section}.checkpoint is {value!r}")
     if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
         cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:

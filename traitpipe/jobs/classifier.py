@@ -21,18 +21,19 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("classifier", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",))
     args, config, device = step.args, step.config, step.device
     spec, train = config["classifier"], config["classifier"]["train"]
+    checkpoint = step.checkpoint("classifier")
     species = sorted(read_rows(args.images)["species"].unique())
-    classes, warning, kind = species, None, source_kind(spec["checkpoint"])
+    classes, warning, kind = species, None, source_kind(checkpoint)
     if not train["enabled"] and kind in ("timm", "hf-hub"):
-        raise SystemExit(f"classifier.checkpoint {spec['checkpoint']!r} gives pretrained features, not a head for "
+        raise SystemExit(f"classifier.checkpoint {checkpoint!r} gives pretrained features, not a head for "
                          "this collection's species: set classifier.train.enabled (with train.linear_probe: true "
                          "to keep the backbone as it is)")
     if kind == "file" and not train["enabled"]:  # the checkpoint's own head: its class order
-        outputs = head_outputs(spec["arch"], spec["checkpoint"], kwargs=spec["kwargs"])
-        classes, warning = class_order(spec["classes"], spec["checkpoint"], species, outputs, config, "classifier")
+        outputs = head_outputs(spec["arch"], checkpoint, kwargs=spec["kwargs"])
+        classes, warning = class_order(spec["classes"], checkpoint, species, outputs, config, "classifier")
 
     torch.manual_seed(train["seed"])
-    model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], source=spec["checkpoint"],
+    model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], source=checkpoint,
                                    new_head=train["enabled"])
     info["class_order_warning"] = warning
     mean, std = spec["mean"] or info["mean"], spec["std"] or info["std"]  # the config's, else the model's own

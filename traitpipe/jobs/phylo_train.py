@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
                 optional=("phylogeny",))
     args, config, device = step.args, step.config, step.device
     settings, train = config["phylo"], config["phylo"]["train"]
+    checkpoint = step.checkpoint("phylo")
     rows = read_rows(args.images)
     images, ok, failures = phylo_images(config, rows)
     rows = rows[ok].reset_index(drop=True)
@@ -39,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(train["seed"])
     base, model = build_phylonn(settings, groups, level_names)
     base_history, history = [], []
-    if settings["checkpoint"] is not None:  # the authors' Phylo-NN, in their state-dict layout
-        base_state, disentangler_state = split_authors_state(load_state_dict(settings["checkpoint"]))
+    if checkpoint is not None:  # the authors' Phylo-NN, in their state-dict layout
+        base_state, disentangler_state = split_authors_state(load_state_dict(checkpoint))
         base.load_state_dict(base_state)
         model.load_state_dict(disentangler_state)
-        origin = f"checkpoint {settings['checkpoint']}"
+        origin = f"checkpoint {checkpoint}"
     else:
         common = {"batch_size": train["batch_size"], "lr": train["lr"], "seed": train["seed"], "device": device,
                   "precision": settings["precision"]}

@@ -23,17 +23,17 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("prompt_cam_train", argv, paths=("classifier", "classifier_description", "weights", "description",
                                                  "evaluation", "failures"), lists=("images",))
     args, config, device = step.args, step.config, step.device
-    settings = config["prompt_cam"]
+    settings, checkpoint = config["prompt_cam"], step.checkpoint("prompt_cam")
     torch.manual_seed(settings["seed"])
-    model, meta = load_prompt_cam(args.classifier, args.classifier_description, settings["checkpoint"],
+    model, meta = load_prompt_cam(args.classifier, args.classifier_description, checkpoint,
                                   drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
     rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], meta["mean"],
                                                              meta["std"], settings["val_fraction"], settings["seed"])
     mask = torch.from_numpy(is_val)
     history, source, classes, warning = [], "trained here", meta["classes"], None
-    if settings["checkpoint"] is not None:  # released: loaded above
-        source = f"released checkpoint {settings['checkpoint']}"
-        classes, warning = class_order(settings["classes"], settings["checkpoint"], meta["classes"],
+    if checkpoint is not None:  # released: loaded above
+        source = f"released checkpoint {checkpoint}"
+        classes, warning = class_order(settings["classes"], checkpoint, meta["classes"],
                                        model.prompts.shape[1], config, "prompt_cam")
         order = {name: i for i, name in enumerate(classes)}
         labels = torch.as_tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
+    step.checkpoint("segment")  # its sha256, when the config gives one, before SAM 2 loads it
     segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]
     prov = step.record(precision=segmenter.precision, models={"sam2": segmenter.description})

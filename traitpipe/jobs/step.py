@@ -127,6 +127,21 @@ class Step:
     def _device(self) -> dict:
         return {} if self.device is None else {"device": str(self.device)}
 
+    def checkpoint(self, section: str) -> str | None:
+        """The config's ``<section>.checkpoint``, its sha256 checked first when ``<section>.checkpoint_sha256``
+        gives one (a mismatch stops the job before anything is loaded or written)."""
+        from traitpipe.models.checkpoints import CheckpointError, verify_sha256
+
+        value, expected = self.config[section]["checkpoint"], self.config[section]["checkpoint_sha256"]
+        if expected is not None:
+            if not Path(value).is_file():
+                raise SystemExit(f"{self.name}: {section}.checkpoint_sha256 checks a local file; {value!r} is none")
+            try:
+                verify_sha256(value, expected, f"{section}.checkpoint")
+            except CheckpointError as error:
+                raise SystemExit(f"{self.name}: {error}") from None
+        return value
+
     def record(self, **fields) -> dict:
         """Set the provenance of the outputs: ``precision``, ``models`` (see ``traitpipe.store.provenance``)."""
         self.provenance = provenance(self.config, **self._device(), **fields)

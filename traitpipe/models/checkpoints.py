@@ -23,6 +23,17 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(path: str | Path, expected: str | None, key: str) -> None:
+    """Raise :class:`CheckpointError` when ``expected`` is given and the file's sha256 differs (``key``: the
+    config key that named it, for the message)."""
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise CheckpointError(f"checkpoint {path} has sha256 {actual}, not the {expected} that {key}_sha256 names: "
+                              "it changed since, or is another file. Nothing was loaded from it")
+
+
 def refusal(path: str | Path, error: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, in words that never suggest unsafe loading: a pickled
     Python object (named) rather than tensors, or a file that is not a readable torch checkpoint.
