@@ -94,3 +94,21 @@ def test_files_outside_the_root_are_refused_unopened_unless_allowed(collection_c
     with pytest.raises(ManifestError, match=r"1 row\(s\) name a 'parts_truth' file outside the collection root "
                                             r".* \(rows 2\): refused, never opened"):
         load_manifest(config)
+
+
+def test_an_image_replaced_after_ingest_fails_later_steps_instead_of_passing_under_its_old_id(collection_copy,
+                                                                                               tmp_path):
+    from PIL import Image
+
+    from traitpipe.jobs.common import load_pixels
+
+    config = load_config(write_config(tmp_path, collection_copy))
+    (tmp_path / "run.json").write_text(canonical_json(config))
+    ingest_shards(tmp_path / "run.json", tmp_path / "results")
+    images = read_table(tmp_path / "results", "images").head(3)
+    replaced = images.iloc[1]
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(collection_copy / replaced.path)  # another specimen, same name
+    pixels, ok, failures = load_pixels(config, images)
+    assert ok.tolist() == [True, False, True] and len(pixels) == 2
+    [reason] = failures["reason"]
+    assert reason.startswith("changed since ingest: its content is image_id ") and replaced.image_id in reason

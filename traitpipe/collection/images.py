@@ -143,7 +143,8 @@ def stored_orientation(path: str | Path) -> tuple[tuple[int, int], int]:
         raise ImageError(f"cannot read the header of {path}: {error}") from None
 
 
-def read_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS,
+               expected_id: str | None = None) -> np.ndarray:
     """Read one image from a path or from encoded bytes.
 
     Parameters
@@ -152,10 +153,15 @@ def read_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS) -> n
         A file path, or the encoded image itself (e.g. a Parquet binary cell).
     max_pixels : int
         Size limit, see :func:`decode`.
+    expected_id : str or None
+        The :func:`image_id` ingest gave these bytes: an :class:`ImageError` when they changed since.
 
     Returns
     -------
     numpy.ndarray of uint8, shape (H, W, 3)
     """
-    data = source if isinstance(source, (bytes, bytearray, memoryview)) else read_bytes(source)
-    return decode(bytes(data), max_pixels=max_pixels)
+    data = bytes(source if isinstance(source, (bytes, bytearray, memoryview)) else read_bytes(source))
+    if expected_id is not None and image_id(data) != expected_id:
+        raise ImageError(f"changed since ingest: its content is image_id {image_id(data)}, ingest read "
+                         f"{expected_id}; run the workflow again (ingest rereads a changed image)")
+    return decode(data, max_pixels=max_pixels)

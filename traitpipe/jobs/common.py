@@ -24,7 +24,9 @@ def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
 
 
 def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
-    """Read the images of some ``images`` rows through the shared reader.
+    """Read the images of some ``images`` rows through the shared reader, each checked to be the bytes ingest
+    read (its ``image_id``): an image replaced during a run fails with a reason instead of passing under
+    another image's id.
 
     Parameters
     ----------
@@ -47,7 +49,7 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
     for i, row in enumerate(rows.itertuples()):
         file = Path(row.path) if Path(row.path).is_absolute() else root / row.path
         try:
-            pixels.append(read_image(file, max_pixels=config["collection"]["max_pixels"]))
+            pixels.append(read_image(file, max_pixels=config["collection"]["max_pixels"], expected_id=row.image_id))
             ok[i] = True
         except ImageError as error:
             failed.append(failure_rows(rows.iloc[[i]], str(error)))
