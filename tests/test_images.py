@@ -123,3 +123,16 @@ def test_an_unreadable_reference_image_is_named_as_the_reason_its_species_fails(
     with pytest.raises(ImageError, match=r"^reference image unreadable \(.*ref\.png: .*\); segmenting species "
                                          r"'Mily alba' needs it$"):
         load_support(config, "Mily alba", chosen, None)
+
+
+def test_twelve_bit_data_in_sixteen_bit_files_keeps_its_grey_levels(tmp_path):
+    ramp = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # a 12-bit camera's full range
+    for fmt in ("PNG", "TIFF"):
+        grey = read_image(_encode(Image.fromarray(ramp), fmt))[..., 0]
+        assert len(np.unique(grey)) == 256 and grey.max() == 255  # not the 16 levels of a shift by 8
+        np.testing.assert_array_equal(grey, (ramp >> 4).astype(np.uint8))
+    full = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)  # 16 bits used: shifted by 8
+    np.testing.assert_array_equal(read_image(_encode(Image.fromarray(full), "TIFF"))[..., 0], full >> 8)
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    (tmp_path / "spécimen 标本.tif").write_bytes(_encode(Image.fromarray(rgb), "TIFF"))  # 8-bit TIFF, unicode name
+    np.testing.assert_array_equal(read_image(tmp_path / "spécimen 标本.tif"), rgb)

@@ -112,11 +112,25 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return _to_rgb8(image)
 
 
+def _significant_bits(wide: np.ndarray) -> int:
+    """The bits a 16-bit image's values use (at least 8): 10, 12 or 14 for a camera's data stored in 16-bit
+    files, whose top bits are then always 0. Shifting by 8 would leave such an image 4 to 64 grey levels.
+
+    Examples
+    --------
+    >>> _significant_bits(np.array([0, 4095], np.uint16)), _significant_bits(np.array([7, 65535], np.uint16))
+    (12, 16)
+    >>> _significant_bits(np.array([0, 200], np.uint16))
+    8
+    """
+    return max(8, int(wide.max()).bit_length())
+
+
 def _to_rgb8(image: Image.Image) -> np.ndarray:
     """Convert a loaded PIL image of a mode in ``_MODES`` to (H, W, 3) uint8."""
     if image.mode.startswith("I;16"):
         wide = np.asarray(image, dtype=np.uint16)
-        gray = (wide >> 8).astype(np.uint8)
+        gray = (wide >> _significant_bits(wide) - 8).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # composite transparent pixels on white, the usual scan background
