@@ -131,18 +131,36 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from traitpipe.collection.manifest import ManifestError, load_manifest
-    from traitpipe.config import ConfigError, load_config
-    from traitpipe.preflight import preflight
+    from traitpipe.collection.manifest import ManifestError
+    from traitpipe.config import ConfigError
+    from traitpipe.jobs.validate import collection_config, validate_collection
 
     try:
-        config = load_config(args.config)
-        problems = preflight(config, load_manifest(config))
+        config = collection_config(args.source, args.root)
     except (ConfigError, ManifestError) as error:
         _fail(str(error))
+    if args.show:
+        print(json.dumps(config, indent=1))
+        return
+    try:
+        found, problems = validate_collection(config, args.out)
+    except (ConfigError, ManifestError) as error:
+        _fail(str(error))
+    print(f"{args.source}: {found['usable_images']} usable images, {found['failures']} failures "
+          f"(tables under {Path(args.out) / 'tables'})")
+    for name, n in found["usable_per_species"].items():
+        print(f"  {n:6d}  {name}")
+    for kind, n in found["failures_by_reason"].items():
+        print(f"  failed: {n} x {kind}")
+    for key, what in (("without_reference_mask", "species without a reference mask (SST skips them)"),
+                      ("too_few_for_sst", "species with fewer than 2 usable images (SST needs a reference and "
+                                          "a query)")):
+        if found[key]:
+            print(f"  {len(found[key])} {what}: {', '.join(found[key])}")
     if problems:
-        _fail("the run cannot start:\n  " + "\n  ".join(problems))
-    print(json.dumps(config, indent=1) if args.show else f"{args.config}: valid")
+        _fail("a run of this config would stop before its first job:\n  " + "\n  ".join(problems))
+    if not found["usable_images"]:
+        _fail("no usable image: see the reasons above (and the failures table)")
 
 
 def cmd_check_report(args: argparse.Namespace) -> None:
@@ -196,9 +214,13 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("table", "json", "csv"), default="table")
     query.set_defaults(func=cmd_query)
 
-    validate = sub.add_parser("validate", help="check a config file and what it names (manifest, tree species, "
-                              "checkpoint files, layer names), as a run does first; --show prints it with defaults")
-    validate.add_argument("config")
+    validate = sub.add_parser("validate", help="ingest a collection without running a model: images and failures "
+                              "tables, a summary, and the checks a run makes first (tree species, checkpoint files, "
+                              "layer names); --show prints the config with defaults")
+    validate.add_argument("source", help="a config file (.yaml, .json) or a manifest (.csv, .tsv, .parquet)")
+    validate.add_argument("--root", default=None, help="the collection root (default: the config's, or the "
+                          "manifest's folder)")
+    validate.add_argument("--out", default="results", help="where the tables go (default: results)")
     validate.add_argument("--show", action="store_true")
     validate.set_defaults(func=cmd_validate)
 

@@ -31,7 +31,7 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message says what to fix."""
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     """The manifest's table, strings throughout; a file pandas or pyarrow cannot read is a
     :class:`ManifestError` naming the file, the line where it can, and the fix."""
     import pyarrow
@@ -121,7 +121,7 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
     path, root = Path(path), Path(root)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path} (config key collection.manifest)")
-    table = _read_table(path)
+    table = read_table(path)
     if len(table) == 0:
         raise ManifestError(f"manifest {path} has no rows: add one row per image")
     names = [str(c) for c in table.columns]

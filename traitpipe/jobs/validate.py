@@ -1,0 +1,105 @@
+"""``traitpipe validate``: ingest a whole collection without running any model, write its ``images`` and
+``failures`` tables, and say what a run of it would work with (the same :func:`traitpipe.jobs.ingest.ingest`
+as the workflow's ingest step).
+
+A manifest can be given alone (its columns named as the config's defaults: ``path``, ``species``), or a config
+file, whose collection and preflight checks (:mod:`traitpipe.preflight`) are then those of a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from traitpipe.collection.manifest import ManifestError, load_manifest, read_table
+from traitpipe.collection.shards import shard_rows
+from traitpipe.config import load_config, validate_config
+from traitpipe.jobs.ingest import ingest
+from traitpipe.preflight import preflight
+from traitpipe.segment.references import find_references
+from traitpipe.store.provenance import provenance
+from traitpipe.store.tables import table_path, write_table
+
+#: Config files; anything else is read as a manifest.
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+#: Optional manifest columns a manifest given alone uses when it has a column of that very name.
+OPTIONAL_COLUMNS = ("specimen", "mask", "parts_truth", "trait_truth")
+#: SST's fewest usable images per species: the labelled reference and one query.
+SST_MIN_IMAGES = 2
+
+
+def collection_config(source: str | Path, root: str | Path | None = None) -> dict:
+    """The validated config of a config file, or of a manifest alone (root: ``root``, else the manifest's
+    folder; its columns named ``path``, ``species`` and, where present, :data:`OPTIONAL_COLUMNS`; every other
+    key at its default). Raises ``ConfigError`` for a bad config, ``ManifestError`` for an unreadable
+    manifest."""
+    source = Path(source)
+    if source.suffix.lower() in CONFIG_SUFFIXES:
+        config = load_config(source)
+        if root is not None:
+            config["collection"]["root"] = str(root)
+        return config
+    if not source.is_file():
+        raise ManifestError(f"manifest not found: {source}")
+    present = read_table(source).columns
+    columns = {name: name for name in OPTIONAL_COLUMNS if name in present}
+    return validate_config({"collection": {"root": str(root if root is not None else source.parent),
+                                           "manifest": str(source.resolve()), "columns": columns}})
+
+
+def reason_kind(reason: str) -> str:
+    """A failure reason without its particulars (file names, sizes), to count failures by kind.
+
+    Examples
+    --------
+    >>> reason_kind("missing file: images/a.png")
+    'missing file'
+    >>> reason_kind("duplicate of manifest row 3 (same content, image_id 0a1b)")
+    'duplicate of manifest row'
+    """
+    head = reason.split(":", 1)[0].split("(", 1)[0].strip()
+    return " ".join(word for word in head.split() if not any(c.isdigit() for c in word))
+
+
+def summary(images: pd.DataFrame, failures: pd.DataFrame, species: list[str], referenced: set[str]) -> dict:
+    """What a run would work with: usable images per species, failures by kind, species without a reference
+    mask, species with too few usable images for SST."""
+    usable = images.groupby("species").size().reindex(species, fill_value=0)
+    return {"usable_images": int(len(images)), "failures": int(len(failures)),
+            "usable_per_species": {name: int(n) for name, n in usable.items()},
+            "failures_by_reason": {kind: int(n) for kind, n in
+                                   failures["reason"].map(reason_kind).value_counts().sort_index().items()},
+            "without_reference_mask": sorted(set(species) - referenced),
+            "too_few_for_sst": sorted(name for name, n in usable.items() if n < SST_MIN_IMAGES)}
+
+
+def validate_collection(config: dict, out: str | Path, *, progress: bool = True) -> tuple[dict, list[str]]:
+    """Ingest every image of a config's collection into ``out``'s ``images`` and ``failures`` tables.
+
+    Parameters
+    ----------
+    config : dict
+        Validated config.
+    out : str or Path
+        Results folder the tables go under (``tables/images``, ``tables/failures/stage=ingest``, one file
+        each).
+    progress : bool
+
+    Returns
+    -------
+    summary : dict
+        See :func:`summary`.
+    problems : list of str
+        Preflight problems (:func:`traitpipe.preflight.preflight`): a run would stop on them.
+    """
+    manifest = load_manifest(config)
+    problems = preflight(config, manifest)
+    rows = pd.concat(shard_rows(manifest, config["shard_size"]).values(), ignore_index=True)
+    images, failures = ingest(config, rows, progress=progress)
+    prov = provenance(config)
+    write_table(images, table_path(out, "images", "all"), "images", prov, list(config["collection"]["columns"]["ranks"]))
+    write_table(failures, table_path(out, "failures", "all", "ingest"), "failures", prov)
+    collection = config["collection"]
+    referenced = set(find_references(manifest, config["segment"]["masks"], collection["root"]))
+    return summary(images, failures, sorted(manifest["species"].unique()), referenced), problems
