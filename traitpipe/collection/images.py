@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,19 @@ def image_id(data: bytes) -> str:
 
 
 def read_bytes(path: str | Path) -> bytes:
-    """Read an image file's bytes, turning a missing or unreadable file into :class:`ImageError`."""
+    """Read an image file's bytes, turning a missing or unreadable file into :class:`ImageError`.
+
+    ``<archive>.zip!/<member>`` reads a member of a zip archive (a Darwin Core archive's images).
+    """
+    archive, _, member = str(path).partition("!/")
+    if member:
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                return zipped.read(member)
+        except KeyError:
+            raise ImageError(f"missing file: {member} is not in the archive {archive}") from None
+        except (OSError, zipfile.BadZipFile) as error:
+            raise ImageError(f"unreadable archive member {path}: {error}") from None
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -150,7 +163,7 @@ def stored_orientation(path: str | Path) -> tuple[tuple[int, int], int]:
     Reads the header only. Raises :class:`ImageError` for a file Pillow cannot identify.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(read_bytes(path)) if "!/" in str(path) else path) as image:
             width, height = image.size
             return (height, width), int(image.getexif().get(ORIENTATION_TAG, 1))
     except (OSError, UnidentifiedImageError, ValueError) as error:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import zipfile
 from pathlib import Path
 
 import pandas as pd
 
+from traitpipe.collection.forms import IMAGE_SUFFIXES, dwca_table, folder_table
 from traitpipe.config import collection_file
 
 #: What each configurable column holds, for error messages.
@@ -31,14 +33,29 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message says what to fix."""
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """The manifest's table, strings throughout; a file pandas or pyarrow cannot read is a
-    :class:`ManifestError` naming the file, the line where it can, and the fix."""
+def read_table(path: Path, root: str | Path = ".") -> pd.DataFrame:
+    """The manifest's table, strings throughout: a CSV, TSV or Parquet file, a Darwin Core archive or a folder
+    of species sub-folders (:mod:`traitpipe.collection.forms`; their paths written relative to ``root``). A file
+    that cannot be read is a :class:`ManifestError` naming the file, the line where it can, and the fix."""
     import pyarrow
 
     suffix = path.suffix.lower()
+    if path.is_dir():
+        table = folder_table(path, root)
+        if table.empty:
+            raise ManifestError(f"collection folder {path} holds no species sub-folder with images "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
+        return table
+    if suffix == ".zip":
+        try:
+            return dwca_table(path, root)
+        except zipfile.BadZipFile:
+            raise ManifestError(f"manifest {path} is not a zip archive (a Darwin Core archive is one)") from None
+        except ValueError as error:
+            raise ManifestError(str(error)) from None
     if suffix not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
-        raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+        raise ManifestError(f"manifest {path}: unknown format {suffix!r}; use .csv, .tsv or .parquet, a Darwin "
+                            "Core archive (.zip) or a folder of species sub-folders")
     if path.stat().st_size == 0:
         raise ManifestError(f"manifest {path} is empty (0 bytes): write a header row, then one row per image")
     try:
@@ -82,7 +99,10 @@ def outside_root(file: str | Path, root: str | Path) -> bool:
     --------
     >>> outside_root("/data/c/../secret.png", "/data/c"), outside_root("/data/c/img/a.png", "/data/c")
     (True, False)
+    >>> outside_root("/data/c/dwca.zip!/../../x.png", "/data/c")  # a member's name never leaves the archive
+    False
     """
+    file = str(file).split("!/", 1)[0]  # an archive member lies where its archive does
     return not Path(os.path.realpath(file)).is_relative_to(os.path.realpath(root))
 
 
@@ -92,7 +112,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
     Parameters
     ----------
     path : str or Path
-        The manifest file (.csv, .tsv or .parquet).
+        The manifest file (.csv, .tsv or .parquet), a Darwin Core archive (.zip) or a folder of species
+        sub-folders.
     columns : dict
         ``collection.columns`` of the config: ``path`` and ``species`` (required),
         ``specimen``, ``mask``, ``parts_truth`` and ``trait_truth`` (None when absent), ``ranks``
@@ -119,9 +140,9 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
         species, or a mask or truth file outside the root (not allowed).
     """
     path, root = Path(path), Path(root)
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"manifest not found: {path} (config key collection.manifest)")
-    table = read_table(path)
+    table = read_table(path, root)
     if len(table) == 0:
         raise ManifestError(f"manifest {path} has no rows: add one row per image")
     names = [str(c) for c in table.columns]

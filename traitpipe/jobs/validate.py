@@ -40,11 +40,12 @@ def collection_config(source: str | Path, root: str | Path | None = None) -> dic
         if root is not None:
             config["collection"]["root"] = str(root)
         return config
-    if not source.is_file():
+    if not source.exists():
         raise ManifestError(f"manifest not found: {source}")
-    present = read_table(source).columns
+    root = root if root is not None else source.parent
+    present = read_table(source, root).columns
     columns = {name: name for name in OPTIONAL_COLUMNS if name in present}
-    return validate_config({"collection": {"root": str(root if root is not None else source.parent),
+    return validate_config({"collection": {"root": str(root),
                                            "manifest": str(source.resolve()), "columns": columns}})
 
 

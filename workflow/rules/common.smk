@@ -133,9 +133,15 @@ def collection_files(value):
     return [str(path)]
 
 
+def on_disk(file):
+    """The file Snakemake can hash for an image: itself, or for a member of an archive (``a.zip!/m.png``) the
+    archive."""
+    return file.split("!/", 1)[0]
+
+
 def reference_files(species):
-    """The support image and reference mask of each of these species that has one."""
-    return [file for name in species if name in REFERENCES for file in REFERENCES[name]]
+    """The support image and reference mask of each of these species that has one (on disk)."""
+    return sorted({on_disk(file) for name in species if name in REFERENCES for file in REFERENCES[name]})
 
 
 def shard_references(wildcards):
@@ -150,9 +156,10 @@ def reference_options(species):
 
 
 def shard_image_files(wildcards):
-    """The image files one shard's ingest reads, those that exist: a missing one is a failures row, not a
-    missing input that would stop the run."""
-    return [file for file in SHARD_ROWS[wildcards.shard]["file"].unique() if allowed(file) and os.path.isfile(file)]
+    """The image files one shard's ingest reads, those that exist (for an image inside a Darwin Core archive,
+    the archive): a missing one is a failures row, not a missing input that would stop the run."""
+    files = {on_disk(file) for file in SHARD_ROWS[wildcards.shard]["file"]}
+    return sorted(file for file in files if allowed(file) and os.path.isfile(file))
 
 
 def truth_files(column, shard):

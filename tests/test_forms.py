@@ -1,0 +1,146 @@
+"""Collections that arrive as a folder of species sub-folders or as a Darwin Core archive."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import yaml
+
+from traitpipe.collection.manifest import ManifestError, read_manifest
+from traitpipe.store import read_table
+
+from conftest import write_config
+
+CORE = "http://rs.tdwg.org/dwc/terms/"
+META = f"""<archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="eml.xml">
+  <core encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
+        rowType="http://rs.tdwg.org/dwc/terms/Occurrence">
+    <files><location>occurrence.txt</location></files>
+    <id index="0"/>
+    <field index="1" term="{CORE}scientificName"/>
+    <field index="2" term="{CORE}catalogNumber"/>
+    <field index="3" term="{CORE}family"/>
+    <field index="4" term="{CORE}genus"/>
+  </core>
+  <extension encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
+             rowType="http://rs.tdwg.org/ac/terms/Multimedia">
+    <files><location>multimedia.txt</location></files>
+    <coreid index="0"/>
+    <field index="1" term="http://rs.tdwg.org/ac/terms/accessURI"/>
+    <field index="2" term="http://purl.org/dc/terms/format"/>
+  </extension>
+</archive>
+"""
+
+
+def write_dwca(collection, archive, inside=True, extra_media=()):
+    """The small collection as a Darwin Core archive: occurrences with their taxonomy, one image each (inside
+    the archive under media/, or beside it as it lies), plus ``extra_media`` (occurrence id, location) rows."""
+    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False)
+    core = ["id\tscientificName\tcatalogNumber\tfamily\tgenus"]
+    media = ["coreid\taccessURI\tformat"]
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for i, row in manifest.iterrows():
+            core.append(f"occ{i}\t{row.species}\t{row.specimen_id}\t{row.family}\t{row.genus}")
+            location = f"media/{row.specimen_id}.png" if inside else row.path
+            media.append(f"occ{i}\t{location}\timage/png")
+            if inside:
+                zipped.write(collection / row.path, location)
+        media += [f"{occ}\t{location}\timage/png" for occ, location in extra_media]
+        zipped.writestr("meta.xml", META)
+        zipped.writestr("occurrence.txt", "\n".join(core) + "\n")
+        zipped.writestr("multimedia.txt", "\n".join(media) + "\n")
+    return manifest
+
+
+def test_a_folder_of_species_sub_folders_is_a_manifest(small_collection, tmp_path):
+    manifest = pd.read_csv(small_collection / "manifest.csv", keep_default_na=False)
+    for row in manifest.itertuples():
+        target = tmp_path / "by species" / row.species / f"{row.specimen_id}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_collection / row.path, target)
+    (tmp_path / "by species" / manifest.species[0] / "notes.txt").write_text("not an image: not listed")
+    read = read_manifest(tmp_path / "by species", {"path": "path", "species": "species"}, tmp_path)
+    assert len(read) == len(manifest) and sorted(read["species"].unique()) == sorted(manifest["species"].unique())
+    assert read["path"].iloc[0] == f"by species/{sorted(manifest.species)[0]}/{sorted(manifest.specimen_id)[0]}.png"
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "validate", str(tmp_path / "by species"), "--root",
+                           str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_table(tmp_path / "out", "images")) == len(manifest)
+    (tmp_path / "empty").mkdir()
+    try:
+        read_manifest(tmp_path / "empty", {"path": "path", "species": "species"}, tmp_path)
+    except ManifestError as error:
+        assert "holds no species sub-folder with images" in str(error)
+    else:
+        raise AssertionError("an empty folder was read as a collection")
+
+
+def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_collection, root)
+    manifest = write_dwca(root, root / "dwca.zip", extra_media=[("occ0", "media/lost.png"),
+                                                                 ("occ1", manifest_path := "images/beside.png")])
+    shutil.copy(root / manifest.path[1], root / manifest_path)  # an image beside the archive (a duplicate)
+    columns = {"path": "path", "species": "species", "specimen": "catalogNumber", "ranks": ["family", "genus"]}
+    read = read_manifest(root / "dwca.zip", columns, root)
+    assert len(read) == len(manifest) + 2
+    assert read["path"].iloc[0] == f"dwca.zip!/media/{manifest.specimen_id[0]}.png"
+    assert read["file"].iloc[0] == f"{root}/dwca.zip!/media/{manifest.specimen_id[0]}.png"
+    inside = read[read["path"].str.startswith("dwca.zip!/")]
+    assert inside[["species", "specimen_id", "family", "genus"]].values.tolist() == \
+        manifest[["species", "specimen_id", "family", "genus"]].values.tolist()
+    by_path = read.set_index("path")  # extra images belong to their occurrence
+    assert by_path.loc["media/lost.png", "specimen_id"] == manifest.specimen_id[0]
+    assert by_path.loc["images/beside.png", "specimen_id"] == manifest.specimen_id[1]
+    config = write_config(tmp_path, root)
+    raw = yaml.safe_load(config.read_text())
+    raw["collection"].update(manifest="dwca.zip", columns=columns)
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "validate", str(config), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    images, failures = read_table(tmp_path / "out", "images"), read_table(tmp_path / "out", "failures")
+    assert len(images) == len(manifest) and set(images["family"]) == set(manifest["family"])
+    reasons = dict(zip(failures["path"], failures["reason"]))
+    assert reasons["media/lost.png"].startswith("missing file")
+    assert reasons["images/beside.png"].startswith("duplicate of manifest row 3")  # occ1: after occ0's two
+    not_an_archive = tmp_path / "c" / "fake.zip"
+    not_an_archive.write_text("PK? no")
+    try:
+        read_manifest(not_an_archive, columns, root)
+    except ManifestError as error:
+        assert "is not a zip archive" in str(error)
+    else:
+        raise AssertionError("a file that is not a zip was read as an archive")
+
+
+def test_the_whole_workflow_runs_on_a_darwin_core_archive(small_collection, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_collection, root)
+    manifest = write_dwca(root, root / "dwca.zip")
+    # the reference masks, named after the image they label (segment.masks: a folder)
+    (root / "refs").mkdir()
+    for species, group in manifest.groupby("species"):
+        labelled = group[group["mask"] != ""].iloc[0]
+        shutil.copy(root / labelled["mask"], root / "refs" / f"{labelled.specimen_id}.png")
+    config = write_config(tmp_path, root)
+    raw = yaml.safe_load(config.read_text())
+    raw["collection"].update(manifest="dwca.zip", columns={"path": "path", "species": "species",
+                                                           "specimen": "catalogNumber", "ranks": ["family", "genus"]})
+    raw["segment"]["masks"] = "refs"
+    raw["evaluate"] = {}
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results"
+    images = read_table(results, "images")
+    assert len(images) == len(manifest) and images["path"].str.startswith("dwca.zip!/media/").all()
+    parts = read_table(results, "parts")
+    assert set(parts["image_id"]) == set(images["image_id"])  # every image segmented from inside the archive
+    assert (results / "report.html").is_file()
+    assert json.loads((results / "models" / "classifier.json").read_text())["classes"] == sorted(manifest.species.unique())
