@@ -7,6 +7,7 @@ import sys
 import zipfile
 
 import pandas as pd
+import pytest
 import yaml
 
 from traitpipe.collection.manifest import ManifestError, read_manifest
@@ -71,12 +72,8 @@ def test_a_folder_of_species_sub_folders_is_a_manifest(small_collection, tmp_pat
     assert done.returncode == 0, done.stderr
     assert len(read_table(tmp_path / "out", "images")) == len(manifest)
     (tmp_path / "empty").mkdir()
-    try:
+    with pytest.raises(ManifestError, match="holds no species sub-folder with images"):
         read_manifest(tmp_path / "empty", {"path": "path", "species": "species"}, tmp_path)
-    except ManifestError as error:
-        assert "holds no species sub-folder with images" in str(error)
-    else:
-        raise AssertionError("an empty folder was read as a collection")
 
 
 def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection, tmp_path):
@@ -110,12 +107,8 @@ def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection
     assert reasons["images/beside.png"].startswith("duplicate of manifest row 3")  # occ1: after occ0's two
     not_an_archive = tmp_path / "c" / "fake.zip"
     not_an_archive.write_text("PK? no")
-    try:
+    with pytest.raises(ManifestError, match="is not a zip archive"):
         read_manifest(not_an_archive, columns, root)
-    except ManifestError as error:
-        assert "is not a zip archive" in str(error)
-    else:
-        raise AssertionError("a file that is not a zip was read as an archive")
 
 
 def test_the_whole_workflow_runs_on_a_darwin_core_archive(small_collection, tmp_path):
