@@ -104,3 +104,38 @@ def test_interrupted_zarr_write_keeps_the_finished_store(tmp_path):
             raise RuntimeError("killed half way")
     assert open_maps(path)["labels"][:].tolist() == np.ones((1, 4, 4)).tolist()
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_full_disk_ends_a_job_with_a_clear_message_and_no_partial_output(collection_copy, tmp_path, monkeypatch,
+                                                                          capsys):
+    import errno
+
+    import pyarrow.parquet
+
+    from traitpipe.cli import main
+    from traitpipe.collection.manifest import load_manifest
+    from traitpipe.collection.shards import shard_rows
+    from traitpipe.config import load_config
+    from traitpipe.store.run import write_run_config
+
+    from conftest import write_config
+
+    config = load_config(write_config(tmp_path, collection_copy))
+    write_run_config(tmp_path / "run.json", config)
+    rows = next(iter(shard_rows(load_manifest(config), config["shard_size"]).values()))
+    rows.to_parquet(tmp_path / "rows.parquet")
+
+    def full(table, where, **kw):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 the first blocks")
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(pyarrow.parquet, "write_table", full)
+    images = table_path(tmp_path / "results", "images", "00000")
+    with pytest.raises(SystemExit) as stopped:
+        main(["job", "ingest", "--config", str(tmp_path / "run.json"), "--rows", str(tmp_path / "rows.parquet"),
+              "--images", str(images), "--failures", str(tmp_path / "results" / "f.parquet")])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert "job ingest: no space left to write " in message and "Nothing partial was kept" in message
+    assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]  # neither the file nor its temporary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -183,7 +184,15 @@ def cmd_check_report(args: argparse.Namespace) -> None:
 
 
 def cmd_job(args: argparse.Namespace) -> None:
-    importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
+    try:
+        importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # outputs are written aside and renamed when complete (traitpipe.store.atomic): nothing partial stays
+        _fail(f"job {args.name}: no space left to write {error.filename or 'its outputs'} ({error.strerror}). "
+              "Nothing partial was kept under a final name: free space, or set results to a larger disk, and run "
+              "again")
 
 
 def parser() -> argparse.ArgumentParser:
