@@ -101,7 +101,9 @@ def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = No
     sam2.sam2_video_predictor.SAM2VideoPredictor
         In eval mode, ``apply_postprocessing=False``.
     """
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, _hf_download, _load_checkpoint, build_sam2_video_predictor
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, _hf_download, build_sam2_video_predictor
+
+    from traitpipe.models.checkpoints import CheckpointError, load_state_dict
 
     if image_size % 32:
         raise ValueError(f"SAM 2 image_size must be a multiple of 32, got {image_size}")
@@ -118,10 +120,19 @@ def load_sam2(config: str = "sam2.1_hiera_t", checkpoint: str | Path | None = No
     file = config_file(config)
     if Path(file).is_file():  # a config file outside the sam2 package: the same predictor, built from it
         model = build_sam2(file, image_size, "sam2.sam2_video_predictor.SAM2VideoPredictor")
-        _load_checkpoint(model, path)
-        return model.to(device).eval()
-    return build_sam2_video_predictor(file, path, device=str(device), apply_postprocessing=False,
-                                      hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    else:
+        model = build_sam2_video_predictor(file, None, device="cpu", apply_postprocessing=False,
+                                           hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    if path is not None:  # SAM 2's layout, {"model": state dict}, read safely with messages that say what is wrong
+        try:
+            missing, unexpected = model.load_state_dict(load_state_dict(path, key="model"), strict=False)
+        except RuntimeError as error:  # tensors of another shape: another model size
+            raise CheckpointError(f"SAM 2 checkpoint {path} does not fit the config {config}: "
+                                  f"{str(error).strip().splitlines()[-1].strip()}") from None
+        if missing or unexpected:
+            raise CheckpointError(f"SAM 2 checkpoint {path} does not fit the config {config}: missing "
+                                  f"{missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device).eval()
 
 
 def preprocess(frame: np.ndarray, image_size: int) -> torch.Tensor:
