@@ -169,11 +169,37 @@ def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_decoder_side(s
     model = load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=128)
     encoder = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
     decoder = {k: v.clone() for k, v in model.sam_mask_decoder.state_dict().items()}
-    losses = finetune(model, [(frames[0], support, frames[1:3])], steps=6, lr=1e-4, progress=False)
-    assert len(losses) == 6 and losses[-1] < losses[0]
+    tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=6, lr=1e-4, progress=False)
+    losses = tuning["losses"]
+    assert len(losses) == 6 and losses[-1] < losses[0] and tuning["kept_step"] == 6 and not tuning["checks"]
     assert all(torch.equal(v, model.image_encoder.state_dict()[k]) for k, v in encoder.items())
     assert any(not torch.equal(v, model.sam_mask_decoder.state_dict()[k]) for k, v in decoder.items())
     assert np.isnan(round_trip_iou(model, frames[0], frames[1], np.where(support == 4, 0, support), 4))
+
+
+def test_the_guard_keeps_the_weights_with_the_lowest_round_trip_loss_on_set_aside_queries(species):
+    from traitpipe.segment.finetune import finetune, round_trip_loss
+
+    frames, support = species
+    torch.manual_seed(0)
+    model = load_sam2("sam2_small", None, device="cpu", image_size=128)  # small: the guard is what is tested
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    checks = [(frames[0], support, frames[3])]
+    untuned = round_trip_loss(model, frames[0], frames[3], support, precision="float32").item()
+    # a rate that wrecks the decoder: every step raises the set-aside loss, so none of it is kept
+    tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=4, lr=0.5, checks=checks, check_every=2,
+                      progress=False, precision="float32")
+    assert [c["step"] for c in tuning["checks"]] == [0, 2, 4]
+    assert tuning["checks"][0]["loss"] == pytest.approx(untuned)
+    assert min(c["loss"] for c in tuning["checks"][1:]) > untuned and tuning["kept_step"] == 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # a gentle rate that lowers it: the lowest measurement's weights are the ones left in the model
+    tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=4, lr=1e-4, checks=checks, check_every=2,
+                      progress=False, precision="float32")
+    best = min(tuning["checks"], key=lambda c: c["loss"])
+    assert best["step"] > 0 and tuning["kept_step"] == best["step"]
+    kept = round_trip_loss(model, frames[0], frames[3], support, precision="float32").item()
+    assert kept == pytest.approx(best["loss"], rel=1e-5)
 
 
 def test_local_checkpoint_files_load(predictor, species, tmp_path):
@@ -188,5 +214,18 @@ def test_local_checkpoint_files_load(predictor, species, tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="neither a local file nor a known Hugging Face id"):
         load_sam2("sam2.1_hiera_t", tmp_path / "missing.pt", device="cpu", image_size=128)
+    from traitpipe.models.checkpoints import CheckpointError
+
+    data = (tmp_path / "sam2.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 3])  # a download that stopped
+    torch.save({"model": {"image_encoder.trunk.pos_embed": torch.zeros(1)}}, tmp_path / "other.pt")
+    torch.save({"model": {"no_such.weight": torch.zeros(1)}}, tmp_path / "foreign.pt")
+    for name, message in (("cut.pt", "is corrupt, truncated or not a torch checkpoint"),
+                          ("other.pt", "does not fit the config sam2.1_hiera_t: size mismatch for "
+                                       "image_encoder.trunk.pos_embed"),
+                          ("foreign.pt", "does not fit the config sam2.1_hiera_t: missing \\[")):
+        with pytest.raises(CheckpointError, match=message) as refused:
+            load_sam2("sam2.1_hiera_t", tmp_path / name, device="cpu", image_size=128)
+        assert "weights_only" not in str(refused.value)
     with pytest.raises(ValueError, match="multiple of 32"):
         load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=100)

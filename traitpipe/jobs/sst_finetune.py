@@ -3,7 +3,11 @@ cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's ch
 
 With true part masks (``collection.columns.parts_truth``), SST is scored against them before and after tuning,
 on every species' pseudo-video (its reference, then its images with a truth mask): ``evaluation`` rows
-``miou_untuned`` and ``miou_tuned`` (and per part), which say whether one-shot fine-tuning helped."""
+``miou_untuned`` and ``miou_tuned`` (and per part), which say whether one-shot fine-tuning helped.
+
+Each species' first ``queries_per_species`` query images are tuned on and its next
+``check_queries_per_species`` guard the tuning (label-free): the weights kept are those with the lowest
+round-trip loss on them (:func:`traitpipe.segment.finetune.finetune`)."""
 
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     settings, tune = config["segment"], config["segment"]["finetune"]
     names = part_names(settings["parts"], config["collection"]["root"])
     rows = read_rows(args.images)
-    examples, scored, skipped, found_names = [], [], [], {}
+    examples, checks, scored, skipped, found_names = [], [], [], [], {}
     for species, group in rows.groupby("species", sort=True):
         try:
             support, labels, image_file, found = load_support(config, species, args.reference, names)
@@ -61,8 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         root = Path(config["collection"]["root"])
         queries = group[[str(root / p) != image_file for p in group["path"]]]
-        pixels, _, _ = load_pixels(config, queries.head(tune["queries_per_species"]))
-        examples.append((support, labels, pixels))
+        n_tune, n_check = tune["queries_per_species"], tune["check_queries_per_species"]
+        pixels, _, _ = load_pixels(config, queries.head(n_tune + n_check))
+        examples.append((support, labels, pixels[:n_tune]))
+        checks += [(support, labels, query) for query in pixels[n_tune:]]
         if args.evaluation:
             frames, truths, kept, unread = truth_images(config, queries)
             scored.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
@@ -70,12 +76,14 @@ def main(argv: list[str] | None = None) -> None:
             skipped += unread
     if settings["backend"] != "sam2_video":
         raise SystemExit(f"segment.finetune tunes SAM 2's video predictor; segment.backend is {settings['backend']!r}")
+    step.checkpoint("segment")  # its sha256, when the config gives one, before SAM 2 loads it
     segmenter = SAM2Video(settings, device, trained=args.trained)
     predictor = segmenter.predictor
     scored_names = names or found_names
     before = truth_rows(predictor, scored, scored_names, segmenter.precision) if args.evaluation else None
-    losses = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
-                      modules=tune["modules"], seed=settings["seed"], precision=settings["precision"])
+    tuning = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
+                      modules=tune["modules"], seed=settings["seed"], checks=checks, check_every=tune["check_every"],
+                      precision=settings["precision"])
     if args.evaluation:
         after = truth_rows(predictor, scored, scored_names, segmenter.precision)
         subsets = {"queries": None, **sam2_split(args.trained_description)}
@@ -90,7 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.description, {
         "base": {"config": settings["config"], "checkpoint": args.trained or settings["checkpoint"],
                  "random_weights": settings["checkpoint"] is None, "trained_here": args.trained is not None},
-        "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": losses,
+        "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": tuning["losses"],
+        "checks": tuning["checks"], "check_pairs": len(checks), "kept_step": tuning["kept_step"],
         "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
         "precision": segmenter.precision})
+    losses, kept = tuning["losses"], tuning["kept_step"]
     step.finish(f"{tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    if checks:
+        guard = {c["step"]: c["loss"] for c in tuning["checks"]}
+        verdict = ("kept none of the tuning: it never lowered" if kept == 0 else f"kept step {kept}'s weights: lowest")
+        step.finish(f"guard {verdict} the round-trip loss on {len(checks)} set-aside pairs "
+                    f"({guard[0]:.4f} before, {guard[kept]:.4f} kept, {guard[tune['steps']]:.4f} at the end)")

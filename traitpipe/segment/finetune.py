@@ -14,7 +14,7 @@ mask as a conditioning memory for every later frame, and the third frame can cop
 
 Fine-tuning minimises the BCE between pass 2's support logits and the support's true
 mask, tuning only decoder-side modules (the paper's own fine-tuning code was never
-published). Retrieval ranks query images by the IoU of one part's returned mask.
+published), and keeps the weights whose loss is lowest on set-aside queries. Retrieval ranks query images by the IoU of one part's returned mask.
 """
 
 from __future__ import annotations
@@ -110,10 +110,27 @@ def _low_res_targets(support_labels: np.ndarray, parts: Sequence[int], size: int
     return F.interpolate(masks, size=(size, size), mode="area")[:, 0]
 
 
+def round_trip_loss(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, *,
+                    precision: str = "auto") -> torch.Tensor:
+    """The cycle-consistent loss of one (support, query) pair: BCE between the support's round-trip logits
+    (:func:`round_trip_logits`) and its true part masks at the logits' resolution. A scalar tensor with
+    gradients; it needs no label on the query."""
+    logits, parts = round_trip_logits(predictor, support, query, support_labels, precision=precision)
+    target = _low_res_targets(support_labels, parts, logits.shape[-1]).to(logits.device)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
 def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequence[np.ndarray]]], *, steps: int,
              lr: float = 1e-5, weight_decay: float = 0.01, modules: Sequence[str] = TUNED, seed: int = 0,
-             progress: bool = True, precision: str = "auto") -> list[float]:
-    """Tune decoder-side modules of SAM 2 in place by the cycle-consistent round-trip loss.
+             checks: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] = (), check_every: int = 25,
+             progress: bool = True, precision: str = "auto") -> dict:
+    """Tune decoder-side modules of SAM 2 in place by the cycle-consistent round-trip loss, keeping the
+    weights whose round-trip loss on set-aside pairs is lowest.
+
+    The guard needs no labels beyond the references: every ``check_every`` steps (and before the first) the
+    mean round-trip loss of the ``checks`` pairs, queries the tuning never drew, is measured, and the weights
+    of the lowest are kept at the end. When tuning never lowers it, the model is left as it was: fine-tuning
+    that does not carry over to unseen queries is refused rather than applied.
 
     Parameters
     ----------
@@ -127,17 +144,24 @@ def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
     modules : sequence of str
         Names of the predictor's sub-modules to tune; everything else stays frozen.
     seed : int
+    checks : sequence of (support, support_labels, query)
+        Set-aside pairs for the guard; empty: no guard, the last step's weights are kept.
+    check_every : int
+        Steps between guard measurements.
+    progress : bool
     precision : str
         "auto" (bfloat16 on CUDA, the SST authors' setting), "float32" or "bfloat16".
 
     Returns
     -------
-    list of float
-        The loss of every step.
+    dict
+        ``losses``: the loss of every step (float); ``checks``: ``{"step", "loss"}`` per guard measurement;
+        ``kept_step``: the step whose weights were kept (0: none of the tuning, ``steps``: all of it).
     """
     rng = np.random.default_rng(seed)
     _drop_inference_caches(predictor)
-    tuned = [p for name in modules for p in getattr(predictor, name).parameters()]
+    tuned_modules = {name: getattr(predictor, name) for name in modules}
+    tuned = [p for module in tuned_modules.values() for p in module.parameters()]
     for p in predictor.parameters():
         p.requires_grad_(False)
     for p in tuned:
@@ -146,20 +170,36 @@ def finetune(predictor, examples: Sequence[tuple[np.ndarray, np.ndarray, Sequenc
     usable = [e for e in examples if len(e[2])]
     if not usable:
         raise ValueError("fine-tuning needs at least one species with a reference mask and a query image")
+
+    def snapshot() -> dict:
+        return {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in tuned_modules.items()}
+
+    def guard(step: int) -> None:
+        loss = float(np.mean([round_trip_loss(predictor, support, query, labels, precision=precision).item()
+                              for support, labels, query in checks]))
+        history.append({"step": step, "loss": loss})
+        if loss < best["loss"]:
+            best.update(loss=loss, step=step, weights=snapshot())
+
+    history, best = [], {"loss": np.inf, "step": steps, "weights": None}
     losses = []  # the predictor stays in eval mode: SAM 2's train mode expects its training data pipeline
-    for _ in tqdm(range(steps), desc="fine-tune SAM 2", unit="step", disable=not progress, file=sys.stderr):
+    for step in tqdm(range(steps), desc="fine-tune SAM 2", unit="step", disable=not progress, file=sys.stderr):
+        if checks and step % check_every == 0:
+            guard(step)
         support, labels, queries = usable[int(rng.integers(len(usable)))]
-        query = queries[int(rng.integers(len(queries)))]
-        logits, parts = round_trip_logits(predictor, support, query, labels, precision=precision)
-        target = _low_res_targets(labels, parts, logits.shape[-1]).to(logits.device)
-        loss = F.binary_cross_entropy_with_logits(logits, target)
+        loss = round_trip_loss(predictor, support, queries[int(rng.integers(len(queries)))], labels,
+                               precision=precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    if checks:
+        guard(steps)
+        for name, weights in best["weights"].items():
+            tuned_modules[name].load_state_dict(weights)
     for p in predictor.parameters():
         p.requires_grad_(True)
-    return losses
+    return {"losses": losses, "checks": history, "kept_step": best["step"]}
 
 
 def round_trip_iou(predictor, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int, *,
