@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -111,6 +112,26 @@ def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection
         read_manifest(not_an_archive, columns, root)
 
 
+def run_whole_workflow(tmp_path, root, manifest, columns, path_pattern, **segment):
+    """Run the workflow on a collection of another form (its ``collection.manifest``, ``columns`` and ``segment``
+    settings; no truth scores) and check every image went through ingest and segment to the report."""
+    config = write_config(tmp_path, root)
+    raw = yaml.safe_load(config.read_text())
+    raw["collection"].update(manifest=manifest, columns=columns)
+    raw["segment"].update(segment)
+    raw["evaluate"] = {}
+    config.write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(config)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = tmp_path / "results"
+    images = read_table(results, "images")
+    assert images["path"].str.match(path_pattern).all()
+    assert set(read_table(results, "parts")["image_id"]) == set(images["image_id"])  # every image segmented
+    assert (results / "report.html").is_file()
+    return results, images
+
+
 def test_the_whole_workflow_runs_on_a_darwin_core_archive(small_collection, tmp_path):
     root = tmp_path / "c"
     shutil.copytree(small_collection, root)
@@ -120,20 +141,69 @@ def test_the_whole_workflow_runs_on_a_darwin_core_archive(small_collection, tmp_
     for species, group in manifest.groupby("species"):
         labelled = group[group["mask"] != ""].iloc[0]
         shutil.copy(root / labelled["mask"], root / "refs" / f"{labelled.specimen_id}.png")
-    config = write_config(tmp_path, root)
-    raw = yaml.safe_load(config.read_text())
-    raw["collection"].update(manifest="dwca.zip", columns={"path": "path", "species": "species",
-                                                           "specimen": "catalogNumber", "ranks": ["family", "genus"]})
-    raw["segment"]["masks"] = "refs"
-    raw["evaluate"] = {}
-    config.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(config)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = tmp_path / "results"
-    images = read_table(results, "images")
-    assert len(images) == len(manifest) and images["path"].str.startswith("dwca.zip!/media/").all()
-    parts = read_table(results, "parts")
-    assert set(parts["image_id"]) == set(images["image_id"])  # every image segmented from inside the archive
-    assert (results / "report.html").is_file()
+    columns = {"path": "path", "species": "species", "specimen": "catalogNumber", "ranks": ["family", "genus"]}
+    results, images = run_whole_workflow(tmp_path, root, "dwca.zip", columns, r"dwca\.zip!/media/", masks="refs")
+    assert len(images) == len(manifest)
     assert json.loads((results / "models" / "classifier.json").read_text())["classes"] == sorted(manifest.species.unique())
+
+
+def write_parquet_images(collection, folder, rows_per_file=12, row_group_size=4):
+    """The small collection as Parquet files whose ``image`` column holds the encoded images (the layout of
+    Imageomics' download tools), with species, specimen and taxonomy columns; in shuffled order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False).sample(frac=1.0, random_state=0)
+    folder.mkdir(parents=True)
+    for k, start in enumerate(range(0, len(manifest), rows_per_file)):
+        part = manifest.iloc[start:start + rows_per_file]
+        table = pa.table({"uuid": [f"u{i}" for i in part.index], "species": part.species.tolist(),
+                          "specimen_id": part.specimen_id.tolist(), "family": part.family.tolist(),
+                          "genus": part.genus.tolist(), "mask": part["mask"].tolist(),
+                          "image": pa.array([(collection / p).read_bytes() for p in part.path], pa.binary())})
+        pq.write_table(table, folder / f"images-{k}.parquet", row_group_size=row_group_size)
+    return manifest
+
+
+def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collection, tmp_path):
+    from traitpipe.collection import images as reader
+    from traitpipe.config import validate_config
+    from traitpipe.jobs.common import load_pixels
+
+    manifest = write_parquet_images(small_collection, tmp_path / "pq")
+    columns = {"path": "path", "species": "species", "image": "image", "specimen": "specimen_id",
+               "ranks": ["family", "genus"]}
+    read = read_manifest(tmp_path / "pq", columns, tmp_path)
+    assert len(read) == len(manifest) and read["path"].iloc[13] == "pq/images-1.parquet#image/1"
+    assert read["specimen_id"].tolist() == manifest["specimen_id"].tolist()
+    assert reader.read_bytes(read["file"].iloc[13]) == (small_collection / manifest.path.iloc[13]).read_bytes()
+    config = validate_config({"collection": {"root": str(tmp_path), "manifest": "pq", "columns": columns}})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "validate", str(tmp_path / "config.json"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    images = read_table(tmp_path / "out", "images")
+    assert len(images) == len(manifest) and images["path"].str.contains(".parquet#image/").all()
+    reader._row_group.cache_clear()
+    shuffled = images.sample(frac=1.0, random_state=1).reset_index(drop=True)  # a shard's order: not the files'
+    pixels, ok, _ = load_pixels(config, shuffled)
+    assert ok.all() and reader._row_group.cache_info().misses == 5  # 12 + 8 rows: 3 + 2 row groups, each once
+    path_of = manifest.set_index("specimen_id")["path"]
+    for got, specimen in zip(pixels, shuffled["specimen_id"]):
+        np.testing.assert_array_equal(got, reader.read_image(small_collection / path_of[specimen]))
+    with pytest.raises(reader.ImageError, match="missing file: .* has 12 rows, none numbered 99"):
+        reader.read_bytes(f"{tmp_path}/pq/images-0.parquet#image/99")
+    with pytest.raises(ManifestError, match="has no column 'pixels'"):
+        read_manifest(tmp_path / "pq", {**columns, "image": "pixels"}, tmp_path)
+    with pytest.raises(ManifestError, match="column 'species' is string, not binary"):
+        read_manifest(tmp_path / "pq", {**columns, "image": "species"}, tmp_path)
+
+
+def test_the_whole_workflow_runs_on_images_in_parquet_files(small_collection, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_collection, root)
+    manifest = write_parquet_images(root, root / "pq")
+    columns = {"path": "path", "species": "species", "image": "image", "specimen": "specimen_id", "mask": "mask",
+               "ranks": ["family", "genus"]}
+    _, images = run_whole_workflow(tmp_path, root, "pq", columns, r"pq/images-\d\.parquet#image/\d+$")
+    assert len(images) == len(manifest)

@@ -6,6 +6,11 @@ row per image) that :func:`traitpipe.collection.manifest.read_manifest` then che
   extension (Audubon Core ``accessURI`` or GBIF Simple Multimedia ``identifier``), ``path`` and ``species``
   (``scientificName``), and the core's ``catalogNumber`` and higher taxonomy under their Darwin Core names.
 
+- Parquet files whose binary column holds the encoded images (``collection.columns.image``; the layout of
+  Imageomics' download tools for millions of images): every other column, and a path naming the cell,
+  ``<file>.parquet#<column>/<row>``. The images themselves are not read here, only where they are used, one
+  row group at a time (:func:`traitpipe.collection.images.read_bytes`).
+
 An image of an archive may lie beside it (a path relative to the archive's folder) or inside it: its path is
 then ``<archive>!/<member>`` (:func:`traitpipe.collection.images.read_bytes` reads such members).
 """
@@ -118,3 +123,50 @@ def dwca_table(archive: str | Path, root: str | Path) -> pd.DataFrame:
                 rows.append({"path": path, "species": core.data[DWC + "scientificName"].strip(),
                              **{t: core.data.get(DWC + t, "").strip() for t in terms}})
     return pd.DataFrame(rows, columns=["path", "species", *terms])
+
+
+def parquet_images_table(source: str | Path, image: str, path_column: str, root: str | Path) -> pd.DataFrame:
+    """One row per row of Parquet files whose column ``image`` holds encoded images, without reading them.
+
+    Parameters
+    ----------
+    source : str or Path
+        A Parquet file, or a folder of them (``**/*.parquet``, in sorted order).
+    image : str
+        The binary column (``collection.columns.image``).
+    path_column : str
+        The name of the path column written (``collection.columns.path``): ``<file>#<image>/<row>``, the
+        file relative to ``root``, the row 0-based within it.
+    root : str or Path
+
+    Returns
+    -------
+    pandas.DataFrame
+        The files' other columns as strings, and ``path_column``.
+
+    Raises
+    ------
+    ValueError
+        No Parquet file, or a file without the column or whose column is not binary.
+    """
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    source, root = Path(source), Path(root)
+    files = sorted(source.rglob("*.parquet")) if source.is_dir() else [source]
+    if not files:
+        raise ValueError(f"{source} holds no Parquet file (collection.columns.image names a column of them)")
+    tables = []
+    for file in files:
+        schema = pq.read_schema(file)
+        if image not in schema.names:
+            raise ValueError(f"{file} has no column {image!r} (collection.columns.image); it has "
+                             f"{', '.join(schema.names)}")
+        if not (pyarrow.types.is_binary(schema.field(image).type) or
+                pyarrow.types.is_large_binary(schema.field(image).type)):
+            raise ValueError(f"{file}: column {image!r} is {schema.field(image).type}, not binary (encoded images)")
+        table = pq.read_table(file, columns=[n for n in schema.names if n != image]).to_pandas()
+        table = table.astype(str).where(table.notna(), "")
+        table[path_column] = [f"{_relative(file, root)}#{image}/{row}" for row in range(len(table))]
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)

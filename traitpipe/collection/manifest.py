@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from traitpipe.collection.forms import IMAGE_SUFFIXES, dwca_table, folder_table
+from traitpipe.collection.forms import IMAGE_SUFFIXES, dwca_table, folder_table, parquet_images_table
+from traitpipe.collection.images import source_file
 from traitpipe.config import collection_file
 
 #: What each configurable column holds, for error messages.
@@ -33,13 +34,22 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message says what to fix."""
 
 
-def read_table(path: Path, root: str | Path = ".") -> pd.DataFrame:
+def read_table(path: Path, root: str | Path = ".", image: str | None = None,
+               path_column: str = "path") -> pd.DataFrame:
     """The manifest's table, strings throughout: a CSV, TSV or Parquet file, a Darwin Core archive or a folder
-    of species sub-folders (:mod:`traitpipe.collection.forms`; their paths written relative to ``root``). A file
-    that cannot be read is a :class:`ManifestError` naming the file, the line where it can, and the fix."""
+    of species sub-folders (:mod:`traitpipe.collection.forms`; their paths written relative to ``root``), or
+    Parquet files holding the images in column ``image`` (their cells named in ``path_column``). A file that
+    cannot be read is a :class:`ManifestError` naming the file, the line where it can, and the fix."""
     import pyarrow
 
     suffix = path.suffix.lower()
+    if image is not None:
+        try:
+            return parquet_images_table(path, image, path_column, root)
+        except ValueError as error:
+            raise ManifestError(str(error)) from None
+        except pyarrow.ArrowException as error:
+            raise ManifestError(f"manifest {path}: not a readable Parquet file ({error})") from None
     if path.is_dir():
         table = folder_table(path, root)
         if table.empty:
@@ -102,7 +112,7 @@ def outside_root(file: str | Path, root: str | Path) -> bool:
     >>> outside_root("/data/c/dwca.zip!/../../x.png", "/data/c")  # a member's name never leaves the archive
     False
     """
-    file = str(file).split("!/", 1)[0]  # an archive member lies where its archive does
+    file = source_file(file)  # an image stored in an archive or a Parquet file lies where its container does
     return not Path(os.path.realpath(file)).is_relative_to(os.path.realpath(root))
 
 
@@ -142,7 +152,7 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
     path, root = Path(path), Path(root)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path} (config key collection.manifest)")
-    table = read_table(path, root)
+    table = read_table(path, root, columns.get("image"), columns["path"])
     if len(table) == 0:
         raise ManifestError(f"manifest {path} has no rows: add one row per image")
     names = [str(c) for c in table.columns]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from traitpipe.collection.images import MAX_PIXELS, ImageError, check_size, read_image, stored_orientation
+from traitpipe.collection.images import MAX_PIXELS, ImageError, check_size, read_image, read_order, stored_orientation
 from traitpipe.store.atomic import atomic_path
 from traitpipe.segment.parts import check_support_mask
 from traitpipe.segment.references import reference_origin
@@ -45,15 +45,18 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
         ``failures`` columns for the others (without ``stage``).
     """
     root = Path(config["collection"]["root"])
-    pixels, ok, failed = [], np.zeros(len(rows), bool), []
-    for i, row in enumerate(rows.itertuples()):
-        file = Path(row.path) if Path(row.path).is_absolute() else root / row.path
+    files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
+    read, failed = {}, {}
+    for i in read_order(files):  # images stored in Parquet: each row group read once
         try:
-            pixels.append(read_image(file, max_pixels=config["collection"]["max_pixels"], expected_id=row.image_id))
-            ok[i] = True
+            read[i] = read_image(files[i], max_pixels=config["collection"]["max_pixels"],
+                                 expected_id=rows["image_id"].iloc[i])
         except ImageError as error:
-            failed.append(failure_rows(rows.iloc[[i]], str(error)))
-    return pixels, ok, pd.concat(failed, ignore_index=True) if failed else failure_rows(rows.iloc[:0], "")
+            failed[i] = failure_rows(rows.iloc[[i]], str(error))
+    ok = np.array([i in read for i in range(len(rows))], bool)
+    return ([read[i] for i in sorted(read)], ok,
+            pd.concat([failed[i] for i in sorted(failed)], ignore_index=True) if failed
+            else failure_rows(rows.iloc[:0], ""))
 
 
 def failure_rows(rows: pd.DataFrame, reason: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 from tqdm import tqdm
 
-from traitpipe.collection.images import ImageError, decode, image_id, read_bytes
+from traitpipe.collection.images import ImageError, decode, image_id, read_bytes, read_order
 from traitpipe.collection.manifest import outside_root
 from traitpipe.collection.shards import in_piece
 from traitpipe.jobs.step import Step
@@ -63,6 +63,7 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     collection = config["collection"]
     max_pixels, root = collection["max_pixels"], None if collection["allow_outside_root"] else collection["root"]
     files = rows.drop_duplicates("row")
+    files = files.iloc[read_order(files["file"].tolist())]  # images stored in Parquet: each row group read once
     with ThreadPoolExecutor(config["ingest"]["threads"]) as pool:
         probes = list(tqdm(pool.map(lambda f: _probe(f, max_pixels, root), files["file"]), total=len(files),
                            desc="ingest", unit="img", disable=not progress, file=sys.stderr))

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from traitpipe.collection.images import source_file
 from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
@@ -134,9 +135,8 @@ def collection_files(value):
 
 
 def on_disk(file):
-    """The file Snakemake can hash for an image: itself, or for a member of an archive (``a.zip!/m.png``) the
-    archive."""
-    return file.split("!/", 1)[0]
+    """The file Snakemake can hash for an image: itself, or the archive or Parquet file that holds it."""
+    return source_file(file)
 
 
 def reference_files(species):
