@@ -114,7 +114,8 @@ def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection
 
 def run_whole_workflow(tmp_path, root, manifest, columns, path_pattern, **segment):
     """Run the workflow on a collection of another form (its ``collection.manifest``, ``columns`` and ``segment``
-    settings; no truth scores) and check every image went through ingest and segment to the report."""
+    settings; no truth scores) and check every image went through ingest and segment to the report;
+    returns the results folder and its images table."""
     config = write_config(tmp_path, root)
     raw = yaml.safe_load(config.read_text())
     raw["collection"].update(manifest=manifest, columns=columns)
