@@ -1,10 +1,13 @@
-"""Shared fixtures: a small synthetic collection and a config pointing at it."""
+"""Shared fixtures: a small synthetic collection and a config pointing at it; the collection in other forms
+(a Darwin Core archive, images in Parquet files)."""
 
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -60,7 +63,7 @@ def ingest_shards(run_config: Path, folder: Path) -> list[str]:
 
     from traitpipe.collection.manifest import load_manifest
     from traitpipe.collection.shards import shard_rows
-    from traitpipe.jobs import ingest
+    from traitpipe.jobs import ingest  # the workflow's job, as a rule runs it
     from traitpipe.store.tables import table_path
 
     config = json.loads(Path(run_config).read_text())
@@ -72,3 +75,62 @@ def ingest_shards(run_config: Path, folder: Path) -> list[str]:
         ingest.main(["--config", str(run_config), "--rows", str(folder / f"rows-{shard}.parquet"),
                      "--images", images[-1], "--failures", str(table_path(folder, "failures", shard, "ingest"))])
     return images
+
+
+CORE = "http://rs.tdwg.org/dwc/terms/"
+META = f"""<archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="eml.xml">
+  <core encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
+        rowType="http://rs.tdwg.org/dwc/terms/Occurrence">
+    <files><location>occurrence.txt</location></files>
+    <id index="0"/>
+    <field index="1" term="{CORE}scientificName"/>
+    <field index="2" term="{CORE}catalogNumber"/>
+    <field index="3" term="{CORE}family"/>
+    <field index="4" term="{CORE}genus"/>
+  </core>
+  <extension encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
+             rowType="http://rs.tdwg.org/ac/terms/Multimedia">
+    <files><location>multimedia.txt</location></files>
+    <coreid index="0"/>
+    <field index="1" term="http://rs.tdwg.org/ac/terms/accessURI"/>
+    <field index="2" term="http://purl.org/dc/terms/format"/>
+  </extension>
+</archive>
+"""
+
+
+def write_dwca(collection, archive, inside=True, extra_media=()):
+    """The small collection as a Darwin Core archive: occurrences with their taxonomy, one image each (inside
+    the archive under media/, or beside it as it lies), plus ``extra_media`` (occurrence id, location) rows."""
+    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False)
+    core = ["id\tscientificName\tcatalogNumber\tfamily\tgenus"]
+    media = ["coreid\taccessURI\tformat"]
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for i, row in manifest.iterrows():
+            core.append(f"occ{i}\t{row.species}\t{row.specimen_id}\t{row.family}\t{row.genus}")
+            location = f"media/{row.specimen_id}.png" if inside else row.path
+            media.append(f"occ{i}\t{location}\timage/png")
+            if inside:
+                zipped.write(collection / row.path, location)
+        media += [f"{occ}\t{location}\timage/png" for occ, location in extra_media]
+        zipped.writestr("meta.xml", META)
+        zipped.writestr("occurrence.txt", "\n".join(core) + "\n")
+        zipped.writestr("multimedia.txt", "\n".join(media) + "\n")
+    return manifest
+
+
+def write_parquet_images(collection, folder, rows_per_file=12, row_group_size=4):
+    """A collection as Parquet files whose ``image`` column holds the encoded images (the layout of Imageomics'
+    download tools) beside every manifest column but the path, in shuffled order; returns that manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False).sample(frac=1.0, random_state=0)
+    folder.mkdir(parents=True)
+    for k, start in enumerate(range(0, len(manifest), rows_per_file)):
+        part = manifest.iloc[start:start + rows_per_file]
+        columns = {name: part[name].astype(str).tolist() for name in part.columns if name != "path"}
+        images = pa.array([(collection / p).read_bytes() for p in part.path], pa.binary())
+        table = pa.table({"uuid": [f"u{i}" for i in part.index], **columns, "image": images})
+        pq.write_table(table, folder / f"images-{k}.parquet", row_group_size=row_group_size)
+    return manifest

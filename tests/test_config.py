@@ -10,7 +10,7 @@ def test_defaults_are_filled_and_validation_is_idempotent():
     assert config["shard_size"] == 512 and config["device"] == "auto"
     assert config["collection"]["columns"] == {"path": "path", "species": "species", "specimen": None,
                                                "mask": None, "ranks": [], "parts_truth": None,
-                                               "trait_truth": None}
+                                               "trait_truth": None, "image": None}
     assert config["summarize"]["scheduler"] is None and config["evaluate"]["cryptic_pairs"] is None
     assert len(config["run_id"]) == 16
     assert validate_config(config) == config

@@ -4,7 +4,6 @@ import json
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -14,49 +13,7 @@ import yaml
 from traitpipe.collection.manifest import ManifestError, read_manifest
 from traitpipe.store import read_table
 
-from conftest import write_config
-
-CORE = "http://rs.tdwg.org/dwc/terms/"
-META = f"""<archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="eml.xml">
-  <core encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
-        rowType="http://rs.tdwg.org/dwc/terms/Occurrence">
-    <files><location>occurrence.txt</location></files>
-    <id index="0"/>
-    <field index="1" term="{CORE}scientificName"/>
-    <field index="2" term="{CORE}catalogNumber"/>
-    <field index="3" term="{CORE}family"/>
-    <field index="4" term="{CORE}genus"/>
-  </core>
-  <extension encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" ignoreHeaderLines="1"
-             rowType="http://rs.tdwg.org/ac/terms/Multimedia">
-    <files><location>multimedia.txt</location></files>
-    <coreid index="0"/>
-    <field index="1" term="http://rs.tdwg.org/ac/terms/accessURI"/>
-    <field index="2" term="http://purl.org/dc/terms/format"/>
-  </extension>
-</archive>
-"""
-
-
-def write_dwca(collection, archive, inside=True, extra_media=()):
-    """The small collection as a Darwin Core archive: occurrences with their taxonomy, one image each (inside
-    the archive under media/, or beside it as it lies), plus ``extra_media`` (occurrence id, location) rows."""
-    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False)
-    core = ["id\tscientificName\tcatalogNumber\tfamily\tgenus"]
-    media = ["coreid\taccessURI\tformat"]
-    with zipfile.ZipFile(archive, "w") as zipped:
-        for i, row in manifest.iterrows():
-            core.append(f"occ{i}\t{row.species}\t{row.specimen_id}\t{row.family}\t{row.genus}")
-            location = f"media/{row.specimen_id}.png" if inside else row.path
-            media.append(f"occ{i}\t{location}\timage/png")
-            if inside:
-                zipped.write(collection / row.path, location)
-        media += [f"{occ}\t{location}\timage/png" for occ, location in extra_media]
-        zipped.writestr("meta.xml", META)
-        zipped.writestr("occurrence.txt", "\n".join(core) + "\n")
-        zipped.writestr("multimedia.txt", "\n".join(media) + "\n")
-    return manifest
-
+from conftest import write_config, write_dwca, write_parquet_images
 
 def test_a_folder_of_species_sub_folders_is_a_manifest(small_collection, tmp_path):
     manifest = pd.read_csv(small_collection / "manifest.csv", keep_default_na=False)
@@ -112,60 +69,6 @@ def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection
         read_manifest(not_an_archive, columns, root)
 
 
-def run_whole_workflow(tmp_path, root, manifest, columns, path_pattern, **segment):
-    """Run the workflow on a collection of another form (its ``collection.manifest``, ``columns`` and ``segment``
-    settings; no truth scores) and check every image went through ingest and segment to the report;
-    returns the results folder and its images table."""
-    config = write_config(tmp_path, root)
-    raw = yaml.safe_load(config.read_text())
-    raw["collection"].update(manifest=manifest, columns=columns)
-    raw["segment"].update(segment)
-    raw["evaluate"] = {}
-    config.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(config)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = tmp_path / "results"
-    images = read_table(results, "images")
-    assert images["path"].str.match(path_pattern).all()
-    assert set(read_table(results, "parts")["image_id"]) == set(images["image_id"])  # every image segmented
-    assert (results / "report.html").is_file()
-    return results, images
-
-
-def test_the_whole_workflow_runs_on_a_darwin_core_archive(small_collection, tmp_path):
-    root = tmp_path / "c"
-    shutil.copytree(small_collection, root)
-    manifest = write_dwca(root, root / "dwca.zip")
-    # the reference masks, named after the image they label (segment.masks: a folder)
-    (root / "refs").mkdir()
-    for species, group in manifest.groupby("species"):
-        labelled = group[group["mask"] != ""].iloc[0]
-        shutil.copy(root / labelled["mask"], root / "refs" / f"{labelled.specimen_id}.png")
-    columns = {"path": "path", "species": "species", "specimen": "catalogNumber", "ranks": ["family", "genus"]}
-    results, images = run_whole_workflow(tmp_path, root, "dwca.zip", columns, r"dwca\.zip!/media/", masks="refs")
-    assert len(images) == len(manifest)
-    assert json.loads((results / "models" / "classifier.json").read_text())["classes"] == sorted(manifest.species.unique())
-
-
-def write_parquet_images(collection, folder, rows_per_file=12, row_group_size=4):
-    """The small collection as Parquet files whose ``image`` column holds the encoded images (the layout of
-    Imageomics' download tools), with species, specimen and taxonomy columns; in shuffled order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False).sample(frac=1.0, random_state=0)
-    folder.mkdir(parents=True)
-    for k, start in enumerate(range(0, len(manifest), rows_per_file)):
-        part = manifest.iloc[start:start + rows_per_file]
-        table = pa.table({"uuid": [f"u{i}" for i in part.index], "species": part.species.tolist(),
-                          "specimen_id": part.specimen_id.tolist(), "family": part.family.tolist(),
-                          "genus": part.genus.tolist(), "mask": part["mask"].tolist(),
-                          "image": pa.array([(collection / p).read_bytes() for p in part.path], pa.binary())})
-        pq.write_table(table, folder / f"images-{k}.parquet", row_group_size=row_group_size)
-    return manifest
-
-
 def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collection, tmp_path):
     from traitpipe.collection import images as reader
     from traitpipe.config import validate_config
@@ -198,13 +101,3 @@ def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collect
         read_manifest(tmp_path / "pq", {**columns, "image": "pixels"}, tmp_path)
     with pytest.raises(ManifestError, match="column 'species' is string, not binary"):
         read_manifest(tmp_path / "pq", {**columns, "image": "species"}, tmp_path)
-
-
-def test_the_whole_workflow_runs_on_images_in_parquet_files(small_collection, tmp_path):
-    root = tmp_path / "c"
-    shutil.copytree(small_collection, root)
-    manifest = write_parquet_images(root, root / "pq")
-    columns = {"path": "path", "species": "species", "image": "image", "specimen": "specimen_id", "mask": "mask",
-               "ranks": ["family", "genus"]}
-    _, images = run_whole_workflow(tmp_path, root, "pq", columns, r"pq/images-\d\.parquet#image/\d+$")
-    assert len(images) == len(manifest)

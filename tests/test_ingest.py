@@ -3,7 +3,7 @@ import pandas as pd
 from traitpipe.collection.manifest import load_manifest
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import canonical_json, load_config
-from traitpipe.jobs import ingest
+from traitpipe.collection import ingest
 from traitpipe.store import read_table
 
 from conftest import ingest_shards, write_config

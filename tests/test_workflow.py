@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -14,7 +15,7 @@ from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
 from traitpipe.collection import synthesize
 from traitpipe.store import open_maps
 
-from conftest import write_config
+from conftest import write_config, write_dwca, write_parquet_images
 
 
 def traitpipe(*args, cwd):
@@ -35,11 +36,22 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
-def test_run_then_query(small_collection, tmp_path):
-    config = write_config(tmp_path, small_collection)
+def test_run_then_query(collection_copy, tmp_path):
+    """The whole workflow on a collection whose images are a binary column of Parquet files (the manifest's other
+    columns beside them), read by every step that reads images: the same results as from image files."""
+    write_parquet_images(collection_copy, collection_copy / "pq")
+    config = write_config(tmp_path, collection_copy)
+    raw = yaml.safe_load(config.read_text())
+    raw["collection"]["manifest"] = "pq"
+    raw["collection"]["columns"]["image"] = "image"
+    config.write_text(yaml.safe_dump(raw))
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = str(tmp_path / "results")
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select bool_and(regexp_matches(path, '^pq/images-[01]\\.parquet#image/[0-9]+$')) as ok "
+                     "from images", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"ok": True}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select species, count(*) as n from images group by 1 order by 1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -259,6 +271,9 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     assert json.loads(done.stdout) == [{"n": 15}]
     tuned = json.loads((tmp_path / "results" / "models" / "sam2_finetuned.json").read_text())
     assert len(tuned["losses"]) == 2 and tuned["species"] == 3 and tuned["sha256"]
+    # the guard: each species' next 2 queries set aside, measured before tuning and after its last step
+    assert tuned["check_pairs"] == 3 * 2 and [c["step"] for c in tuned["checks"]] == [0, 2]
+    assert tuned["kept_step"] == min(tuned["checks"], key=lambda c: c["loss"])["step"]
     assert tuned["skipped"] == [f"no reference mask for species {lost!r} (looked in manifest column 'mask')"]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select count(*) as n, count(round_trip_iou) as scored, any_value(part) as part from retrieval",
@@ -393,10 +408,24 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
 
 
 def test_a_killed_run_leaves_nothing_under_a_final_name_and_says_how_to_go_on(small_collection, tmp_path):
+    """Killed mid-run, then unlocked and run again to the end: on a Darwin Core archive, the whole workflow."""
     import signal
     import time
 
-    config = write_config(tmp_path, small_collection)
+    # the collection as a Darwin Core archive (images inside it), reference masks in a folder named by image
+    root = tmp_path / "c"
+    shutil.copytree(small_collection, root)
+    manifest = write_dwca(root, root / "dwca.zip")
+    (root / "refs").mkdir()
+    for _, group in manifest.groupby("species"):
+        labelled = group[group["mask"] != ""].iloc[0]
+        shutil.copy(root / labelled["mask"], root / "refs" / f"{labelled.specimen_id}.png")
+    config = write_config(tmp_path, root, evaluate={})
+    raw = yaml.safe_load(config.read_text())
+    raw["collection"].update(manifest="dwca.zip", columns={"path": "path", "species": "species",
+                                                           "specimen": "catalogNumber", "ranks": ["family", "genus"]})
+    raw["segment"]["masks"] = "refs"
+    config.write_text(yaml.safe_dump(raw))
     run = subprocess.Popen([sys.executable, "-m", "traitpipe", "run", "--config", str(config), "--", "--cores", "1"],
                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     images = tmp_path / "results" / "tables" / "images"
@@ -406,6 +435,12 @@ def test_a_killed_run_leaves_nothing_under_a_final_name_and_says_how_to_go_on(sm
     assert run.poll() is None, "the run ended before it could be killed"
     os.killpg(run.pid, signal.SIGKILL)  # Snakemake and every job it started, mid-run
     run.wait()
+    import pyarrow.parquet as pq
+
+    for table in (tmp_path / "results").rglob("part-*.parquet"):  # what has a final name is whole
+        pq.read_metadata(table)
+    for store in (tmp_path / "results").rglob("zarr.json"):
+        json.loads(store.read_text())
     again = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert again.returncode != 0 and "-- --unlock" in again.stderr  # the killed run's lock, and what to do
     assert traitpipe("run", "--config", str(config), "--", "--unlock", cwd=tmp_path).returncode == 0
@@ -413,5 +448,8 @@ def test_a_killed_run_leaves_nothing_under_a_final_name_and_says_how_to_go_on(sm
     assert done.returncode == 0, done.stderr[-3000:]
     assert not [p for p in (tmp_path / "results").rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
     rows = json.loads(traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
-                                "select count(*) as n from images", cwd=tmp_path).stdout)
-    assert rows == [{"n": 20}]
+                                "select count(*) as n, bool_and(starts_with(path, 'dwca.zip!/media/')) as inside, "
+                                "(select count(distinct image_id) from parts) as segmented from images",
+                                cwd=tmp_path).stdout)
+    assert rows == [{"n": 20, "inside": True, "segmented": 20}]  # every image read from inside the archive
+    assert (tmp_path / "results" / "report.html").is_file()

@@ -132,21 +132,28 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from traitpipe.collection.manifest import ManifestError
+    from traitpipe.collection.manifest import ManifestError, load_manifest
+    from traitpipe.collection.validate import collection_config, validate_collection
     from traitpipe.config import ConfigError
-    from traitpipe.jobs.validate import collection_config, validate_collection
+    from traitpipe.preflight import preflight
+    from traitpipe.store.provenance import provenance
+    from traitpipe.store.tables import table_path, write_table
 
     try:
         config = collection_config(args.source, args.root)
+        if args.show:
+            print(json.dumps(config, indent=1))
+            return
+        manifest = load_manifest(config)
     except (ConfigError, ManifestError) as error:
         _fail(str(error))
-    if args.show:
-        print(json.dumps(config, indent=1))
-        return
-    try:
-        found, problems = validate_collection(config, args.out)
-    except (ConfigError, ManifestError) as error:
-        _fail(str(error))
+    problems = preflight(config, manifest)
+    if problems:  # before reading any image: a run would stop here too
+        _fail("a run of this config would stop before its first job:\n  " + "\n  ".join(problems))
+    images, failures, found = validate_collection(config, manifest)
+    prov, ranks = provenance(config), list(config["collection"]["columns"]["ranks"])
+    write_table(images, table_path(args.out, "images", "all"), "images", prov, ranks)
+    write_table(failures, table_path(args.out, "failures", "all", "ingest"), "failures", prov)
     print(f"{args.source}: {found['usable_images']} usable images, {found['failures']} failures "
           f"(tables under {Path(args.out) / 'tables'})")
     for name, n in found["usable_per_species"].items():
@@ -158,8 +165,6 @@ def cmd_validate(args: argparse.Namespace) -> None:
                                           "a query)")):
         if found[key]:
             print(f"  {len(found[key])} {what}: {', '.join(found[key])}")
-    if problems:
-        _fail("a run of this config would stop before its first job:\n  " + "\n  ".join(problems))
     if not found["usable_images"]:
         _fail("no usable image: see the reasons above (and the failures table)")
 

@@ -1,6 +1,6 @@
-"""``traitpipe validate``: ingest a whole collection without running any model, write its ``images`` and
-``failures`` tables, and say what a run of it would work with (the same :func:`traitpipe.jobs.ingest.ingest`
-as the workflow's ingest step).
+"""``traitpipe validate``: ingest a whole collection without running any model and say what a run of it would
+work with (the same :func:`traitpipe.collection.ingest.ingest` as the workflow's ingest step; the command
+writes the tables).
 
 A manifest can be given alone (its columns named as the config's defaults: ``path``, ``species``), or a config
 file, whose collection and preflight checks (:mod:`traitpipe.preflight`) are then those of a run.
@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from traitpipe.collection.manifest import ManifestError, load_manifest, read_table
+from traitpipe.collection.manifest import ManifestError, read_table
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import load_config, validate_config
-from traitpipe.jobs.ingest import ingest
-from traitpipe.preflight import preflight
+from traitpipe.collection.ingest import ingest
 from traitpipe.segment.references import find_references
-from traitpipe.store.provenance import provenance
-from traitpipe.store.tables import table_path, write_table
 
 #: Config files; anything else is read as a manifest.
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -75,32 +72,26 @@ def summary(images: pd.DataFrame, failures: pd.DataFrame, species: list[str], re
             "too_few_for_sst": sorted(name for name, n in usable.items() if n < SST_MIN_IMAGES)}
 
 
-def validate_collection(config: dict, out: str | Path, *, progress: bool = True) -> tuple[dict, list[str]]:
-    """Ingest every image of a config's collection into ``out``'s ``images`` and ``failures`` tables.
+def validate_collection(config: dict, manifest: pd.DataFrame, *,
+                        progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Ingest every image of a collection.
 
     Parameters
     ----------
     config : dict
         Validated config.
-    out : str or Path
-        Results folder the tables go under (``tables/images``, ``tables/failures/stage=ingest``, one file
-        each).
+    manifest : pandas.DataFrame
+        Its manifest (:func:`traitpipe.collection.manifest.load_manifest`).
     progress : bool
 
     Returns
     -------
+    images, failures : pandas.DataFrame
+        The ``images`` and ``failures`` tables' rows (see :func:`traitpipe.collection.ingest.ingest`).
     summary : dict
         See :func:`summary`.
-    problems : list of str
-        Preflight problems (:func:`traitpipe.preflight.preflight`): a run would stop on them.
     """
-    manifest = load_manifest(config)
-    problems = preflight(config, manifest)
     rows = pd.concat(shard_rows(manifest, config["shard_size"]).values(), ignore_index=True)
     images, failures = ingest(config, rows, progress=progress)
-    prov = provenance(config)
-    write_table(images, table_path(out, "images", "all"), "images", prov, list(config["collection"]["columns"]["ranks"]))
-    write_table(failures, table_path(out, "failures", "all", "ingest"), "failures", prov)
-    collection = config["collection"]
-    referenced = set(find_references(manifest, config["segment"]["masks"], collection["root"]))
-    return summary(images, failures, sorted(manifest["species"].unique()), referenced), problems
+    referenced = set(find_references(manifest, config["segment"]["masks"], config["collection"]["root"]))
+    return images, failures, summary(images, failures, sorted(manifest["species"].unique()), referenced)
