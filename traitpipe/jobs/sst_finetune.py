@@ -106,6 +106,6 @@ def main(argv: list[str] | None = None) -> None:
     step.finish(f"{tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     if checks:
         guard = {c["step"]: c["loss"] for c in tuning["checks"]}
-        verdict = ("kept none of the tuning: it never lowered" if kept == 0 else f"kept step {kept}'s weights: lowest")
-        step.finish(f"guard {verdict} the round-trip loss on {len(checks)} set-aside pairs "
-                    f"({guard[0]:.4f} before, {guard[kept]:.4f} kept, {guard[tune['steps']]:.4f} at the end)")
+        verdict = "kept none of the tuning" if kept == 0 else f"kept the weights of step {kept}"
+        step.finish(f"guard {verdict}, the lowest mean round-trip loss on {len(checks)} set-aside pairs "
+                    f"({guard[0]:.4f} before tuning, {guard[kept]:.4f} kept, {guard[tune['steps']]:.4f} at the end)")
