@@ -161,7 +161,7 @@ def _look():
     return _look_from_traits(np.zeros(27), ("forewing", 0.1, 0.1, (1.0, 0.0, 0.0)))
 
 
-def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_decoder_side(species):
+def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_named_modules(species):
     from traitpipe.segment.finetune import finetune, round_trip_iou
 
     frames, support = species
@@ -169,11 +169,13 @@ def test_finetuning_lowers_the_round_trip_loss_and_tunes_only_the_decoder_side(s
     model = load_sam2("sam2.1_hiera_t", None, device="cpu", image_size=128)
     encoder = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
     decoder = {k: v.clone() for k, v in model.sam_mask_decoder.state_dict().items()}
+    memory = {k: v.clone() for k, v in model.memory_attention.state_dict().items()}
     tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=6, lr=1e-4, progress=False)
     losses = tuning["losses"]
     assert len(losses) == 6 and losses[-1] < losses[0] and tuning["kept_step"] == 6 and not tuning["checks"]
-    assert all(torch.equal(v, model.image_encoder.state_dict()[k]) for k, v in encoder.items())
-    assert any(not torch.equal(v, model.sam_mask_decoder.state_dict()[k]) for k, v in decoder.items())
+    for frozen, before in ((model.image_encoder, encoder), (model.sam_mask_decoder, decoder)):  # the default:
+        assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in before.items())  # memory attention only
+    assert any(not torch.equal(v, model.memory_attention.state_dict()[k]) for k, v in memory.items())
     assert np.isnan(round_trip_iou(model, frames[0], frames[1], np.where(support == 4, 0, support), 4))
 
 
@@ -185,17 +187,18 @@ def test_the_guard_keeps_the_weights_with_the_lowest_round_trip_loss_on_set_asid
     model = load_sam2("sam2_small", None, device="cpu", image_size=128)  # small: the guard is what is tested
     before = {k: v.clone() for k, v in model.state_dict().items()}
     checks = [(frames[0], support, frames[3])]
+    both = ("sam_mask_decoder", "memory_attention")  # the decoder too: a high rate then surely wrecks it
     untuned = round_trip_loss(model, frames[0], frames[3], support, precision="float32").item()
     # a rate that wrecks the decoder: every step raises the set-aside loss, so none of it is kept
     tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=4, lr=0.5, checks=checks, check_every=2,
-                      progress=False, precision="float32")
+                      modules=both, progress=False, precision="float32")
     assert [c["step"] for c in tuning["checks"]] == [0, 2, 4]
     assert tuning["checks"][0]["loss"] == pytest.approx(untuned)
     assert min(c["loss"] for c in tuning["checks"][1:]) > untuned and tuning["kept_step"] == 0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # a gentle rate that lowers it: the lowest measurement's weights are the ones left in the model
     tuning = finetune(model, [(frames[0], support, frames[1:3])], steps=4, lr=1e-4, checks=checks, check_every=2,
-                      progress=False, precision="float32")
+                      modules=both, progress=False, precision="float32")
     best = min(tuning["checks"], key=lambda c: c["loss"])
     assert best["step"] > 0 and tuning["kept_step"] == best["step"]
     kept = round_trip_loss(model, frames[0], frames[3], support, precision="float32").item()

@@ -30,8 +30,10 @@ from tqdm import tqdm
 from traitpipe.models.device import autocast
 from traitpipe.segment.sst import labels_from_logits, new_state, track
 
-#: Modules tuned by default: the mask decoder and the memory attention.
-TUNED = ("sam_mask_decoder", "memory_attention")
+#: Modules tuned by default: the memory attention, through which SST carries the support's parts to a query.
+#: Measured on the demo (held-out species, SAM 2 trained here): tuning the mask decoder as well lowered SST's
+#: mIoU from 0.781 to 0.760, the decoder alone to 0.750; the memory attention alone left it at 0.783.
+TUNED = ("memory_attention",)
 
 
 def _seeded_logits(predictor, frames: Sequence[np.ndarray], seeds: dict[int, torch.Tensor],
