@@ -4,8 +4,7 @@ row per image) that :func:`traitpipe.collection.manifest.read_manifest` then che
 - a folder of species sub-folders: ``path`` and ``species`` (the sub-folder's name);
 - a Darwin Core archive (a .zip with meta.xml): one row per image of the occurrence core's multimedia
   extension (Audubon Core ``accessURI`` or GBIF Simple Multimedia ``identifier``), ``path`` and ``species``
-  (``scientificName``), and the core's ``catalogNumber`` and higher taxonomy under their Darwin Core names.
-
+  (``scientificName``), and the core's ``catalogNumber`` and higher taxonomy under their Darwin Core names;
 - Parquet files whose binary column holds the encoded images (``collection.columns.image``; the layout of
   Imageomics' download tools for millions of images): every other column, and a path naming the cell,
   ``<file>.parquet#<column>/<row>``. The images themselves are not read here, only where they are used, one
