@@ -8,6 +8,7 @@ its EXIF orientation applied. Anything that cannot become such an array raises
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import io
@@ -110,23 +111,32 @@ def _row_group(file: str, column: str, group: int, mtime: float) -> list:
     return pq.ParquetFile(file).read_row_group(group, columns=[column]).column(0).to_pylist()
 
 
+@functools.lru_cache(maxsize=16)
+def _row_group_starts(file: str, mtime: float) -> tuple[tuple[str, ...], list[int]]:
+    """A Parquet file's column names and the first row of each row group, then its row count (from its footer,
+    read once per file and version rather than once per image)."""
+    meta = pq.ParquetFile(file).metadata
+    starts = [0]
+    for group in range(meta.num_row_groups):
+        starts.append(starts[-1] + meta.row_group(group).num_rows)
+    return tuple(meta.schema.names), starts
+
+
 def _parquet_cell(file: str, column: str, row: int) -> bytes:
     """The bytes of one cell, reading only the row group that holds it (the last two stay cached)."""
     try:
-        meta = pq.ParquetFile(file).metadata
-        if column not in meta.schema.names:
+        mtime = os.path.getmtime(file)
+        names, starts = _row_group_starts(file, mtime)
+        if column not in names:
             raise ImageError(f"missing file: {file} has no column {column!r}")
-        first = 0
-        for group in range(meta.num_row_groups):
-            rows = meta.row_group(group).num_rows
-            if row < first + rows:
-                with _ROW_GROUPS:  # threads reading the same group wait for one read, not each their own
-                    cell = _row_group(file, column, group, os.path.getmtime(file))[row - first]
-                if cell is None:
-                    raise ImageError(f"empty file (no bytes in {file} column {column!r} row {row})")
-                return bytes(cell)
-            first += rows
-        raise ImageError(f"missing file: {file} has {first} rows, none numbered {row}")
+        if row >= starts[-1]:
+            raise ImageError(f"missing file: {file} has {starts[-1]} rows, none numbered {row}")
+        group = bisect.bisect_right(starts, row) - 1
+        with _ROW_GROUPS:  # threads reading the same group wait for one read, not each their own
+            cell = _row_group(file, column, group, mtime)[row - starts[group]]
+        if cell is None:
+            raise ImageError(f"empty file (no bytes in {file} column {column!r} row {row})")
+        return bytes(cell)
     except FileNotFoundError:
         raise ImageError(f"missing file: {file}") from None
     except (OSError, pyarrow.ArrowException) as error:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from traitpipe.collection.ingest import ingest
 from traitpipe.collection.manifest import ManifestError, read_table
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import load_config, validate_config
-from traitpipe.collection.ingest import ingest
 from traitpipe.segment.references import find_references
 
 #: Config files; anything else is read as a manifest.
@@ -40,7 +41,9 @@ def collection_config(source: str | Path, root: str | Path | None = None) -> dic
     if not source.exists():
         raise ManifestError(f"manifest not found: {source}")
     root = root if root is not None else source.parent
-    present = read_table(source, root).columns
+    # the header only: a Parquet manifest may hold the images themselves
+    present = (pq.read_schema(source).names if source.suffix.lower() in (".parquet", ".pq")
+               else read_table(source, root).columns)
     columns = {name: name for name in OPTIONAL_COLUMNS if name in present}
     return validate_config({"collection": {"root": str(root),
                                            "manifest": str(source.resolve()), "columns": columns}})

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
                 references=True)
     args, config, device = step.args, step.config, step.device
     settings = config["segment"]
+    step.checkpoint("segment")  # its sha256, when the config gives one, before any image or SAM 2 is loaded
     names = part_names(settings["parts"], config["collection"]["root"])
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
@@ -36,7 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(config["collection"]["root"])
     files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
-    step.checkpoint("segment")  # its sha256, when the config gives one, before SAM 2 loads it
     segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]
     prov = step.record(precision=segmenter.precision, models={"sam2": segmenter.description})
