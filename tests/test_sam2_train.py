@@ -77,6 +77,24 @@ def test_train_then_load_like_any_checkpoint(small_collection, tmp_path):
     assert [m.shape for m in maps] == [f.shape[:2] for f in frames[:3]]
 
 
+
+def test_a_run_stuck_on_the_plateau_starts_again_from_the_pretrained_encoder(small_collection):
+    args = (config_file("sam2_small"), 64, truth_videos(small_collection), ["Phano vittata"], list(range(1, 8)))
+    kwargs = dict(epochs=2, frames=3, batch=2, lr=1e-3, weight_decay=0.1, validate_every=1, seed=0, pretrain_steps=2,
+                  encoder_lr=0, progress=False)
+    plain, plain_history, _ = train_sam2(*args, **kwargs)
+    unstuck, unstuck_history, _ = train_sam2(*args, **kwargs, restarts=2, restart_at=1, restart_below=-1.0)
+    # a run that is not stuck trains exactly as without restarts: the check draws nothing random
+    assert [(h["loss"], h["val_miou"]) for h in unstuck_history] == [(h["loss"], h["val_miou"]) for h in plain_history]
+    assert "fit_miou" in unstuck_history[0] and unstuck_history[-1]["attempt"] == 0
+    stuck, history, _ = train_sam2(*args, **kwargs, restarts=2, restart_at=1, restart_below=1.01)  # always stuck
+    assert [(h["attempt"], h["epoch"]) for h in history] == [(0, 1), (1, 1), (2, 1), (2, 2)]
+    assert "fit_miou" not in history[-1]  # the last attempt is kept whatever it reaches
+    kept, fresh = stuck.state_dict(), plain.state_dict()
+    encoder = [key for key in kept if key.startswith("image_encoder.")]
+    assert all(torch.equal(kept[key], fresh[key]) for key in encoder)  # the same pretrained (frozen) encoder
+    assert not torch.equal(kept["sam_mask_decoder.iou_token.weight"], fresh["sam_mask_decoder.iou_token.weight"])
+
 def test_released_configs_build_in_training_form_too():
     from traitpipe.segment.sst import build_sam2
 

@@ -14,15 +14,13 @@ from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.references import part_names
 from traitpipe.segment.sst import config_file
-from traitpipe.segment.train import train_sam2
+from traitpipe.segment.train import STUCK_MIOU, train_sam2
 from traitpipe.store.atomic import atomic_path
 
 
-#: Below this held-out mIoU the trained SAM 2 is flagged as stuck (its description's ``warning``).
-STUCK_MIOU = 0.1
 #: segment.train keys that are train_sam2's arguments of the same name.
 TRAIN_KEYS = ("epochs", "frames", "batch", "lr", "encoder_lr", "weight_decay", "warmup", "augment", "pretrain_steps",
-              "validate_every", "seed")
+              "validate_every", "seed", "restarts", "restart_at")
 
 
 def held_out_species(species: list[str], count: int, seed: int) -> list[str]:
@@ -59,11 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     model, history, pretrain_losses = train_sam2(config_path, settings["image_size"], videos, held, parts,
                                                  **{key: train[key] for key in TRAIN_KEYS}, device=device)
     last = history[-1]
+    attempts = last["attempt"] + 1
     # from random weights, training can stay on the plateau where every mask is empty (bench/sst_train.py)
     stuck = last.get("val_miou", 1.0) < STUCK_MIOU
-    warning = (f"held-out mIoU {last['val_miou']:.3f} after {train['epochs']} epochs: training stayed on the plateau "
-               "where masks are empty or wrong; its masks are not worth reading. Try another segment.train.seed or "
-               "more segment.train.epochs") if stuck else None
+    warning = (f"held-out mIoU {last['val_miou']:.3f} after {train['epochs']} epochs ({attempts} attempt(s)): "
+               "training stayed on the plateau where masks are empty or wrong; its masks are not worth reading. "
+               "Try another segment.train.seed, more segment.train.restarts or more segment.train.epochs"
+               ) if stuck else None
     weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
@@ -73,13 +73,19 @@ def main(argv: list[str] | None = None) -> None:
         "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None,
         "image_size": settings["image_size"], "parts": parts, "train": train,
         "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped, "history": history,
-        "pretrain_losses": pretrain_losses, "warning": warning,
+        "pretrain_losses": pretrain_losses, "attempts": attempts, "seed_used": train["seed"] + attempts - 1,
+        "warning": warning,
         "sha256": sha256_file(weights), "device": str(device)})
     if pretrain_losses:
         step.finish(f"encoder pretrained {len(pretrain_losses)} steps: part-labelling loss {pretrain_losses[0]:.3f} -> "
                     f"{np.mean(pretrain_losses[-20:]):.3f}")
+    for record in history:
+        if "fit_miou" in record and record["attempt"] < last["attempt"]:  # the check that restarted it
+            step.finish(f"attempt {record['attempt'] + 1} stuck at epoch {record['epoch']} (training species' mIoU "
+                        f"{record['fit_miou']:.3f}): started again with seed {train['seed'] + record['attempt'] + 1}")
+    first = next(record for record in history if record["attempt"] == last["attempt"])
     step.finish(f"{train['epochs']} epochs ({last['seconds']:.0f} s); "
-                f"loss {history[0]['loss']:.3f} -> {last['loss']:.3f}; "
+                f"loss {first['loss']:.3f} -> {last['loss']:.3f}; "
                 f"held-out species {held}: mIoU {last.get('val_miou', float('nan')):.3f}")
     if warning:
         step.finish(f"WARNING: {warning}")

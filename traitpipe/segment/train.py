@@ -36,6 +36,11 @@ TRAIN_MODEL = {"prob_to_use_pt_input_for_train": 0.0, "prob_to_use_pt_input_for_
                "num_init_cond_frames_for_train": 1, "rand_init_cond_frames_for_train": False,
                "num_init_cond_frames_for_eval": 1}
 
+#: Below this mIoU a SAM 2 in training is on the plateau where masks are empty or wrong.
+STUCK_MIOU = 0.1
+#: Training species whose first pseudo-video checks a run for that plateau.
+FIT_SPECIES = 4
+
 
 def augment_video(frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], rng: np.random.Generator,
                   flip: bool = True):
@@ -323,9 +328,15 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequence[str], parts: Sequence[int], *,
                epochs: int, frames: int, lr: float, weight_decay: float, validate_every: int, seed: int,
                batch: int = 6, warmup: float = 0.05, augment: bool = True, pretrain_steps: int = 0,
-               encoder_lr: float | None = None, device="cpu",
+               encoder_lr: float | None = None, restarts: int = 0, restart_at: int = 150,
+               restart_below: float = STUCK_MIOU, device="cpu",
                progress: bool = True) -> tuple[torch.nn.Module, list[dict], list[float]]:
     """Train a SAM 2 from random weights on pseudo-videos of the species not held out.
+
+    From random weights, video training can stay on a plateau where every mask is empty (bench/sst_train.py:
+    one seed of three). A run still there at epoch ``restart_at`` (SST's mIoU on pseudo-videos of training
+    species below ``restart_below``; the held-out species are not looked at) starts again from the same
+    pretrained encoder with fresh weights elsewhere (seed ``seed + attempt``), at most ``restarts`` times.
 
     Parameters
     ----------
@@ -357,6 +368,13 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
         Steps of :func:`pretrain_encoder` before video training.
     encoder_lr : float or None
         The image encoder's rate in video training (None: ``lr``; 0: frozen).
+    restarts : int
+        Further attempts allowed for a run stuck at ``restart_at``.
+    restart_at : int
+        The epoch of the check; make it a validation epoch so the check builds no extra predictor (the same
+        random draws, so an attempt that is not stuck trains exactly as with ``restarts=0``).
+    restart_below : float
+        The training species' mIoU under which a run is stuck.
     device : str or torch.device
     progress : bool
 
@@ -365,8 +383,9 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
     model : torch.nn.Module
         ``SAM2Train`` with the trained weights.
     history : list of dict
-        Per epoch: ``epoch``, ``loss`` (mean core loss), ``seconds`` since the start (pretraining included),
-        and ``val_miou`` where validated.
+        Per epoch of every attempt: ``attempt`` (0 first), ``epoch``, ``loss`` (mean core loss), ``seconds``
+        since the start (pretraining included), ``val_miou`` where validated and ``fit_miou`` (training
+        species) where checked for the plateau. The returned model is the last attempt's.
     pretrain_losses : list of float
         The encoder's pretraining loss per step (empty without pretraining).
     """
@@ -378,6 +397,7 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
         raise ValueError(f"no species to train SAM 2 on: each needs {frames} specimens with true part masks "
                          "(segment.train.frames)")
     validation = [videos[name] for name in held_out]
+    fit = [(videos[name][0][:frames], videos[name][1][:frames]) for name in training[:FIT_SPECIES]]
     start = time.perf_counter()
     model = build_trainable(config, image_size, seed).to(device)
     pretrain_losses = []
@@ -385,28 +405,53 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
         pretrain_losses = pretrain_encoder(model.image_encoder, videos, training, max(parts) + 1, image_size,
                                            steps=pretrain_steps, lr=lr, weight_decay=weight_decay, rng=rng,
                                            device=device, progress=progress)
+    encoder = {key: value.clone() for key, value in model.image_encoder.state_dict().items()}
     loss_fn = sam2_loss()
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay, lr, encoder_lr), lr=lr)
     per_epoch = -(-len(training) // batch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, epochs * per_epoch, int(warmup * epochs * per_epoch)))
     history = []
-    for epoch in tqdm(range(1, epochs + 1), desc="train SAM 2", unit="epoch", disable=not progress):
-        losses, names = [], list(rng.permutation(training))
-        for first in range(0, len(names), batch):
-            clips = []
-            for name in names[first:first + batch]:
-                images, labels = videos[name]
-                order = pseudo_video(range(len(images)), int(rng.integers(len(images))), frames, rng)
-                clip = [images[i] for i in order], [labels[i] for i in order]
-                clips.append(augment_video(*clip, rng) if augment else clip)
-            losses.append(train_step(model, loss_fn, optimizer, video_datapoint(clips, parts, image_size), device))
-            schedule.step()
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
-        if validation and (epoch % validate_every == 0 or epoch == epochs):
-            record["val_miou"] = validation_miou(as_predictor(model, config, image_size, device), validation, parts)
-            model.train()
-            tqdm.write(f"epoch {epoch}: loss {record['loss']:.3f}, held-out mIoU {record['val_miou']:.3f}",
-                       file=sys.stderr)
-        history.append(record)
+    for attempt in range(restarts + 1):
+        if attempt:
+            model = build_trainable(config, image_size, seed + attempt).to(device)
+            model.image_encoder.load_state_dict(encoder)
+            rng = np.random.default_rng([seed, attempt])
+        optimizer = torch.optim.AdamW(param_groups(model, weight_decay, lr, encoder_lr), lr=lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, epochs * per_epoch, int(warmup * epochs * per_epoch)))
+        stuck = False
+        for epoch in tqdm(range(1, epochs + 1), desc=f"train SAM 2 (attempt {attempt + 1})" if attempt else
+                          "train SAM 2", unit="epoch", disable=not progress):
+            losses, names = [], list(rng.permutation(training))
+            for first in range(0, len(names), batch):
+                clips = []
+                for name in names[first:first + batch]:
+                    images, labels = videos[name]
+                    order = pseudo_video(range(len(images)), int(rng.integers(len(images))), frames, rng)
+                    clip = [images[i] for i in order], [labels[i] for i in order]
+                    clips.append(augment_video(*clip, rng) if augment else clip)
+                losses.append(train_step(model, loss_fn, optimizer, video_datapoint(clips, parts, image_size),
+                                         device))
+                schedule.step()
+            record = {"attempt": attempt, "epoch": epoch, "loss": float(np.mean(losses)),
+                      "seconds": time.perf_counter() - start}
+            validate = bool(validation) and (epoch % validate_every == 0 or epoch == epochs)
+            check = epoch == restart_at and attempt < restarts
+            if validate or check:
+                predictor = as_predictor(model, config, image_size, device)
+                if validate:
+                    record["val_miou"] = validation_miou(predictor, validation, parts)
+                if check:
+                    record["fit_miou"] = validation_miou(predictor, fit, parts)
+                    stuck = record["fit_miou"] < restart_below
+                model.train()
+                tqdm.write(f"epoch {epoch}: loss {record['loss']:.3f}"
+                           + "".join(f", {label} mIoU {record[key]:.3f}" for key, label in
+                                     (("val_miou", "held-out"), ("fit_miou", "training species")) if key in record),
+                           file=sys.stderr)
+            history.append(record)
+            if stuck:
+                tqdm.write(f"stuck where masks are empty (training species' mIoU {record['fit_miou']:.3f} < "
+                           f"{restart_below}): starting again with seed {seed + attempt + 1}", file=sys.stderr)
+                break
+        if not stuck:
+            break
     return model, history, pretrain_losses
