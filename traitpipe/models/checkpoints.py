@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import pickle
 import re
@@ -73,12 +74,15 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
     CheckpointError
         Missing file; a pickled object that ``weights_only=True`` refuses (a whole
         model object, say); or content that is not a mapping of names to tensors.
+        An ``argparse.Namespace`` of plain values (the ``args`` entry of DETR and INTR
+        training checkpoints) is allowed beside the weights.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):  # DETR-family runs save their arguments
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
         raise CheckpointError(refusal(path, error)) from None
     if key is None and isinstance(content, dict):

@@ -59,11 +59,11 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
                      batch_size: int, lr: float, weight_decay: float, linear_probe: bool, seed: int,
                      device: torch.device, warmup_epochs: int = 2, label_smoothing: float = 0.1,
-                     optimizer: str = "adamw", trainable: list[nn.Parameter] | None = None,
-                     crop_scale: float | None = None,
+                     optimizer: str = "adamw", trainable: list[nn.Parameter] | list[dict] | None = None,
+                     lr_drop: int | None = None, clip_norm: float | None = None, crop_scale: float | None = None,
                      val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
                      desc: str = "train classifier", precision: str = "float32") -> list[dict]:
-    """Train a classifier in place with warm-up and cosine decay, flip/shift augmentation.
+    """Train a classifier in place with warm-up and cosine (or step) decay, flip/shift augmentation.
 
     Parameters
     ----------
@@ -81,10 +81,17 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     label_smoothing : float
     optimizer : str
         "adamw", or "sgd" (momentum 0.9, as Prompt-CAM's reference recipe).
-    trainable : list of nn.Parameter or None
-        The parameters to train (e.g. Prompt-CAM's prompts and head); None: all of
-        them, or the head alone for a linear probe. Every other parameter is frozen
-        while training and its flag restored afterwards.
+    trainable : list of nn.Parameter, list of dict, or None
+        The parameters to train (e.g. Prompt-CAM's prompts and head), or optimizer
+        parameter groups (``{"params": [...], "lr": ...}``; a group without "lr"
+        takes ``lr``); None: all of them, or the head alone for a linear probe.
+        Every other parameter is frozen while training and its flag restored
+        afterwards.
+    lr_drop : int or None
+        None: cosine decay after the warm-up. An int: step decay, the rates x0.1
+        every ``lr_drop`` epochs (DETR's and INTR's StepLR).
+    clip_norm : float or None
+        Clip the gradients' total norm (DETR's and INTR's 0.1).
     crop_scale : float or None
         Augmentation: None = flip and shift; a float = flip, resize by it, random crop
         (see ``traitpipe.models.transforms.augment``).
@@ -106,20 +113,23 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     model.to(device)
     if trainable is None:
         trainable = list(model.get_classifier().parameters()) if linear_probe else list(model.parameters())
-    chosen = {id(p) for p in trainable}
+    groups = trainable if trainable and isinstance(trainable[0], dict) else [{"params": list(trainable)}]
+    chosen = {id(p) for group in groups for p in group["params"]}
     flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
     if optimizer == "sgd":
-        step_rule = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        step_rule = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
-        step_rule = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+        step_rule = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(images) / batch_size)
     total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
     def schedule(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if lr_drop is not None:
+            return 0.1 ** (step // steps_per_epoch // lr_drop)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(step_rule, schedule)
@@ -138,6 +148,8 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
             step_rule.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], clip_norm)
             step_rule.step()
             scheduler.step()
             loss_sum += loss.item() * len(index)

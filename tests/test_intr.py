@@ -1,0 +1,126 @@
+"""INTR: the authors' transformer reproduced, their checkpoint layout loaded, maps that are distributions."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from traitpipe.explain.intr import INTR, from_authors, load_intr
+from traitpipe.models.checkpoints import load_state_dict
+
+REFERENCE = Path(__file__).parent / "data" / "intr" / "reference.pt"
+TINY = {"backbone": "test_resnet", "d_model": 16, "nheads": 2, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 32}
+
+
+def test_the_decoder_gives_the_authors_logits_and_attention():
+    # tests/data/intr/make_reference.py ran the authors' Transformer and sine encoding on a random feature map
+    reference = torch.load(REFERENCE, weights_only=True)
+    sizes = reference["sizes"]
+    model = INTR(sizes["classes"], backbone="resnet10t", d_model=sizes["d_model"], nheads=sizes["nheads"],
+                 enc_layers=sizes["enc_layers"], dec_layers=sizes["dec_layers"],
+                 dim_feedforward=sizes["dim_feedforward"])
+    model.input_proj = nn.Conv2d(sizes["channels"], sizes["d_model"], kernel_size=1)
+    missing, unexpected = model.load_state_dict(reference["state"], strict=False)
+    assert not unexpected and all(key.startswith("backbone.") for key in missing)  # every name is theirs
+    with torch.no_grad():
+        logits, maps = model.eval().decode(reference["features"], return_maps=True)
+    torch.testing.assert_close(logits, reference["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps.flatten(-2), reference["attention"], atol=1e-6, rtol=1e-5)
+
+
+def test_the_authors_torchvision_backbone_names_load_and_give_the_same_features(tmp_path):
+    import torchvision
+
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():  # random statistics, so that frozen batch norm is tested too
+        for module in resnet.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 2)
+    ours = INTR(3, **{**TINY, "backbone": "resnet18"}).state_dict()
+    authors = {k: v for k, v in ours.items() if not k.startswith("backbone.")}
+    authors.update({"backbone.0.body." + k: v for k, v in resnet.state_dict().items()
+                    if not k.startswith("fc.") and not k.endswith("num_batches_tracked")})
+    path = tmp_path / "checkpoint.pth"  # main.py's layout, its pickled arguments included
+    torch.save({"model": authors, "optimizer": {}, "epoch": 139, "args": argparse.Namespace(lr=5e-5, nheads=2)}, path)
+    model = load_intr(load_state_dict(path, key="model"), backbone="resnet18", nheads=2).eval()
+    x = torch.randn(2, 3, 64, 64)
+    body = nn.Sequential(*list(resnet.children())[:-2])  # conv1 ... layer4, as their IntermediateLayerGetter
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x)[-1], body(x))
+    assert model.query_embed.weight.shape == (3, 16) and len(model.transformer.decoder.layers) == 2
+    with pytest.raises(ValueError, match="do not fit backbone 'resnet10t'"):
+        load_intr(authors, backbone="resnet10t", nheads=2)
+    with pytest.raises(ValueError, match="not an INTR checkpoint"):
+        from_authors(resnet.state_dict())
+
+
+def test_maps_are_distributions_from_the_same_pass_as_the_logits():
+    torch.manual_seed(0)
+    model = INTR(4, **TINY).eval()
+    x = torch.randn(3, 3, 96, 64)
+    with torch.no_grad():
+        logits, maps = model(x, return_maps=True)
+        plain = model(x)
+    assert logits.shape == (3, 4) and maps.shape == (3, 2, 4, 3, 2)  # (B, heads, C, H/32, W/32)
+    assert (maps >= 0).all()
+    torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(3, 2, 4))
+    torch.testing.assert_close(plain, logits)
+    assert maps[:, 0].sub(maps[:, 1]).abs().max() > 1e-3  # heads differ: not one map repeated
+
+
+def test_permuting_the_class_queries_permutes_the_logits_and_maps():
+    torch.manual_seed(1)
+    model = INTR(5, **TINY).eval()
+    x = torch.randn(2, 3, 64, 64)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    with torch.no_grad():
+        logits, maps = model(x, return_maps=True)
+        model.query_embed.weight.copy_(model.query_embed.weight[order])
+        permuted, permuted_maps = model(x, return_maps=True)
+    torch.testing.assert_close(permuted, logits[:, order], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(permuted_maps, maps[:, :, order], atol=1e-6, rtol=1e-5)
+
+
+
+def test_a_tiny_intr_trained_on_the_synthetic_collection_beats_chance(tmp_path):
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from traitpipe.collection import synthesize
+    from traitpipe.explain.intr import train_intr
+    from traitpipe.models.transforms import to_batch
+
+    root = synthesize(tmp_path / "c", n_species=4, per_species=10, size=64, seed=3)
+    rows = pd.read_csv(root / "manifest.csv")
+    pixels = [np.array(Image.open(root / path).convert("RGB")) for path in rows["path"]]
+    images = to_batch(pixels, 128, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # a 4 x 4 feature map
+    labels = torch.tensor(pd.factorize(rows["species"], sort=True)[0])
+    val = torch.tensor(rows["specimen_id"].str[-1].astype(int).to_numpy() >= 6)  # 4 of 10 specimens per species
+    torch.manual_seed(0)
+    model = INTR(4, **{**TINY, "d_model": 32, "dim_feedforward": 64, "dropout": 0.0})
+    history = train_intr(model, images[~val], labels[~val], epochs=30, lr=1e-3, backbone_lr=1e-3, lr_drop=20,
+                         batch_size=4, val=(images[val], labels[val]), progress=False)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["val_accuracy"] >= 0.5  # chance: 0.25 (4 of 16); 8 of 16 or more by chance: p = 0.03
+
+def test_a_backbone_not_at_stride_32_is_refused():
+    with pytest.raises(ValueError, match="stride 32; test_vit's last feature map has stride 16"):
+        INTR(3, **{**TINY, "backbone": "test_vit"})
+
+
+def test_the_authors_param_groups_leave_the_stem_and_first_stage_untrained():
+    from traitpipe.explain.intr import param_groups
+
+    model = INTR(3, **{**TINY, "backbone": "resnet18"})
+    names = {id(param): name for name, param in model.named_parameters()}
+    groups = param_groups(model, 1e-5)
+    rest, backbone = ([names[id(p)] for p in group["params"]] for group in groups)
+    assert "lr" not in groups[0] and groups[1]["lr"] == 1e-5
+    assert "query_embed.weight" in rest and not any(name.startswith("backbone.") for name in rest)
+    assert "backbone.layer2.0.conv1.weight" in backbone
+    assert not any(name.startswith(("backbone.conv1.", "backbone.layer1.")) for name in backbone)
+    assert len(param_groups(model, 0)) == 1  # backbone_lr 0: the backbone frozen
