@@ -124,3 +124,52 @@ def test_the_authors_param_groups_leave_the_stem_and_first_stage_untrained():
     assert "backbone.layer2.0.conv1.weight" in backbone
     assert not any(name.startswith(("backbone.conv1.", "backbone.layer1.")) for name in backbone)
     assert len(param_groups(model, 0)) == 1  # backbone_lr 0: the backbone frozen
+
+
+def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(small_collection, tmp_path):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import zarr
+
+    from conftest import ingest_shards, write_config
+    from traitpipe.config import canonical_json, load_config
+    from traitpipe.jobs import intr, intr_train
+    from traitpipe.jobs.common import load_pixels, read_rows
+    from traitpipe.jobs.intr_train import MEAN, STD
+    from traitpipe.models.transforms import to_batch
+
+    species = sorted(pd.read_csv(small_collection / "manifest.csv")["species"].unique())
+    torch.manual_seed(0)
+    original = INTR(len(species), **TINY).eval()
+    authors = {("backbone.0.body." + k[len("backbone."):] if k.startswith("backbone.") else k): v
+               for k, v in original.state_dict().items()}
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"model": authors, "epoch": 139, "args": argparse.Namespace(num_queries=len(species))}, checkpoint)
+    settings = {**TINY, "enabled": True, "checkpoint": str(checkpoint), "classes": species, "input_size": 64,
+                "batch_size": 8}
+    run_config = tmp_path / "run.json"
+    run_config.write_text(canonical_json(load_config(write_config(tmp_path, small_collection, intr=settings))))
+    images = ingest_shards(run_config, tmp_path / "tables")
+    models = tmp_path / "models"
+    intr_train.main(["--config", str(run_config), "--images", *images, "--weights", str(models / "intr.pt"),
+                     "--description", str(models / "intr.json"), "--evaluation", str(tmp_path / "evaluation.parquet"),
+                     "--failures", str(tmp_path / "failures.parquet")])
+    description = json.loads((models / "intr.json").read_text())
+    assert description["arch"] == {"backbone": "test_resnet", "nheads": 2, "num_classes": 4, "d_model": 16,
+                                   "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 32}
+    assert description["classes"] == species and description["source"] == f"checkpoint {checkpoint}"
+    intr.main(["--config", str(run_config), "--images", images[0], "--weights", str(models / "intr.pt"),
+               "--description", str(models / "intr.json"), "--maps", str(tmp_path / "maps.zarr"),
+               "--cams", str(tmp_path / "cams.parquet"), "--failures", str(tmp_path / "f.parquet")])
+    cams = pd.read_parquet(tmp_path / "cams.parquet")
+    rows = read_rows([images[0]])
+    pixels, _, _ = load_pixels(json.loads(run_config.read_text()), rows)
+    with torch.no_grad():  # the checkpoint's own model on the same pixels: the same predictions
+        expected = original(to_batch(pixels, 64, MEAN, STD)).argmax(1).tolist()
+    assert cams["image_id"].tolist() == rows["image_id"].tolist() and cams["predicted"].tolist() == expected
+    assert (cams["target_species"] == rows["species"]).all() and (cams["target_source"] == "true").all()
+    maps = zarr.open_group(str(tmp_path / "maps.zarr"), mode="r")
+    assert maps["cam"].shape == (len(rows), 2, 2, 2) and maps.attrs["method"] == "intr"
+    np.testing.assert_allclose(maps["cam"][:].astype(np.float32).sum((-2, -1)), 1.0, atol=5e-3)

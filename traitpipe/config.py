@@ -109,7 +109,7 @@ def validate_config(config: dict) -> dict:
     if cfg["segment"]["checkpoint"] == "train" and cfg["collection"]["columns"]["parts_truth"] is None:
         raise ConfigError("config key segment.checkpoint: 'train' trains SAM 2 on true part masks; set "
                           "collection.columns.parts_truth to the manifest column that holds them")
-    for section in ("segment", "classifier", "prompt_cam", "phylo"):
+    for section in ("segment", "classifier", "prompt_cam", "intr", "phylo"):
         value = cfg[section]["checkpoint"]
         if cfg[section]["checkpoint_sha256"] and (value in (None, "train", "timm") or value.startswith("hf-hub:")):
             raise ConfigError(f"config key {section}.checkpoint_sha256: checks a local checkpoint file, and "

@@ -50,7 +50,7 @@ def _checkpoint_files(config: dict) -> list[tuple[str, str]]:
     from traitpipe.models.sources import source_kind
 
     found = []
-    for section in ("classifier", "prompt_cam", "phylo"):
+    for section in ("classifier", "prompt_cam", "intr", "phylo"):
         value = config[section]["checkpoint"]
         if config[section].get("enabled", True) and source_kind(value) == "file":
             found.append((f"{section}.checkpoint", value))
@@ -119,8 +119,32 @@ def check_layers(config: dict, n_classes: int) -> list[str]:
     return problems
 
 
+def check_intr(config: dict) -> list[str]:
+    """INTR's backbone is a timm CNN ending at stride 32 and its heads divide ``d_model`` (built on the
+    ``meta`` device: no memory, no weights)."""
+    settings = config["intr"]
+    if not settings["enabled"]:
+        return []
+    import timm
+    import torch
+
+    if settings["d_model"] % settings["nheads"]:
+        return [f"intr.nheads: {settings['nheads']} heads do not divide intr.d_model {settings['d_model']}"]
+    if not timm.is_model(settings["backbone"].split(".")[0]):
+        return [f"intr.backbone: unknown timm architecture {settings['backbone']!r}"]
+    from traitpipe.explain.intr import INTR
+
+    try:
+        with torch.device("meta"):
+            INTR(2, backbone=settings["backbone"], d_model=settings["d_model"], nheads=settings["nheads"],
+                 enc_layers=1, dec_layers=1, dim_feedforward=1)
+    except (ValueError, RuntimeError) as error:  # no stride-32 feature map, or no features at all
+        return [f"intr.backbone: {error}"]
+    return []
+
+
 def preflight(config: dict, manifest: pd.DataFrame) -> list[str]:
     """Every check of this module on a validated config and its manifest (a ``species`` column)."""
     species = sorted(manifest["species"].unique())
     phylogeny = check_phylogeny(config, species) if config["phylo"]["enabled"] or config["report"]["enabled"] else []
-    return phylogeny + check_checkpoints(config) + check_layers(config, len(species))
+    return phylogeny + check_checkpoints(config) + check_layers(config, len(species)) + check_intr(config)

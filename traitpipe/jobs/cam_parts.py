@@ -2,7 +2,8 @@
 canvas) and, when the collection has trait truth masks, ``map_truth`` (every map against the true trait,
 at the image's size).
 
-A CAM store holds one map per alpha; Prompt-CAM's one per head, which the ``prompt_heads`` table ranks.
+A CAM store holds one map per alpha; Prompt-CAM's one per head, which the ``prompt_heads`` table ranks;
+INTR's one per head, unranked (the authors read each head as one attribute).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ def map_keys(group, heads: pd.DataFrame | None) -> list[list[dict]]:
     Parameters
     ----------
     group : zarr.Group
-        A CAM store (maps along ``alpha``) or Prompt-CAM's (maps along ``head``).
+        A CAM store (maps along ``alpha``), Prompt-CAM's or INTR's (maps along ``head``).
     heads : pandas.DataFrame or None
-        Prompt-CAM's ``prompt_heads`` rows (image_id, head, rank); None for a CAM store.
+        Prompt-CAM's ``prompt_heads`` rows (image_id, head, rank); None for a CAM or INTR store.
     """
     ids = group["image_id"][:].tolist()
     if heads is None:
-        keys = [{"alpha": alpha, "head": None, "rank": None} for alpha in group.attrs["alphas"]]
+        keys = [{"alpha": alpha, "head": None, "rank": None} for alpha in group.attrs["alphas"]] \
+            if "alphas" in group.attrs else [{"alpha": None, "head": h, "rank": None} for h in group.attrs["heads"]]
         return [keys] * len(ids)
     rank = {(row.image_id, row.head): row.rank for row in heads.itertuples()}
     n_heads = group["cam"].shape[1]

@@ -84,7 +84,8 @@ def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
 
 def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd.DataFrame | None,
                     n_heads: int, random: dict[str, bool]) -> list[Panel]:
-    """The panels of one specimen: the image, SST's labels, each map, the top Prompt-CAM heads."""
+    """The panels of one specimen: the image, SST's labels, each map, the top Prompt-CAM heads, INTR's first
+    heads (``n_heads`` of each)."""
     size = image.shape[:2]
     panels = [Panel(image, title=image_id[:10])]
     found = index.get("segment", image_id)
@@ -103,6 +104,8 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
             ranked = heads[heads["image_id"] == image_id].sort_values("rank")["head"].tolist()[:n_heads]
             panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} (rank {r})", warning=warning)
                        for r, h in enumerate(ranked)]
+        elif product == "intr":
+            panels += [Panel(image, heat=maps[h], title=f"INTR head {h}", warning=warning) for h in range(n_heads)]
         else:
             panels += [Panel(image, heat=maps[k], title=map_name(product, alpha), warning=warning)
                        for k, alpha in enumerate(group.attrs["alphas"])]

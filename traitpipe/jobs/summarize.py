@@ -28,7 +28,7 @@ def shard_maps(maps_store: str, labels_store: str, heads: pd.DataFrame | None, c
     keep = [i for i, image_id in enumerate(ids) if image_id in label_index]
     rows = [label_index[ids[i]] for i in keep]
     n_maps = maps["cam"].shape[1]
-    if heads is None:  # CAM alphas, in store order
+    if heads is None:  # CAM alphas or INTR heads, in store order
         order = np.tile(np.arange(n_maps), (len(keep), 1))
     else:  # Prompt-CAM: position r holds the head ranked r for the image
         ranked = heads.sort_values("rank").groupby("image_id")["head"].apply(list)
@@ -65,13 +65,14 @@ def main(argv: list[str] | None = None) -> None:
         names, means, counts = species_means(da.concatenate(stacks) if stacks else da.zeros((0, 1, canvas, canvas)),
                                              species)
     method = first.get("method", "")
-    positions = ("alpha", first["alphas"]) if "alphas" in first else ("rank", list(range(means.shape[1])))
+    positions = (("alpha", first["alphas"]) if "alphas" in first else ("head", first["heads"]) if heads is None
+                 else ("rank", list(range(means.shape[1]))))
     write_maps(args.species_maps, names,
                {"mean": (means, (positions[0], "y", "x")), "images": (counts, (positions[0],))},
                {"provenance": step.provenance, "method": method, positions[0]: positions[1], "canvas": canvas,
                 "note": "mean per species of the maps on the segmentation canvas, each map scaled to sum 1 first "
                         "(a distribution of its mass), over the images whose map has mass (images: how many); "
-                        "Prompt-CAM's along the heads' ranks"}, index="species")
+                        "Prompt-CAM's along the heads' ranks, INTR's along its heads"}, index="species")
     traits = pointed_parts(read_table_files(args.cam_parts, "cam_parts"))
     step.write("species_traits", traits, args.species_traits)
     step.finish(f"{method}: {len(names)} species, {len(species)} images")

@@ -83,3 +83,13 @@ def load_phylonn(weights: str | Path, description: str | Path, settings: dict, d
     base.load_state_dict(load_state_dict(weights, key="base"))
     model.load_state_dict(load_state_dict(weights, key="disentangler"))
     return base.to(device).eval(), model.to(device).eval(), meta
+
+
+def load_intr_model(weights: str | Path, description: str | Path):
+    """The run's INTR (``models/intr.pt``, this module's layout) sized and named as its description says, in
+    eval mode, and the description."""
+    from traitpipe.explain.intr import load_intr
+
+    meta = json.loads(Path(description).read_text())
+    model = load_intr(load_state_dict(weights), backbone=meta["arch"]["backbone"], nheads=meta["arch"]["nheads"])
+    return model.eval(), meta

@@ -122,7 +122,7 @@ def retrieval_scores(retrieval: pd.DataFrame, part_truth: pd.DataFrame, subsets:
 def map_scores(map_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
     """Maps against the true trait: ``trait_pointing`` (share of images whose map peak lies in the trait)
     and ``trait_energy`` (mean share of the map's mass in it), per method and alpha; Prompt-CAM's
-    top-ranked head only. A ``uniform`` row gives the energy of a map blind to the trait (the trait's mean
+    top-ranked head only; INTR's every head (its maps sum to 1, so the mean energy is the head-mean map's). A ``uniform`` row gives the energy of a map blind to the trait (the trait's mean
     share of the image): the baseline every method's energy is read against.
 
     Parameters

@@ -68,8 +68,14 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 CONDA_ENV = "../../envs/traitpipe.yaml"
 
 CAM_METHODS = [m["name"] for m in CFG["explain"]["methods"]] if CFG["explain"]["enabled"] else []
-# Every map product scored against the parts and the truth: the CAM methods and Prompt-CAM.
-MAPPED = CAM_METHODS + (["promptcam"] if CFG["explain"]["enabled"] and CFG["prompt_cam"]["enabled"] else [])
+# Every map product scored against the parts and the truth: the CAM methods, Prompt-CAM and INTR.
+MAPPED = CAM_METHODS + [name for name, section in (("promptcam", "prompt_cam"), ("intr", "intr"))
+                        if CFG["explain"]["enabled"] and CFG[section]["enabled"]]
+# The products with a cams row per image (prediction, faithfulness): the CAM methods and INTR.
+CAMS = CAM_METHODS + (["intr"] if "intr" in MAPPED else [])
+# What INTR's explain job depends on: its section, the explained class, the faithfulness mask, the device.
+INTR_SETTINGS = canonical_json({"intr": CFG["intr"], "device": CFG["device"],
+                                **{k: CFG["explain"][k] for k in ("target", "faithfulness_fraction")}})
 # Truth masks the manifest names (collection.columns.parts_truth / trait_truth), for the evaluation.
 TRUTH = {column: CFG["collection"]["columns"][column] is not None for column in ("parts_truth", "trait_truth")}
 SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
@@ -196,9 +202,8 @@ def explain_outputs():
     """Maps and cams tables of every CAM method and shard (none when explain is off)."""
     if not CFG["explain"]["enabled"]:
         return []
-    methods = [m["name"] for m in CFG["explain"]["methods"]]
     prompt = [table_file("prompt_heads", s) for s in SHARDS] if CFG["prompt_cam"]["enabled"] else []
-    return [table_file("cams", s, m) for m in methods for s in SHARDS] + prompt
+    return [table_file("cams", s, m) for m in CAMS for s in SHARDS] + prompt
 
 
 def phylo_outputs():
@@ -209,7 +214,7 @@ def phylo_outputs():
 
 
 SUMMARIZE = CFG["segment"]["enabled"] and CFG["summarize"]["enabled"]  # the parts come from SST
-EVALUATE = CFG["evaluate"]["enabled"] and bool(CAM_METHODS or SCORE_PARTS or SCORE_MAPS)
+EVALUATE = CFG["evaluate"]["enabled"] and bool(CAMS or SCORE_PARTS or SCORE_MAPS)
 # The map stores of each shard: SST's labels and each explanation method's maps.
 MAP_PRODUCTS = (["segment"] if CFG["segment"]["enabled"] else []) + [f"cam-{m}" for m in MAPPED]
 
@@ -228,6 +233,7 @@ def evaluation_files():
     """Every ``evaluation`` file the run writes: training accuracies, Phylo-NN, the scores against the truth."""
     files = [table_file("evaluation", "classifier", "classifier")] if CAM_METHODS else []
     files += [table_file("evaluation", "prompt_cam", "prompt_cam")] if "promptcam" in MAPPED else []
+    files += [table_file("evaluation", "intr", "intr")] if "intr" in MAPPED else []
     if CFG["phylo"]["enabled"]:
         files += [table_file("evaluation", "phylo_train", "phylo_train"), table_file("evaluation", "phylonn", "phylonn")]
     files += [table_file("evaluation", "sst_finetune", "sst_finetune")] if SCORE_FINETUNE else []
@@ -243,6 +249,7 @@ def failure_files():
     files = [table_file("failures", s, stage) for stage in per_shard for s in SHARDS]
     files += [table_file("failures", "all", "classifier")] if CAM_METHODS else []
     files += [table_file("failures", "all", "prompt_cam_train")] if "promptcam" in MAPPED else []
+    files += [table_file("failures", "all", "intr_train")] if "intr" in MAPPED else []
     return files + ([table_file("failures", "all", "phylo_train")] if CFG["phylo"]["enabled"] else [])
 
 

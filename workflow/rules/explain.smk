@@ -106,3 +106,55 @@ rule prompt_cam:
         " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
         " --classifier-description {input.classifier_description:q}"
         " --maps {params.maps:q} --heads {output.heads:q} --failures {output.failures:q} > {log:q} 2>&1"
+
+
+rule intr_train:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+        checkpoint=local_file(CFG["intr"]["checkpoint"]),
+        classes=collection_files(CFG["intr"]["classes"]),
+    output:
+        weights=model_file("intr.pt"),
+        description=model_file("intr.json"),
+        evaluation=table_file("evaluation", "intr", "intr"),
+        failures=table_file("failures", "all", "intr_train"),
+    params:
+        run_config=RUN_CONFIG,
+        settings=settings("intr", "device"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/intr_train.log",
+    benchmark:
+        f"{BENCHMARKS}/intr_train.tsv"
+    threads: workflow.cores
+    shell:
+        "traitpipe job intr_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
+        " --weights {output.weights:q} --description {output.description:q}"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log:q} 2>&1"
+
+
+rule intr:
+    input:
+        images=table_file("images", "{shard}"),
+        weights=model_file("intr.pt"),
+        description=model_file("intr.json"),
+    output:
+        maps=map_file("cam-intr", "{shard}"),
+        cams=table_file("cams", "{shard}", "intr"),
+        failures=table_file("failures", "{shard}", "cam-intr"),
+    params:
+        maps=lambda wildcards, output: store(output.maps),
+        run_config=RUN_CONFIG,
+        settings=INTR_SETTINGS,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/explain/intr-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/explain/intr-{{shard}}.tsv"
+    threads: workflow.cores
+    shell:
+        "traitpipe job intr --config {params.run_config:q} --threads {threads} --images {input.images:q}"
+        " --weights {input.weights:q} --description {input.description:q}"
+        " --maps {params.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log:q} 2>&1"

@@ -82,7 +82,7 @@ rule summarize:
 rule evaluate:
     input:
         images=[table_file("images", s) for s in SHARDS],
-        cams=[table_file("cams", s, m) for m in CAM_METHODS for s in SHARDS],
+        cams=[table_file("cams", s, m) for m in CAMS for s in SHARDS],
         part_truth=[table_file("part_truth", s) for s in SHARDS] if SCORE_PARTS else [],
         map_truth=[table_file("map_truth", s, m) for m in MAPPED for s in SHARDS] if SCORE_MAPS else [],
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),

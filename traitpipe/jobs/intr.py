@@ -1,0 +1,74 @@
+"""INTR explain step for one shard: the target class query's cross-attention map per head to Zarr, and one
+``cams`` row per image (``method = intr``: prediction, target, and the faithfulness of the head-mean map)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from traitpipe.explain.cam import similar_classes
+from traitpipe.explain.faithfulness import confidence_drop
+from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.jobs.explain import DROP_COLUMNS
+from traitpipe.jobs.step import Step
+from traitpipe.models.classes import explained_classes
+from traitpipe.models.device import autocast, to_device
+from traitpipe.models.load import load_intr_model
+from traitpipe.models.transforms import to_batch
+from traitpipe.store.maps import map_writer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job intr --config RUN_CONFIG --images T --weights F --description F --maps Z --cams T
+    --failures T``."""
+    step = Step("intr", argv, paths=("images", "weights", "description", "maps", "cams", "failures"))
+    args, config, device = step.args, step.config, step.device
+    settings, fraction = config["intr"], config["explain"]["faithfulness_fraction"]
+    model, meta = load_intr_model(args.weights, args.description)
+    model.to(device)
+    classes, size = meta["classes"], meta["input_size"]
+    with torch.no_grad():  # the backbone's grid at input_size
+        grid = tuple(model.attention_maps(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
+    rows = read_rows(args.images)
+    pixels, ok, failures = load_pixels(config, rows)
+    rows = rows[ok].reset_index(drop=True)
+    targets = explained_classes(rows["species"], classes, config["explain"]["target"])
+    prov = step.record(precision=settings["precision"],
+                       models={"intr": {"sha256": meta["sha256"], "random_weights": False, "source": meta["source"]}})
+    attrs = {"provenance": prov, "method": "intr", "heads": list(range(model.num_heads)), "classes": classes,
+             "input_size": size, "target": config["explain"]["target"],
+             "note": "the last decoder layer's cross-attention of the target class's query over the backbone's "
+                     "stride-32 grid, one map per head (each sums to 1); the map covers the whole image resized "
+                     "to input_size"}
+    records, batch_size = [], settings["batch_size"]
+    with map_writer(args.maps, rows["image_id"].tolist(),
+                    {"cam": ((model.num_heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
+        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
+                          desc="intr", unit="batch", file=sys.stderr):
+            batch = to_device(to_batch(pixels[start:start + batch_size], size, meta["mean"], meta["std"]), device)
+            wanted = to_device(torch.tensor(targets[start:start + len(batch)]), device)
+            with torch.no_grad(), autocast(device, settings["precision"]):
+                logits, maps = model(batch, return_maps=True)  # (B, C), (B, heads, C, h, w): one pass
+                logits = logits.float()
+                predicted = logits.argmax(1)
+                target = torch.where(wanted >= 0, wanted, predicted)
+                chosen = maps[torch.arange(len(batch), device=maps.device), :, target].float()  # (B, heads, h, w)
+                similar = similar_classes(logits, target, 1)[:, 0]
+                drop = confidence_drop(model, batch, chosen.mean(1), target, similar,
+                                       probabilities=logits.softmax(1), fraction=fraction)
+            group["cam"][start:start + len(batch)] = chosen.cpu().numpy().astype(np.float16)
+            values = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}
+            for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
+                t, p, d = int(target[i]), int(predicted[i]), int(similar[i])
+                records.append({"image_id": image_id, "alpha": None, "target": t, "target_species": classes[t],
+                                "target_source": "true" if targets[start + i] >= 0 else "predicted",
+                                "predicted": p, "predicted_species": classes[p], "compared": None,
+                                "similar_class": d, "similar_species": classes[d], "mask_fraction": fraction,
+                                **{name: column[i] for name, column in values.items()}})
+    step.write("cams", records, args.cams)
+    step.write_failures(failures)
+    step.finish(f"intr: {len(rows)} images x {model.num_heads} heads")

@@ -1,0 +1,65 @@
+"""INTR training step: one query per species in a DETR-style decoder, trained with the authors' recipe (or a
+checkpoint in their layout, loaded); writes ``models/intr.pt``, its description, accuracy rows and failures."""
+
+from __future__ import annotations
+
+import torch
+
+from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
+from traitpipe.jobs.common import accuracy_rows, labelled_images, write_json
+from traitpipe.jobs.step import Step
+from traitpipe.models.checkpoints import load_state_dict, sha256_file
+from traitpipe.models.load import class_order
+from traitpipe.models.training import predict
+from traitpipe.store.atomic import atomic_path
+
+#: The authors' normalisation (datasets/constants.py: ImageNet's).
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: intr settings that size the model.
+ARCH_KEYS = ("backbone", "d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "dropout")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job intr_train --config RUN_CONFIG --images T.. --weights F --description F --evaluation T
+    --failures T``."""
+    step = Step("intr_train", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",))
+    args, config, device = step.args, step.config, step.device
+    settings, checkpoint = config["intr"], step.checkpoint("intr")
+    arch = {key: settings[key] for key in ARCH_KEYS}
+    torch.manual_seed(settings["seed"])
+    rows, images, labels, is_val, failures = labelled_images(config, args.images, settings["input_size"], MEAN, STD,
+                                                             settings["val_fraction"], settings["seed"])
+    classes, history, warning = sorted(rows["species"].unique()), [], None
+    if checkpoint is not None:
+        model = load_intr(load_state_dict(checkpoint, key="model"), backbone=arch["backbone"],
+                          nheads=arch["nheads"], dropout=arch["dropout"])
+        classes, warning = class_order(settings["classes"], checkpoint, classes, model.num_classes, config, "intr")
+        order = {name: i for i, name in enumerate(classes)}
+        labels = torch.tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
+        source = f"checkpoint {checkpoint}"
+    else:
+        model = INTR(len(classes), **arch)
+        mask = torch.from_numpy(is_val)
+        history = train_intr(model, images[~mask], labels[~mask], epochs=settings["epochs"], lr=settings["lr"],
+                             backbone_lr=settings["backbone_lr"], weight_decay=settings["weight_decay"],
+                             lr_drop=settings["lr_drop"], clip_norm=settings["clip_norm"],
+                             batch_size=settings["batch_size"], seed=settings["seed"], device=device,
+                             val=(images[mask], labels[mask]))
+        source = "trained here"
+    model.eval()
+    correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
+    accuracy, evaluation = accuracy_rows("intr", correct, is_val)
+    with atomic_path(args.weights) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    sha = sha256_file(args.weights)
+    write_json(args.description, {
+        "arch": {"backbone": arch["backbone"], "nheads": arch["nheads"], **architecture(model.state_dict())},
+        "classes": classes, "input_size": settings["input_size"], "mean": MEAN, "std": STD, "source": source,
+        "random_weights": False, "sha256": sha, "accuracy": accuracy, "history": history, "settings": settings,
+        "device": str(device)})
+    step.record(precision=settings["precision"],
+                models={"intr": {"sha256": sha, "random_weights": False, "source": source,
+                                 "class_order_warning": warning}})
+    step.write("evaluation", evaluation, args.evaluation)
+    step.write_failures(failures)
+    step.finish(f"{source}, train accuracy {accuracy['train']:.3f}, val accuracy {accuracy['val']:.3f}")
