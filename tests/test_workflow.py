@@ -44,6 +44,8 @@ def test_run_then_query(collection_copy, tmp_path):
     raw = yaml.safe_load(config.read_text())
     raw["collection"]["manifest"] = "pq"
     raw["collection"]["columns"]["image"] = "image"
+    raw["intr"] = {"enabled": True, "backbone": "test_resnet", "d_model": 16, "nheads": 2, "enc_layers": 1,
+                   "dec_layers": 1, "dim_feedforward": 32, "input_size": 64, "epochs": 2, "batch_size": 8}
     config.write_text(yaml.safe_dump(raw))
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -68,20 +70,20 @@ def test_run_then_query(collection_copy, tmp_path):
                      "bool_and(alpha is null or similar_class = compared[1]) as first, "
                      "bool_and(abs(mask_fraction - 0.05) < 1e-6) as fraction from cams group by 1 order by 1 nulls first",
                      cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"alpha": None, "n": 20, "k": 0, "rd": True, "d": True, "first": True,
-                                        "fraction": True},
+    assert json.loads(done.stdout) == [{"alpha": None, "n": 40, "k": 0, "rd": True, "d": True, "first": True,
+                                        "fraction": True},  # Grad-CAM's and INTR's
                                        {"alpha": 1.0, "n": 20, "k": 3, "rd": True, "d": True, "first": True,
                                         "fraction": True}]
     done = traitpipe("query", "--results", results, "--format", "json",  # maps explain the true class
                      "select bool_and(c.target_species = i.species and c.target_source = 'true') as true, "
                      "count(*) as n from cams c join images i using (image_id)", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"true": True, "n": 40}]
+    assert json.loads(done.stdout) == [{"true": True, "n": 60}]
     done = traitpipe("query", "--results", results, "--format", "json",  # so do Prompt-CAM's heads
                      "select bool_and(h.species = i.species and h.target_source = 'true') as true "
                      "from prompt_heads h join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True}]
     stores = sorted((tmp_path / "results" / "maps").glob("*/shard-*.zarr"))
-    assert len(stores) == 4 * 3  # segment, gradcam and promptcam of 4 shards
+    assert len(stores) == 4 * 4  # segment, gradcam, promptcam and intr of 4 shards
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing but Zarr inside a store: zarr lists it without a warning
         assert all(len(list(open_maps(store).keys())) >= 2 for store in stores)
@@ -109,9 +111,9 @@ def test_run_then_query(collection_copy, tmp_path):
         {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "evaluate", "n": 34},
-                                       {"stage": "phylo_train", "n": 6}, {"stage": "phylonn", "n": 4},
-                                       {"stage": "prompt_cam", "n": 2}]
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "evaluate", "n": 40},
+                                       {"stage": "intr", "n": 2}, {"stage": "phylo_train", "n": 6},
+                                       {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
     done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
                      "select method, alpha, list(distinct metric order by metric) as metrics, "
                      "list(distinct subset order by subset) as subsets from evaluation where stage = 'evaluate' "
@@ -120,6 +122,7 @@ def test_run_then_query(collection_copy, tmp_path):
     assert json.loads(done.stdout) == [
         {"method": "gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
         {"method": "gradcam", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
+        {"method": "intr", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
         {"method": "promptcam", "alpha": None, "metrics": maps[1:], "subsets": ["all", "cryptic"]},
         {"method": "sst", "alpha": None, "metrics": ["miou"], "subsets": ["cryptic", "queries"]},
         {"method": "uniform", "alpha": None, "metrics": ["trait_energy"], "subsets": ["all", "cryptic"]}]
@@ -127,11 +130,13 @@ def test_run_then_query(collection_copy, tmp_path):
                      "select method, count(*) as n, count(distinct image_id) as images from cam_parts group by 1 "
                      "order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"method": "gradcam", "n": 20 * 2 * 7, "images": 20},  # alphas x parts
-                                       {"method": "promptcam", "n": 20 * 2 * 7, "images": 20}]  # heads x parts
+                                       {"method": "intr", "n": 20 * 2 * 7, "images": 20},  # heads x parts
+                                       {"method": "promptcam", "n": 20 * 2 * 7, "images": 20}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select method, count(*) as n, bool_and(consistency between 0 and 1) as share, "
                      "sum(n) as images from species_traits group by 1 order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"method": "gradcam", "n": 8, "share": True, "images": 40},
+                                       {"method": "intr", "n": 8, "share": True, "images": 40},
                                        {"method": "promptcam", "n": 8, "share": True, "images": 40}]
     means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-gradcam.zarr")
     assert means["mean"].shape == (4, 2, 64, 64) and means["species_id"].shape == (4,)
@@ -160,6 +165,10 @@ def test_run_then_query(collection_copy, tmp_path):
     assert json.loads(done.stdout) == [{"images": 20, "n": 40, "last": 1, "heads": 2}]  # 2 heads ranked per image
     prompt_maps = open_maps(tmp_path / "results" / "maps" / "cam-promptcam" / "shard-00000.zarr")
     assert prompt_maps["cam"].shape[1:] == (2, 2, 2)  # heads, patch grid
+    intr_maps = open_maps(tmp_path / "results" / "maps" / "cam-intr" / "shard-00000.zarr")
+    assert intr_maps["cam"].shape[1:] == (2, 2, 2) and intr_maps.attrs["heads"] == [0, 1]  # heads, 64 px / 32
+    intr_means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-intr.zarr")
+    assert intr_means["mean"].shape == (4, 2, 64, 64) and intr_means.attrs["head"] == [0, 1]
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr

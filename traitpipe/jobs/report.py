@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         mine = traits[(traits["species"] == name) & (traits["rank"].isna() | (traits["rank"] == 0))]
         species.append({
             "name": name, "cryptic": sister.get(name),
-            "traits": [{"map": map_name(t["method"], t["alpha"]) + ("" if pd.isna(t["rank"]) else " top head"),
+            "traits": [{"map": map_name(t["method"], t["alpha"]) + (" top head" if pd.notna(t["rank"]) else
+                                                                    "" if pd.isna(t["head"]) else f" head {t['head']:.0f}"),
                         "part": t["part"], "consistency": f"{t['consistency']:.0%}",
                         "mass_share": "-" if pd.isna(t["mass_share"]) else f"{t['mass_share']:.1%}",
                         "area_share": f"{t['area_share']:.1%}"} for t in mine.to_dict("records")],

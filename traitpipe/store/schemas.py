@@ -157,6 +157,7 @@ SPECIES_TRAITS = pa.schema([
     pa.field("species", pa.string(), nullable=False),
     pa.field("alpha", pa.float32()),
     pa.field("rank", pa.int32()),  # Prompt-CAM: the head rank summarised; null for a CAM
+    pa.field("head", pa.int32()),  # INTR: the head summarised (its heads are not ranked); null otherwise
     pa.field("part_id", pa.int32(), nullable=False),
     pa.field("part", pa.string(), nullable=False),  # the part holding the map's peak in most images
     pa.field("consistency", pa.float32(), nullable=False),  # share of the species' images with the peak there

@@ -100,7 +100,7 @@ def scheduler(address: str | None):
 
 
 def pointed_parts(cam_parts: pd.DataFrame) -> pd.DataFrame:
-    """Per species and map (alpha; Prompt-CAM head rank), the part its maps point at most.
+    """Per species and map (alpha; Prompt-CAM head rank; INTR head), the part its maps point at most.
 
     The part holding the map's peak in most of the species' images; ``consistency`` is that share of
     images, ``mass_share`` and ``area_share`` the part's mean shares. Ties (and species whose peaks all
@@ -109,7 +109,9 @@ def pointed_parts(cam_parts: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     cam_parts : pandas.DataFrame
-        ``cam_parts`` rows (image_id, species, alpha, rank, part_id, part, mass_share, peak_in_part, area_share).
+        ``cam_parts`` rows (image_id, species, alpha, head, rank, part_id, part, mass_share, peak_in_part,
+        area_share). A ranked head (Prompt-CAM's) is summarised by its rank, an unranked one (INTR's) by its
+        number.
 
     Returns
     -------
@@ -118,18 +120,20 @@ def pointed_parts(cam_parts: pd.DataFrame) -> pd.DataFrame:
 
     Examples
     --------
-    >>> rows = pd.DataFrame({"image_id": list("aabbcc"), "species": "s", "alpha": np.nan, "rank": np.nan,
+    >>> rows = pd.DataFrame({"image_id": list("aabbcc"), "species": "s", "alpha": np.nan, "head": np.nan,
+    ...     "rank": np.nan,
     ...     "part_id": [1, 2] * 3, "part": ["head", "wing"] * 3, "mass_share": [0.6, 0.3, 0.2, 0.7, 0.1, 0.8],
     ...     "peak_in_part": [True, False, False, True, False, True], "area_share": [0.2, 0.3] * 3})
     >>> pointed_parts(rows)[["species", "part", "consistency", "n"]].to_dict("records")
     [{'species': 's', 'part': 'wing', 'consistency': 0.6666666666666666, 'n': 3}]
     """
-    keys = ["species", "alpha", "rank"]
+    keys = ["species", "alpha", "rank", "head"]
+    cam_parts = cam_parts.assign(head=cam_parts["head"].where(cam_parts["rank"].isna()))
     per_part = cam_parts.groupby([*keys, "part_id", "part"], dropna=False, sort=True).agg(
         peaks=("peak_in_part", "sum"), mass_share=("mass_share", "mean"), area_share=("area_share", "mean"),
         n=("image_id", "nunique")).reset_index()
     per_part["consistency"] = per_part["peaks"] / per_part["n"]
-    best = per_part.sort_values([*keys, "consistency", "mass_share"], ascending=[True] * 3 + [False, False],
+    best = per_part.sort_values([*keys, "consistency", "mass_share"], ascending=[True] * 4 + [False, False],
                                 na_position="last", kind="stable")
     return best.drop_duplicates(keys)[[*keys, "part_id", "part", "consistency", "mass_share", "area_share",
                                        "n"]].reset_index(drop=True)
