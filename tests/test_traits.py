@@ -193,3 +193,16 @@ def test_a_species_store_indexes_species(tmp_path):
     group = open_maps(tmp_path / "s.zarr")
     assert group["species_id"][:].tolist() == ["a", "b"] and "image_id" not in group
     assert json.loads(json.dumps(dict(group.attrs))) == {"provenance": {}}
+
+
+def test_resizing_maps_in_numpy_gives_torchs_bilinear_numbers():
+    import torch
+    import torch.nn.functional as F
+
+    from traitpipe.traits.maps import resize_maps
+
+    rng = np.random.default_rng(0)
+    for shape, size in [((3, 2, 2), (64, 64)), ((2, 8, 8), (128, 97)), ((1, 7, 5), (3, 2)), ((2, 5, 9), (33, 200))]:
+        raw = rng.random(shape).astype(np.float32)  # up, up unevenly, down, mixed
+        expected = F.interpolate(torch.from_numpy(raw)[None], size=size, mode="bilinear", align_corners=False)[0]
+        np.testing.assert_allclose(resize_maps(raw, size), expected.numpy(), atol=1e-5)

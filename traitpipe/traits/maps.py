@@ -8,8 +8,6 @@ them against label masks (SST parts or truth).
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def resize_maps(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -26,13 +24,28 @@ def resize_maps(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     numpy.ndarray, float32, shape (K, H, W)
         Non-negative where ``raw`` is (bilinear weights are convex).
 
+    The same numbers as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, in NumPy:
+    the jobs that only score maps start without importing torch.
+
     Examples
     --------
     >>> resize_maps(np.ones((2, 2, 2)), (4, 6)).shape
     (2, 4, 6)
+    >>> resize_maps(np.array([[[0.0, 4.0]]]), (1, 4))  # pixel centres: edges held, the middle interpolated
+    array([[[0., 1., 3., 4.]]], dtype=float32)
     """
-    maps = torch.from_numpy(np.asarray(raw, np.float32))[None]
-    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)[0].numpy()
+    maps = np.asarray(raw, np.float32)
+    (y0, y1, wy), (x0, x1, wx) = (_linear_weights(n, m) for n, m in zip(maps.shape[-2:], size))
+    rows = maps[..., y0, :] * (1 - wy)[:, None] + maps[..., y1, :] * wy[:, None]
+    return (rows[..., x0] * (1 - wx) + rows[..., x1] * wx).astype(np.float32)
+
+
+def _linear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (i0, i1, int64, (n_out,)) and weights of i1 (float32) of a linear resize with half-pixel
+    centres, sources clamped to the edge as PyTorch's ``align_corners=False``."""
+    source = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), (source - i0).astype(np.float32)
 
 
 def place_maps(raw: np.ndarray, transform: np.ndarray, size: tuple[int, int], canvas: int) -> np.ndarray:
