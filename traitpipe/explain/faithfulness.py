@@ -22,6 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: The faithfulness columns of ``cams``, as :class:`ConfidenceDrop` names them.
+DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")
+
+
 def top_fraction_mask(maps: torch.Tensor, fraction: float) -> torch.Tensor:
     """The ``fraction`` most activated pixels of each map.
 

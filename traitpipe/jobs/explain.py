@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
+from traitpipe.explain.faithfulness import DROP_COLUMNS
 from traitpipe.jobs.common import load_pixels, read_rows
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_classifier
@@ -19,10 +20,6 @@ from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.transforms import to_batch
 from traitpipe.store.maps import map_writer
-
-#: The faithfulness columns of ``cams``, as :class:`traitpipe.explain.faithfulness.ConfidenceDrop` names them.
-DROP_COLUMNS = ("p_target", "p_target_masked", "p_similar", "p_similar_masked", "relative_drop", "target_drop_ratio")
-
 
 def method_spec(config: dict, name: str) -> dict:
     """The ``explain.methods`` entry called ``name``."""

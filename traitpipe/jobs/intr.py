@@ -11,9 +11,8 @@ import torch
 from tqdm import tqdm
 
 from traitpipe.explain.cam import similar_classes
-from traitpipe.explain.faithfulness import confidence_drop
+from traitpipe.explain.faithfulness import DROP_COLUMNS, confidence_drop
 from traitpipe.jobs.common import load_pixels, read_rows
-from traitpipe.jobs.explain import DROP_COLUMNS
 from traitpipe.jobs.step import Step
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
