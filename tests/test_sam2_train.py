@@ -80,12 +80,14 @@ def test_train_then_load_like_any_checkpoint(small_collection, tmp_path):
 
 def test_a_run_stuck_on_the_plateau_starts_again_from_the_pretrained_encoder(small_collection):
     args = (config_file("sam2_small"), 64, truth_videos(small_collection), ["Phano vittata"], list(range(1, 8)))
-    kwargs = dict(epochs=2, frames=3, batch=2, lr=1e-3, weight_decay=0.1, validate_every=1, seed=0, pretrain_steps=2,
+    kwargs = dict(epochs=2, frames=3, batch=2, lr=1e-3, weight_decay=0.1, validate_every=2, seed=0, pretrain_steps=2,
                   encoder_lr=0, progress=False)
     plain, plain_history, _ = train_sam2(*args, **kwargs)
     unstuck, unstuck_history, _ = train_sam2(*args, **kwargs, restarts=2, restart_at=1, restart_below=-1.0)
-    # a run that is not stuck trains exactly as without restarts: the check draws nothing random
-    assert [(h["loss"], h["val_miou"]) for h in unstuck_history] == [(h["loss"], h["val_miou"]) for h in plain_history]
+    # a run that is not stuck trains exactly as without restarts: the check (epoch 1, no validation there) draws
+    # nothing random
+    assert [(h["loss"], h.get("val_miou")) for h in unstuck_history] == [(h["loss"], h.get("val_miou"))
+                                                                          for h in plain_history]
     assert "fit_miou" in unstuck_history[0] and unstuck_history[-1]["attempt"] == 0
     stuck, history, _ = train_sam2(*args, **kwargs, restarts=2, restart_at=1, restart_below=1.01)  # always stuck
     assert [(h["attempt"], h["epoch"]) for h in history] == [(0, 1), (1, 1), (2, 1), (2, 2)]

@@ -114,6 +114,10 @@ def validate_config(config: dict) -> dict:
         if cfg[section]["checkpoint_sha256"] and (value in (None, "train", "timm") or value.startswith("hf-hub:")):
             raise ConfigError(f"config key {section}.checkpoint_sha256: checks a local checkpoint file, and "
                               f"{section}.checkpoint is {value!r}")
+    value = cfg["intr"]["checkpoint"]
+    if value is not None and (value in ("train", "timm") or value.startswith("hf-hub:")):
+        raise ConfigError(f"config key intr.checkpoint: a local INTR checkpoint file (the authors' checkpoint.pth "
+                          f"or traitpipe's models/intr.pt), or null to train one; {value!r} is neither")
     if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
         cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:

@@ -120,8 +120,8 @@ def check_layers(config: dict, n_classes: int) -> list[str]:
 
 
 def check_intr(config: dict) -> list[str]:
-    """INTR's backbone is a timm CNN ending at stride 32 and its heads divide ``d_model`` (built on the
-    ``meta`` device: no memory, no weights)."""
+    """INTR's backbone is a timm CNN ending at stride 32, its heads divide ``d_model`` and ``d_model`` is a
+    multiple of 4 (built on the ``meta`` device: no memory, no weights)."""
     settings = config["intr"]
     if not settings["enabled"]:
         return []
@@ -130,6 +130,9 @@ def check_intr(config: dict) -> list[str]:
 
     if settings["d_model"] % settings["nheads"]:
         return [f"intr.nheads: {settings['nheads']} heads do not divide intr.d_model {settings['d_model']}"]
+    if settings["d_model"] % 4:
+        return [f"intr.d_model: {settings['d_model']} is not a multiple of 4 (the sine encoding gives y and x "
+                "half of it each, in sine-cosine pairs)"]
     if not timm.is_model(settings["backbone"].split(".")[0]):
         return [f"intr.backbone: unknown timm architecture {settings['backbone']!r}"]
     from traitpipe.explain.intr import INTR

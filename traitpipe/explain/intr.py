@@ -26,7 +26,8 @@ from traitpipe.models.training import train_classifier
 
 #: The authors' backbone prefix (DETR's ``Joiner(Backbone(body), position encoding)``).
 AUTHORS_BACKBONE = "backbone.0.body."
-#: Backbone parameters the authors never train (a ResNet's stem and first stage).
+#: Backbone parameters the authors never train: a ResNet's stem and first stage (timm's ResNet names; other
+#: timm CNNs name theirs otherwise and train whole at ``backbone_lr``).
 FROZEN_BACKBONE = ("conv1.", "bn1.", "layer1.")
 
 
@@ -320,7 +321,8 @@ def param_groups(model: INTR, backbone_lr: float) -> list[dict]:
 def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 140, lr: float = 5e-5,
                backbone_lr: float = 1e-5, weight_decay: float = 1e-6, lr_drop: int = 80, clip_norm: float = 0.1,
                batch_size: int = 12, crop_scale: float | None = None, seed: int = 0, device="cpu",
-               val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True) -> list[dict]:
+               val: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "float32",
+               progress: bool = True) -> list[dict]:
     """Train INTR in place with the authors' recipe (main.py's defaults): AdamW (``lr``, the backbone at
     ``backbone_lr``, ``weight_decay``), the rates x0.1 after ``lr_drop`` epochs, gradients clipped at
     ``clip_norm``, plain cross-entropy on the class logits, no warm-up.
@@ -337,6 +339,8 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
     epochs, lr, backbone_lr, weight_decay, lr_drop, clip_norm, batch_size, crop_scale, seed
     device : str or torch.device
     val : (images, labels) or None
+    precision : str
+        "float32" (the authors') or "bfloat16" autocast.
     progress : bool
 
     Returns
@@ -348,4 +352,4 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
                             weight_decay=weight_decay, linear_probe=False, seed=seed, device=torch.device(device),
                             warmup_epochs=0, label_smoothing=0.0, trainable=param_groups(model, backbone_lr),
                             lr_drop=lr_drop, clip_norm=clip_norm, crop_scale=crop_scale, val=val,
-                            progress=progress, desc="train INTR")
+                            progress=progress, desc="train INTR", precision=precision)

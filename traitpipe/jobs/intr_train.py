@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> None:
                              backbone_lr=settings["backbone_lr"], weight_decay=settings["weight_decay"],
                              lr_drop=settings["lr_drop"], clip_norm=settings["clip_norm"],
                              batch_size=settings["batch_size"], seed=settings["seed"], device=device,
-                             val=(images[mask], labels[mask]))
+                             val=(images[mask], labels[mask]), precision=settings["precision"])
         source = "trained here"
     model.eval()
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
     accuracy, evaluation = accuracy_rows("intr", correct, is_val)
     with atomic_path(args.weights) as tmp:
-        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     sha = sha256_file(args.weights)
     write_json(args.description, {
         "arch": {"backbone": arch["backbone"], "nheads": arch["nheads"], **architecture(model.state_dict())},

@@ -82,6 +82,22 @@ def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
     return rows
 
 
+def trait_map(trait: dict) -> str:
+    """The map a ``species_traits`` row summarises, for a reader.
+
+    Examples
+    --------
+    >>> trait_map({"method": "promptcam", "alpha": None, "rank": 0, "head": None})
+    'promptcam top head'
+    >>> trait_map({"method": "intr", "alpha": None, "rank": None, "head": 3.0})
+    'intr head 3'
+    """
+    name = map_name(trait["method"], trait["alpha"])
+    if pd.notna(trait["rank"]):
+        return f"{name} top head"
+    return name if pd.isna(trait["head"]) else f"{name} head {trait['head']:.0f}"
+
+
 def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd.DataFrame | None,
                     n_heads: int, random: dict[str, bool]) -> list[Panel]:
     """The panels of one specimen: the image, SST's labels, each map, the top Prompt-CAM heads, INTR's first
@@ -105,7 +121,8 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
             panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} (rank {r})", warning=warning)
                        for r, h in enumerate(ranked)]
         elif product == "intr":
-            panels += [Panel(image, heat=maps[h], title=f"INTR head {h}", warning=warning) for h in range(n_heads)]
+            panels += [Panel(image, heat=maps[h], title=f"INTR head {h}", warning=warning)
+                       for h in range(min(n_heads, len(maps)))]
         else:
             panels += [Panel(image, heat=maps[k], title=map_name(product, alpha), warning=warning)
                        for k, alpha in enumerate(group.attrs["alphas"])]
@@ -170,8 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         mine = traits[(traits["species"] == name) & (traits["rank"].isna() | (traits["rank"] == 0))]
         species.append({
             "name": name, "cryptic": sister.get(name),
-            "traits": [{"map": map_name(t["method"], t["alpha"]) + (" top head" if pd.notna(t["rank"]) else
-                                                                    "" if pd.isna(t["head"]) else f" head {t['head']:.0f}"),
+            "traits": [{"map": trait_map(t),
                         "part": t["part"], "consistency": f"{t['consistency']:.0%}",
                         "mass_share": "-" if pd.isna(t["mass_share"]) else f"{t['mass_share']:.1%}",
                         "area_share": f"{t['area_share']:.1%}"} for t in mine.to_dict("records")],
@@ -180,9 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.phylogeny and len(traits):
         finer = traits[traits["alpha"].notna()]
         pick = finer if len(finer) else traits[traits["rank"].isna() | (traits["rank"] == 0)]
-        first = pick.sort_values(["method", "alpha"]).drop_duplicates("species")
-        notes = {t["species"]: f"{map_name(t['method'], t['alpha'])}: {t['part']} ({t['consistency']:.0%})"
-                 for t in first.to_dict("records")}
+        first = pick.sort_values(["method", "alpha", "rank", "head"], kind="stable").drop_duplicates("species")
+        notes = {t["species"]: f"{trait_map(t)}: {t['part']} ({t['consistency']:.0%})" for t in first.to_dict("records")}
         figure_uris["tree"] = figure(tree_figure(read_tree(args.phylogeny), notes), "tree.png")
     else:
         figure_uris["tree"] = None

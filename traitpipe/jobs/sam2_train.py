@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None,
         "image_size": settings["image_size"], "parts": parts, "train": train,
         "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped, "history": history,
-        "pretrain_losses": pretrain_losses, "attempts": attempts, "seed_used": train["seed"] + attempts - 1,
+        "pretrain_losses": pretrain_losses, "attempts": attempts,
         "warning": warning,
         "sha256": sha256_file(weights), "device": str(device)})
     if pretrain_losses:

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         names, means, counts = species_means(da.concatenate(stacks) if stacks else da.zeros((0, 1, canvas, canvas)),
                                              species)
     method = first.get("method", "")
-    positions = (("alpha", first["alphas"]) if "alphas" in first else ("head", first["heads"]) if heads is None
+    positions = (("alpha", first["alphas"]) if "alphas" in first else ("head", first["heads"]) if "heads" in first
                  else ("rank", list(range(means.shape[1]))))
     write_maps(args.species_maps, names,
                {"mean": (means, (positions[0], "y", "x")), "images": (counts, (positions[0],))},

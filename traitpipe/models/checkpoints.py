@@ -53,6 +53,17 @@ def refusal(path: str | Path, error: Exception) -> str:
             "it): copy or download it again, and compare its sha256 with the source's")
 
 
+def load_checkpoint(path: str | Path):
+    """``torch.load(path, weights_only=True)`` on the CPU, with an ``argparse.Namespace`` of plain values
+    allowed (the ``args`` entry of DETR and INTR training checkpoints); :class:`CheckpointError` (with
+    :func:`refusal`'s reason) for anything else it refuses or cannot read."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(refusal(path, error)) from None
+
+
 def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
     """Load a state dict from a local checkpoint file, safely.
 
@@ -74,17 +85,12 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
     CheckpointError
         Missing file; a pickled object that ``weights_only=True`` refuses (a whole
         model object, say); or content that is not a mapping of names to tensors.
-        An ``argparse.Namespace`` of plain values (the ``args`` entry of DETR and INTR
-        training checkpoints) is allowed beside the weights.
+        (:func:`load_checkpoint`: an ``argparse.Namespace`` beside the weights is allowed.)
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):  # DETR-family runs save their arguments
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(refusal(path, error)) from None
+    content = load_checkpoint(path)
     if key is None and isinstance(content, dict):
         key = next((k for k in ("state_dict", "model") if isinstance(content.get(k), dict)), None)
     if key is not None:

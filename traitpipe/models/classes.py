@@ -9,15 +9,13 @@ state dict), or the config gives one (``classifier.classes`` / ``prompt_cam.clas
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from traitpipe.models.checkpoints import CheckpointError, refusal
+from traitpipe.models.checkpoints import load_checkpoint
 
 
 def read_class_list(value: str | Sequence[str] | None, root: str | Path = ".") -> list[str] | None:
@@ -48,10 +46,7 @@ def read_class_list(value: str | Sequence[str] | None, root: str | Path = ".") -
 
 def carried_classes(path: str | Path) -> list[str] | None:
     """The ``"classes"`` list a checkpoint file carries beside its state dict, or None."""
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(refusal(path, error)) from None
+    content = load_checkpoint(path)
     classes = content.get("classes") if isinstance(content, dict) else None
     if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
         return list(classes)

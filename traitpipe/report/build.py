@@ -12,7 +12,7 @@ from traitpipe.report.figures import map_name
 #: DuckDB recipes shown at the end of the report (and in the README).
 QUERIES = (
     "select method, alpha, metric, subset, round(avg(value), 3) as value from evaluation group by all order by all",
-    "select species, method, alpha, rank, part, consistency from species_traits order by species, method",
+    "select species, method, alpha, rank, head, part, consistency from species_traits order by all",
     "select s.species, s.part, s.consistency from species_traits s where s.method = 'gradcam' and s.alpha = 1",
 )
 

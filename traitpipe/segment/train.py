@@ -371,8 +371,8 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
     restarts : int
         Further attempts allowed for a run stuck at ``restart_at``.
     restart_at : int
-        The epoch of the check; make it a validation epoch so the check builds no extra predictor (the same
-        random draws, so an attempt that is not stuck trains exactly as with ``restarts=0``).
+        The epoch of the check. It draws no random number (off a validation epoch its predictor is built
+        under a forked RNG), so an attempt that is not stuck trains exactly as with ``restarts=0``.
     restart_below : float
         The training species' mIoU under which a run is stuck.
     device : str or torch.device
@@ -436,7 +436,8 @@ def train_sam2(config: str | Path, image_size: int, videos: dict, held_out: Sequ
             validate = bool(validation) and (epoch % validate_every == 0 or epoch == epochs)
             check = epoch == restart_at and attempt < restarts
             if validate or check:
-                predictor = as_predictor(model, config, image_size, device)
+                with torch.random.fork_rng(devices=[], enabled=not validate):  # a check alone draws nothing
+                    predictor = as_predictor(model, config, image_size, device)
                 if validate:
                     record["val_miou"] = validation_miou(predictor, validation, parts)
                 if check:

@@ -118,7 +118,7 @@ CAM_PARTS = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("species", pa.string(), nullable=False),
     pa.field("alpha", pa.float32()),  # null: the base method (and Prompt-CAM); a value: Finer-CAM
-    pa.field("head", pa.int32()),  # Prompt-CAM's head; null for a CAM
+    pa.field("head", pa.int32()),  # Prompt-CAM's or INTR's head; null for a CAM
     pa.field("rank", pa.int32()),  # the head's rank for the image (0 = most important trait); null for a CAM
     pa.field("part_id", pa.int32(), nullable=False),
     pa.field("part", pa.string(), nullable=False),
