@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check setuptools wheel 2>&1 | $(QUIET)
 	$(PY) -m pip install -q --disable-pip-version-check "torch>=2.5" "torchvision>=0.20" 2>&1 | $(QUIET)
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[test]" 2>&1 | $(QUIET)
-	$(PY) -c "import traitpipe, torch, timm, sam2, snakemake, zarr, dask, pyarrow, duckdb"
+	$(PY) -c "import traitpipe, torch, timm, open_clip, sam2, snakemake, zarr, dask, pyarrow, duckdb"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -79,8 +79,13 @@ def test_cryptic_sisters_differ_only_by_their_marks(tmp_path):
 
     root = synthesize(tmp_path / "c", n_species=8, per_species=2, size=64, seed=0)
     params = json.loads((root / "collection.json").read_text())
-    assert params["version"] == 3 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
+    assert params["version"] == 4 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
     looks = json.loads((root / "truth" / "species.json").read_text())
+    concepts = json.loads((root / "concepts.json").read_text())  # each mark in words: its colour and its part
+    assert sorted(concepts) == sorted(looks)
+    for name, concept in concepts.items():
+        assert concept.endswith(looks[name]["mark_part"] + ("s" if "wing" in looks[name]["mark_part"] else ""))
+    assert concepts[params["cryptic_pairs"][1][0]] != concepts[params["cryptic_pairs"][1][1]]
     mark = {"mark_part", "mark_s", "mark_t", "mark_colour"}
     for a, b in params["cryptic_pairs"]:
         rest_a = {k: v for k, v in looks[a].items() if k not in mark | {"family", "genus"}}

@@ -13,6 +13,7 @@ import yaml
 
 from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
 from traitpipe.collection import synthesize
+from traitpipe.explain.clip import TINY
 from traitpipe.store import open_maps
 
 from conftest import write_config, write_dwca, write_parquet_images
@@ -46,6 +47,10 @@ def test_run_then_query(collection_copy, tmp_path):
     raw["collection"]["columns"]["image"] = "image"
     raw["intr"] = {"enabled": True, "backbone": "test_resnet", "d_model": 16, "nheads": 2, "enc_layers": 1,
                    "dec_layers": 1, "dim_feedforward": 32, "input_size": 64, "epochs": 2, "batch_size": 8}
+    # a tiny CLIP trained here on the concept prompts alone (test_clip runs the species prompts' jobs)
+    raw["clip"] = {"enabled": True, "checkpoint": "train", "prompts": {"species": None, "concepts": "concepts.json"},
+                   "model": {**TINY, "vision_cfg": {**TINY["vision_cfg"], "image_size": 64, "patch_size": 16}},
+                   "train": {"epochs": 2, "batch_size": 8}}
     config.write_text(yaml.safe_dump(raw))
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -70,20 +75,20 @@ def test_run_then_query(collection_copy, tmp_path):
                      "bool_and(alpha is null or similar_class = compared[1]) as first, "
                      "bool_and(abs(mask_fraction - 0.05) < 1e-6) as fraction from cams group by 1 order by 1 nulls first",
                      cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"alpha": None, "n": 40, "k": 0, "rd": True, "d": True, "first": True,
-                                        "fraction": True},  # Grad-CAM's and INTR's
-                                       {"alpha": 1.0, "n": 20, "k": 3, "rd": True, "d": True, "first": True,
+    assert json.loads(done.stdout) == [{"alpha": None, "n": 60, "k": 0, "rd": True, "d": True, "first": True,
+                                        "fraction": True},  # Grad-CAM's, INTR's and CLIP's
+                                       {"alpha": 1.0, "n": 40, "k": 3, "rd": True, "d": True, "first": True,
                                         "fraction": True}]
     done = traitpipe("query", "--results", results, "--format", "json",  # maps explain the true class
                      "select bool_and(c.target_species = i.species and c.target_source = 'true') as true, "
                      "count(*) as n from cams c join images i using (image_id)", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"true": True, "n": 60}]
+    assert json.loads(done.stdout) == [{"true": True, "n": 100}]
     done = traitpipe("query", "--results", results, "--format", "json",  # so do Prompt-CAM's heads
                      "select bool_and(h.species = i.species and h.target_source = 'true') as true "
                      "from prompt_heads h join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True}]
     stores = sorted((tmp_path / "results" / "maps").glob("*/shard-*.zarr"))
-    assert len(stores) == 4 * 4  # segment, gradcam, promptcam and intr of 4 shards
+    assert len(stores) == 4 * 5  # segment, gradcam, promptcam, intr and clip-concept-gradcam of 4 shards
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing but Zarr inside a store: zarr lists it without a warning
         assert all(len(list(open_maps(store).keys())) >= 2 for store in stores)
@@ -111,7 +116,8 @@ def test_run_then_query(collection_copy, tmp_path):
         {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "evaluate", "n": 40},
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "clip", "n": 2},
+                                       {"stage": "evaluate", "n": 54},
                                        {"stage": "intr", "n": 2}, {"stage": "phylo_train", "n": 6},
                                        {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
     done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
@@ -120,6 +126,9 @@ def test_run_then_query(collection_copy, tmp_path):
                      "and part is null group by all order by all", cwd=tmp_path)
     maps = ["relative_drop@0.05", "trait_energy", "trait_pointing"]
     assert json.loads(done.stdout) == [
+        {"method": "clip-concept-gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
+        {"method": "clip-concept-gradcam", "alpha": None, "metrics": maps + ["zero_shot_accuracy"],
+         "subsets": ["all", "cryptic"]},
         {"method": "gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
         {"method": "gradcam", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
         {"method": "intr", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
@@ -129,13 +138,15 @@ def test_run_then_query(collection_copy, tmp_path):
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select method, count(*) as n, count(distinct image_id) as images from cam_parts group by 1 "
                      "order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"method": "gradcam", "n": 20 * 2 * 7, "images": 20},  # alphas x parts
+    assert json.loads(done.stdout) == [{"method": "clip-concept-gradcam", "n": 20 * 2 * 7, "images": 20},
+                                       {"method": "gradcam", "n": 20 * 2 * 7, "images": 20},  # alphas x parts
                                        {"method": "intr", "n": 20 * 2 * 7, "images": 20},  # heads x parts
                                        {"method": "promptcam", "n": 20 * 2 * 7, "images": 20}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select method, count(*) as n, bool_and(consistency between 0 and 1) as share, "
                      "sum(n) as images from species_traits group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"method": "gradcam", "n": 8, "share": True, "images": 40},
+    assert json.loads(done.stdout) == [{"method": "clip-concept-gradcam", "n": 8, "share": True, "images": 40},
+                                       {"method": "gradcam", "n": 8, "share": True, "images": 40},
                                        {"method": "intr", "n": 8, "share": True, "images": 40},
                                        {"method": "promptcam", "n": 8, "share": True, "images": 40}]
     means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-gradcam.zarr")

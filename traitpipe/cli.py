@@ -19,8 +19,8 @@ DEMO_COLLECTION = Path("resources/demo-collection")
 DEMO_PARAMS = {"n_species": 8, "per_species": 12, "size": 128, "seed": 0, "damaged": 2}
 SAMPLE_QUERY = "select species, count(*) as images from images group by 1 order by 1"
 JOBS = ("ingest", "segment", "sst_finetune", "classifier", "explain", "prompt_cam_train", "prompt_cam", "intr_train",
-        "intr", "phylo_train", "codes", "phylo_eval", "cam_parts", "part_truth", "summarize", "evaluate", "report",
-        "sam2_train")
+        "intr", "clip_model", "phylo_train", "codes", "phylo_eval", "cam_parts", "part_truth", "summarize", "evaluate",
+        "report", "sam2_train")
 
 
 def _fail(message: str) -> None:

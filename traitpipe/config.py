@@ -101,15 +101,16 @@ def validate_config(config: dict) -> dict:
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0]))
-    names = [m["name"] for m in cfg["explain"]["methods"]]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"config key explain.methods: method(s) {', '.join(repeated)} appear more than once; "
-                          "give each method one entry with a list of alphas")
+    for section in ("explain", "clip"):
+        names = [m["name"] for m in cfg[section]["methods"]]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"config key {section}.methods: method(s) {', '.join(repeated)} appear more than "
+                              "once; give each method one entry with a list of alphas")
     if cfg["segment"]["checkpoint"] == "train" and cfg["collection"]["columns"]["parts_truth"] is None:
         raise ConfigError("config key segment.checkpoint: 'train' trains SAM 2 on true part masks; set "
                           "collection.columns.parts_truth to the manifest column that holds them")
-    for section in ("segment", "classifier", "prompt_cam", "intr", "phylo"):
+    for section in ("segment", "classifier", "prompt_cam", "intr", "clip", "phylo"):
         value = cfg[section]["checkpoint"]
         if cfg[section]["checkpoint_sha256"] and (value in (None, "train", "timm") or value.startswith("hf-hub:")):
             raise ConfigError(f"config key {section}.checkpoint_sha256: checks a local checkpoint file, and "
@@ -118,6 +119,13 @@ def validate_config(config: dict) -> dict:
     if value is not None and (value in ("train", "timm") or value.startswith("hf-hub:")):
         raise ConfigError(f"config key intr.checkpoint: a local INTR checkpoint file (the authors' checkpoint.pth "
                           f"or traitpipe's models/intr.pt), or null to train one; {value!r} is neither")
+    clip = cfg["clip"]
+    if clip["enabled"] and clip["prompts"]["species"] is None and clip["prompts"]["concepts"] is None:
+        raise ConfigError("config key clip.prompts: neither species prompts nor concepts; give at least one")
+    if clip["enabled"] and clip["model"] is None and (clip["checkpoint"] in (None, "train")
+                                                      or Path(clip["checkpoint"]).is_file()):
+        raise ConfigError(f"config key clip.model: clip.checkpoint {clip['checkpoint']!r} needs the architecture: "
+                          "an open_clip name (ViT-B-16), a model-config JSON file or the config itself")
     if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
         cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:

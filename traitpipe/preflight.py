@@ -7,6 +7,7 @@ when all is well. :func:`preflight` runs them all.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -146,8 +147,59 @@ def check_intr(config: dict) -> list[str]:
     return []
 
 
+def check_clip(config: dict, species: Sequence[str]) -> list[str]:
+    """CLIP's checkpoint exists, its architecture has an open_clip ViT image tower with the layers named (built on
+    the ``meta`` device), and its prompt files are JSON naming every species."""
+    settings = config["clip"]
+    if not (settings["enabled"] and config["explain"]["enabled"]):
+        return []
+    problems = []
+    value = settings["checkpoint"]
+    if value not in (None, "train") and not value.startswith("hf-hub:") and not Path(value).exists():
+        problems.append(f"clip.checkpoint: no such file or folder {value} (a local weights file, a folder in the "
+                        "Hugging Face Hub's layout, hf-hub:<org>/<repo>, train, or null)")
+    if settings["model"] is not None:
+        problems += _check_clip_model(settings)
+    root = Path(config["collection"]["root"])
+    for key in ("concepts", "common_names"):
+        given = settings["prompts"][key]
+        if isinstance(given, str):
+            path = Path(given) if Path(given).is_absolute() else root / given
+            try:
+                given = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                problems.append(f"clip.prompts.{key}: cannot read {path} as JSON: {error}")
+                continue
+        if isinstance(given, dict) and set(species) - set(given):
+            missing = sorted(set(species) - set(given))
+            problems.append(f"clip.prompts.{key}: no entry for {len(missing)} species: {', '.join(missing[:5])}")
+    return problems
+
+
+def _check_clip_model(settings: dict) -> list[str]:
+    import torch
+
+    from traitpipe.explain.cam import resolve_layers
+    from traitpipe.explain.clip import PromptClassifier, build_clip, model_config
+
+    try:
+        with torch.device("meta"):
+            clip = build_clip(model_config(settings["model"]))
+            model = PromptClassifier(clip.visual, torch.zeros(1, 1), 1.0)
+    except (ValueError, TypeError, OSError, KeyError) as error:
+        return [f"clip.model: {error}"]
+    problems = []
+    for method in settings["methods"]:
+        try:
+            resolve_layers(model, method["layers"] or [])
+        except KeyError as error:
+            problems.append(f"clip.methods ({method['name']}).layers: {error.args[0]}")
+    return problems
+
+
 def preflight(config: dict, manifest: pd.DataFrame) -> list[str]:
     """Every check of this module on a validated config and its manifest (a ``species`` column)."""
     species = sorted(manifest["species"].unique())
     phylogeny = check_phylogeny(config, species) if config["phylo"]["enabled"] or config["report"]["enabled"] else []
-    return phylogeny + check_checkpoints(config) + check_layers(config, len(species)) + check_intr(config)
+    return (phylogeny + check_checkpoints(config) + check_layers(config, len(species)) + check_intr(config)
+            + check_clip(config, species))

@@ -41,7 +41,7 @@ PARTS = {
 MARK_PARTS = ("forewing", "hindwing", "thorax", "abdomen")
 #: Relative distances from the root that define the family and genus columns.
 RANK_DISTANCES = {"family": 0.33, "genus": 0.5}
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 _SYLLABLES = ("ar", "be", "ca", "do", "ly", "mi", "no", "pha", "ra", "si", "te", "tho", "xe", "zo")
 _EPITHETS = (
@@ -288,6 +288,27 @@ def _hue(rgb) -> float:
     return (math.atan2(math.sqrt(3) * (g - b), 2 * r - g - b) / (2 * math.pi)) % 1.0
 
 
+#: Hue (0..1) upper bounds of the colour names a mark's concept uses.
+_HUE_NAMES = ((0.04, "red"), (0.11, "orange"), (0.19, "yellow"), (0.45, "green"), (0.54, "cyan"), (0.70, "blue"),
+              (0.81, "purple"), (0.93, "pink"), (1.0, "red"))
+
+
+def mark_concept(look: SpeciesLook) -> str:
+    """The species' mark in words, as a trait concept prompt: its colour's name and its part.
+
+    Examples
+    --------
+    >>> look = _look_from_traits(np.zeros(40), ("forewing", 0.1, 0.1, (0.95, 0.1, 0.1)))
+    >>> mark_concept(look)
+    'a red spot on the forewings'
+    """
+    hue = _hue(look.mark_colour)
+    colour = next(name for bound, name in _HUE_NAMES if hue < bound)
+    part = f"{look.mark_part}s" if look.mark_part.endswith("wing") else look.mark_part
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} spot on the {part}"
+
+
 def _latin_names(rng: np.random.Generator, count: int, suffix: str = "") -> list[str]:
     names: list[str] = []
     while len(names) < count:
@@ -354,7 +375,8 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         specimen_id, mask, parts_truth, trait_truth, damage: "" or "<part> absent|damaged"), ``phylogeny.nwk``,
         ``images/``, ``masks/`` (one labelled reference mask per species and
         ``parts.json``), ``truth/`` (part labels and trait mask of every image,
-        ``species.json``) and ``collection.json`` (the parameters and the cryptic pairs, written last).
+        ``species.json``), ``concepts.json`` (each species' mark in words, :func:`mark_concept`: the trait
+        concept prompts of a CLIP) and ``collection.json`` (the parameters and the cryptic pairs, written last).
     """
     if not 2 <= n_species <= len(_EPITHETS):
         raise ValueError(f"n_species must be in 2..{len(_EPITHETS)}, got {n_species}")
@@ -424,6 +446,8 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
 
     (out / "masks" / "parts.json").write_text(json.dumps({str(k): v for k, v in PARTS.items()}, indent=1) + "\n")
     (out / "truth" / "species.json").write_text(json.dumps(species_truth, indent=1, sort_keys=True) + "\n")
+    concepts = {name: mark_concept(look) for name, look in zip(names, looks)}
+    (out / "concepts.json").write_text(json.dumps(concepts, indent=1, sort_keys=True) + "\n")
     with open(out / "manifest.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()

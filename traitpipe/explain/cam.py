@@ -77,9 +77,12 @@ def layercam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The usual target layer: the last block's ``norm1`` of a ViT, else timm's last feature stage."""
+    """The usual target layer: the last block's first norm of a ViT (timm's ``norm1``, open_clip's ``ln_1``),
+    else timm's last feature stage. Returned by its name in ``model.named_modules()``."""
     if hasattr(model, "blocks"):
-        return [f"blocks.{len(model.blocks) - 1}.norm1"]
+        last = model.blocks[-1]
+        norm = getattr(last, "norm1", None) or getattr(last, "ln_1")
+        return [next(name for name, module in model.named_modules() if module is norm)]
     info = getattr(model, "feature_info", None)
     if info:
         return [info[-1]["module"]]

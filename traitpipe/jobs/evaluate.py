@@ -7,7 +7,8 @@ from __future__ import annotations
 from traitpipe.jobs.common import cryptic_pairs, sam2_split
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
-from traitpipe.traits.evaluation import faithfulness_scores, map_scores, retrieval_scores, segmentation_scores
+from traitpipe.traits.evaluation import (faithfulness_scores, map_scores, retrieval_scores, segmentation_scores,
+                                        zero_shot_scores)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     image_subsets = {"all": None, **({"cryptic": cryptic} if cryptic else {})}
     cams = read_table_files(args.cams, "cams")
     cams = cams.assign(species=cams["image_id"].map(species))
-    records = faithfulness_scores(cams, image_subsets)
+    records = faithfulness_scores(cams, image_subsets) + zero_shot_scores(cams, image_subsets)
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
     if args.part_truth:

@@ -15,61 +15,74 @@ from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.explain.faithfulness import DROP_COLUMNS
 from traitpipe.jobs.common import load_pixels, read_rows
 from traitpipe.models.classes import explained_classes
-from traitpipe.models.load import load_classifier
+from traitpipe.models.load import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.transforms import to_batch
 from traitpipe.store.maps import map_writer
 
-def method_spec(config: dict, name: str) -> dict:
-    """The ``explain.methods`` entry called ``name``."""
-    for spec in config["explain"]["methods"]:
+def method_spec(config: dict, name: str, section: str = "explain") -> dict:
+    """The ``<section>.methods`` entry called ``name`` (section ``explain`` or ``clip``)."""
+    for spec in config[section]["methods"]:
         if spec["name"] == name:
             return spec
-    raise KeyError(f"explain.methods has no method {name!r}")
+    raise KeyError(f"{section}.methods has no method {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job explain --config RUN_CONFIG --method NAME --images T --weights F --description F --maps Z
-    --cams T --failures T``."""
-    step = Step("explain", argv, "method", paths=("images", "weights", "description", "maps", "cams", "failures"))
+    """``traitpipe job explain --config RUN_CONFIG --method NAME --images T --weights F --description F
+    [--prompts SET] --maps Z --cams T --failures T``.
+
+    With ``--prompts`` (``species`` or ``concept``), the weights are the run's CLIP (``models/clip.pt``) and the
+    classes that prompt set's text prompts; the product is ``clip-<set>-<method>``."""
+    step = Step("explain", argv, "method", paths=("images", "weights", "description", "maps", "cams", "failures"),
+                optional=("prompts",))
     args, config, device = step.args, step.config, step.device
-    spec, settings = method_spec(config, args.method), config["explain"]
-    model, meta = load_classifier(args.weights, args.description, device)
+    settings = config["explain"]
+    rows = read_rows(args.images)
+    if args.prompts is None:
+        spec, product, precision, batch_size = method_spec(config, args.method), args.method, \
+            settings["precision"], settings["batch_size"]
+        model, meta = load_classifier(args.weights, args.description, device)
+        classes, prompts = meta["classes"], None
+        targets = explained_classes(rows["species"], classes, settings["target"])
+        used = {"classifier": {**meta["source"], "sha256": meta["sha256"]}}
+    else:
+        spec, product = method_spec(config, args.method, "clip"), f"clip-{args.prompts}-{args.method}"
+        precision, batch_size = config["clip"]["precision"], config["clip"]["batch_size"]
+        model, meta = load_prompt_classifier(args.weights, args.description, args.prompts, device)
+        classes, prompts = meta["labels"], meta["texts"]
+        own = rows["species"].map(meta["species_prompt"]).fillna(-1).to_numpy(np.int64)
+        targets = own if settings["target"] == "true" else np.full(len(rows), -1, np.int64)
+        used = {"clip": {**meta["source"], "sha256": meta["sha256"], "random_weights": meta["random_weights"]}}
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
-    classes = meta["classes"]
-
-    rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
-    targets = explained_classes(rows["species"], classes, settings["target"])
+    targets, rows = targets[ok], rows[ok].reset_index(drop=True)
     grid = _layer_grid(model, layers, meta["input_size"], device)
-    prov = step.record(precision=settings["precision"],
-                       models={"classifier": {**meta["source"], "sha256": meta["sha256"]}})
-    attrs = {"provenance": prov, "method": spec["name"], "alphas": alphas, "layers": layers, "classes": classes,
-             "input_size": meta["input_size"],
-             "target": settings["target"],
+    prov = step.record(precision=precision, models=used)
+    attrs = {"provenance": prov, "method": product, "alphas": alphas, "layers": layers, "classes": classes,
+             "input_size": meta["input_size"], "target": settings["target"],
+             **({"prompts": prompts} if prompts is not None else {}),
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []
-    batch_size = settings["batch_size"]
     with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
         for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc=spec["name"], unit="batch", file=sys.stderr):
+                          desc=product, unit="batch", file=sys.stderr):
             batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
             target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
-            with autocast(device, settings["precision"]):
+            with autocast(device, precision):
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
                                     n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
                                     target=target)
             group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
             records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
-                                settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0)
+                                settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0, prompts)
     step.write("cams", records, args.cams)
     step.write_failures(failures)
-    step.finish(f"{spec['name']}: {len(rows)} images x {len(alphas)} alphas")
+    step.finish(f"{product}: {len(rows)} images x {len(alphas)} alphas")
 
 
 def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: torch.device) -> tuple[int, int]:
@@ -78,9 +91,13 @@ def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: to
     return tuple(result.raw[0].shape[1:])
 
 
-def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction: float,
-             true: np.ndarray) -> list[dict]:
-    """``cams`` rows for one batch: one per image and alpha (``true``: bool (B,), the target is the true class)."""
+def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str | None], fraction: float,
+             true: np.ndarray, prompts: list[str] | None = None) -> list[dict]:
+    """``cams`` rows for one batch: one per image and alpha (``true``: bool (B,), the target is the true class).
+
+    ``classes``: the species each class stands for (None for a CLIP concept that stands for no one species);
+    ``prompts``: a CLIP's text prompts (the ``*_prompt`` columns), None for a classifier."""
+    text = (lambda i: None) if prompts is None else prompts.__getitem__
     target, predicted, similar = (t.cpu().tolist() for t in (out.target, out.predicted, out.similar))
     drops = [{name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS} for drop in out.drops]
     records = []
@@ -92,5 +109,7 @@ def _records(rows: pd.DataFrame, out, alphas: list, classes: list[str], fraction
                 "predicted": predicted[i], "predicted_species": classes[predicted[i]],
                 "compared": out.compared[a][i].cpu().tolist(), "similar_class": similar[i],
                 "similar_species": classes[similar[i]], "mask_fraction": fraction,
+                "target_prompt": text(target[i]), "predicted_prompt": text(predicted[i]),
+                "similar_prompt": text(similar[i]),
                 **{name: values[i] for name, values in drops[a].items()}})
     return records

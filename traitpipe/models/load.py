@@ -93,3 +93,20 @@ def load_intr_model(weights: str | Path, description: str | Path):
     meta = json.loads(Path(description).read_text())
     model = load_intr(load_state_dict(weights), backbone=meta["arch"]["backbone"], nheads=meta["arch"]["nheads"])
     return model.eval(), meta
+
+
+def load_prompt_classifier(weights: str | Path, description: str | Path, prompts: str, device: torch.device):
+    """The run's CLIP image tower scored against one prompt set (``models/clip.pt``, written by the clip_model job),
+    on ``device`` in eval mode, and its description with that set's ``texts``, ``labels`` and ``species_prompt``."""
+    from traitpipe.explain.clip import PromptClassifier, image_tower
+    from traitpipe.models.checkpoints import load_checkpoint
+
+    meta = json.loads(Path(description).read_text())
+    stored = load_checkpoint(weights)
+    if prompts not in stored["prompts"]:
+        raise KeyError(f"{weights} has no prompt set {prompts!r}; it has {', '.join(stored['prompts'])}")
+    visual = image_tower(stored["config"])
+    visual.load_state_dict(stored["visual"])
+    chosen = stored["prompts"][prompts]
+    model = PromptClassifier(visual, chosen["embeddings"], stored["logit_scale"])
+    return model.to(device).eval(), {**meta, **{k: chosen[k] for k in ("texts", "labels", "species_prompt")}}

@@ -40,17 +40,19 @@ CAMS = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("alpha", pa.float32()),  # null: the base method; a value: Finer-CAM
     pa.field("target", pa.int32(), nullable=False),
-    pa.field("target_species", pa.string(), nullable=False),
+    # the species the target stands for: the class's species; for a CLIP prompt, the species it names (null for a
+    # concept that no one species carries)
+    pa.field("target_species", pa.string()),
     # which class the map explains: "true" (the image's species, a class of the model) or "predicted"
     # (explain.target: predicted, or a species the model does not know)
     pa.field("target_source", pa.string(), nullable=False),
     pa.field("predicted", pa.int32(), nullable=False),
-    pa.field("predicted_species", pa.string(), nullable=False),
+    pa.field("predicted_species", pa.string()),
     pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
     # faithfulness (Finer-CAM Eq. 10): the target c and its most similar class d (rank 1 by |y - y_c|),
     # softmax before and after the map's top mask_fraction pixels are set to the normalisation mean
     pa.field("similar_class", pa.int32(), nullable=False),  # d (a bare "similar" is an SQL keyword)
-    pa.field("similar_species", pa.string(), nullable=False),
+    pa.field("similar_species", pa.string()),
     pa.field("mask_fraction", pa.float32(), nullable=False),
     pa.field("p_target", pa.float32(), nullable=False),  # p_c
     pa.field("p_target_masked", pa.float32()),  # p'_c; NaN: the map ranks no pixel (all zero), nothing masked
@@ -58,6 +60,11 @@ CAMS = pa.schema([
     pa.field("p_similar_masked", pa.float32()),  # p'_d
     pa.field("relative_drop", pa.float32()),  # the paper's RD = (p_c - p'_c) - (p_d - p'_d)
     pa.field("target_drop_ratio", pa.float32()),  # (p_c - p'_c) / p_c, the target-only drop
+    # a CLIP's classes are text prompts (methods clip-<prompt set>-<cam>): the target's, prediction's and similar
+    # class's prompt; null for a classifier's and INTR's rows
+    pa.field("target_prompt", pa.string()),
+    pa.field("predicted_prompt", pa.string()),
+    pa.field("similar_prompt", pa.string()),
 ])
 
 PARTS = pa.schema([

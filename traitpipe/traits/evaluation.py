@@ -178,3 +178,27 @@ def faithfulness_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
             records.append(_record(method, alpha, f"relative_drop@{float(fraction):.3g}", name,
                                    chosen["relative_drop"].mean(), chosen["image_id"].nunique()))
     return records
+
+
+def zero_shot_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
+    """A CLIP's zero-shot accuracy per product: the share of images whose own prompt (their species', or their
+    species' concept) is the prompt most similar to them. Only ``cams`` rows with prompts and a true target count.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"method": "clip-concept-gradcam", "alpha": [np.nan, 1.0, np.nan], "species": "s",
+    ...                      "image_id": ["a", "a", "b"], "target_source": "true",
+    ...                      "target_prompt": ["red", "red", "red"], "predicted_prompt": ["red", "red", "blue"]})
+    >>> [(r["metric"], r["value"], r["n"]) for r in zero_shot_scores(rows, {"all": None})]
+    [('zero_shot_accuracy', 0.5, 2)]
+    """
+    if "predicted_prompt" not in cams:
+        return []
+    rows = cams[cams["predicted_prompt"].notna() & (cams["target_source"] == "true")].drop_duplicates(
+        ["method", "image_id"])
+    records = []
+    for method, group in rows.groupby("method", sort=True):
+        for name, chosen in _subsets(group, subsets):
+            records.append(_record(method, None, "zero_shot_accuracy", name,
+                                   (chosen["predicted_prompt"] == chosen["target_prompt"]).mean(), len(chosen)))
+    return records

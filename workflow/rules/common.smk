@@ -68,11 +68,16 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 CONDA_ENV = "../../envs/traitpipe.yaml"
 
 CAM_METHODS = [m["name"] for m in CFG["explain"]["methods"]] if CFG["explain"]["enabled"] else []
-# Every map product scored against the parts and the truth: the CAM methods, Prompt-CAM and INTR.
+# CLIP (clip.enabled): a map product clip-<prompt set>-<CAM method> per prompt set (species, concept) and method.
+CLIP_SETS = [name for name, given in (("species", CFG["clip"]["prompts"]["species"] is not None),
+                                      ("concept", CFG["clip"]["prompts"]["concepts"] is not None))
+             if given and CFG["explain"]["enabled"] and CFG["clip"]["enabled"]]
+CLIP_PRODUCTS = [f"clip-{name}-{m['name']}" for name in CLIP_SETS for m in CFG["clip"]["methods"]]
+# Every map product scored against the parts and the truth: the CAM methods, Prompt-CAM, INTR and CLIP's.
 MAPPED = CAM_METHODS + [name for name, section in (("promptcam", "prompt_cam"), ("intr", "intr"))
-                        if CFG["explain"]["enabled"] and CFG[section]["enabled"]]
-# The products with a cams row per image (prediction, faithfulness): the CAM methods and INTR.
-CAMS = CAM_METHODS + (["intr"] if "intr" in MAPPED else [])
+                        if CFG["explain"]["enabled"] and CFG[section]["enabled"]] + CLIP_PRODUCTS
+# The products with a cams row per image (prediction, faithfulness): the CAM methods, INTR and CLIP's.
+CAMS = CAM_METHODS + (["intr"] if "intr" in MAPPED else []) + CLIP_PRODUCTS
 # What INTR's explain job depends on: its section, the explained class, the faithfulness mask, the device.
 INTR_SETTINGS = canonical_json({"intr": CFG["intr"], "device": CFG["device"],
                                 **{k: CFG["explain"][k] for k in ("target", "faithfulness_fraction")}})
@@ -89,6 +94,8 @@ SCORE_FINETUNE = SCORE_PARTS and CFG["segment"]["finetune"]["enabled"]
 wildcard_constraints:
     shard=r"\d+",
     method="|".join(m["name"] for m in CFG["explain"]["methods"]),
+    prompts="species|concept",
+    clip_method="|".join(m["name"] for m in CFG["clip"]["methods"]),
     mapped="|".join(MAPPED) or "-",
 
 
@@ -103,6 +110,14 @@ def explain_settings(wildcards):
     explain = {k: v for k, v in CFG["explain"].items() if k != "methods"}
     method = next(m for m in CFG["explain"]["methods"] if m["name"] == wildcards.method)
     return canonical_json({"explain": explain, "method": method, "device": CFG["device"]})
+
+
+def clip_settings(wildcards):
+    """The settings one CLIP product's jobs depend on: the model and prompts, its method, what explain shares."""
+    explain = {k: v for k, v in CFG["explain"].items() if k != "methods"}
+    clip = {k: v for k, v in CFG["clip"].items() if k != "methods"}
+    method = next(m for m in CFG["clip"]["methods"] if m["name"] == wildcards.clip_method)
+    return canonical_json({"explain": explain, "clip": clip, "method": method, "device": CFG["device"]})
 
 
 def table_file(table, shard, partition=None):
@@ -234,6 +249,7 @@ def evaluation_files():
     files = [table_file("evaluation", "classifier", "classifier")] if CAM_METHODS else []
     files += [table_file("evaluation", "prompt_cam", "prompt_cam")] if "promptcam" in MAPPED else []
     files += [table_file("evaluation", "intr", "intr")] if "intr" in MAPPED else []
+    files += [table_file("evaluation", "clip", "clip")] if CLIP_SETS else []
     if CFG["phylo"]["enabled"]:
         files += [table_file("evaluation", "phylo_train", "phylo_train"), table_file("evaluation", "phylonn", "phylonn")]
     files += [table_file("evaluation", "sst_finetune", "sst_finetune")] if SCORE_FINETUNE else []
@@ -250,6 +266,7 @@ def failure_files():
     files += [table_file("failures", "all", "classifier")] if CAM_METHODS else []
     files += [table_file("failures", "all", "prompt_cam_train")] if "promptcam" in MAPPED else []
     files += [table_file("failures", "all", "intr_train")] if "intr" in MAPPED else []
+    files += [table_file("failures", "all", "clip_model")] if CLIP_SETS else []
     return files + ([table_file("failures", "all", "phylo_train")] if CFG["phylo"]["enabled"] else [])
 
 

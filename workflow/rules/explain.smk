@@ -158,3 +158,59 @@ rule intr:
         "traitpipe job intr --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q}"
         " --maps {params.maps:q} --cams {output.cams:q} --failures {output.failures:q} > {log:q} 2>&1"
+
+
+rule clip_model:
+    input:
+        images=[table_file("images", s) for s in SHARDS],
+        checkpoint=local_file(CFG["clip"]["checkpoint"]),
+        model=local_file(CFG["clip"]["model"]),
+        concepts=collection_files(CFG["clip"]["prompts"]["concepts"]),
+        common_names=collection_files(CFG["clip"]["prompts"]["common_names"]),
+    output:
+        weights=model_file("clip.pt"),
+        description=model_file("clip.json"),
+        evaluation=table_file("evaluation", "clip", "clip"),
+        failures=table_file("failures", "all", "clip_model"),
+    params:
+        run_config=RUN_CONFIG,
+        settings=settings("clip", "device"),
+        files=lambda wildcards, input: f"{option('concepts', input.concepts)} {option('common-names', input.common_names)}",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/clip_model.log",
+    benchmark:
+        f"{BENCHMARKS}/clip_model.tsv"
+    threads: workflow.cores
+    shell:
+        "traitpipe job clip_model --config {params.run_config:q} --threads {threads} --images {input.images:q}"
+        " {params.files} --weights {output.weights:q} --description {output.description:q}"
+        " --evaluation {output.evaluation:q} --failures {output.failures:q} > {log:q} 2>&1"
+
+
+rule clip:
+    input:
+        images=table_file("images", "{shard}"),
+        weights=model_file("clip.pt"),
+        description=model_file("clip.json"),
+    output:
+        maps=map_file("cam-clip-{prompts}-{clip_method}", "{shard}"),
+        cams=table_file("cams", "{shard}", "clip-{prompts}-{clip_method}"),
+        failures=table_file("failures", "{shard}", "cam-clip-{prompts}-{clip_method}"),
+    params:
+        maps=lambda wildcards, output: store(output.maps),
+        run_config=RUN_CONFIG,
+        settings=clip_settings,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/explain/clip-{{prompts}}-{{clip_method}}-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/explain/clip-{{prompts}}-{{clip_method}}-{{shard}}.tsv"
+    threads: workflow.cores
+    shell:
+        "traitpipe job explain --config {params.run_config:q} --method {wildcards.clip_method:q}"
+        " --prompts {wildcards.prompts:q} --threads {threads} --images {input.images:q} --weights {input.weights:q}"
+        " --description {input.description:q} --maps {params.maps:q} --cams {output.cams:q}"
+        " --failures {output.failures:q} > {log:q} 2>&1"

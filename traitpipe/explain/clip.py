@@ -1,0 +1,322 @@
+"""CLIP-like models (open_clip, BioCLIP) as classifiers over text prompts, for the CAM code.
+
+The Finer-CAM paper extends the method to multi-modal models: the classes are text
+prompts, a prompt's logit is the image's similarity to it, and comparing a concept with
+its most similar concepts localises it. :func:`prompt_classifier` turns an open_clip
+model and a list of prompts into such a classifier: ``forward(images)`` gives (B, P)
+logits ``logit_scale * cos(image embedding, prompt embedding)``, the prompts embedded
+once. It exposes the image tower's blocks and class token like a timm ViT, so
+:func:`traitpipe.explain.cam.compute_cams` runs on it unchanged.
+
+Models come from a local checkpoint (open_clip's layout: a state dict, or a folder with
+``open_clip_config.json`` and its weights, as on the Hugging Face Hub), or from a named
+source the config gives (``hf-hub:imageomics/bioclip``), fetched by open_clip only
+because the config names it. :func:`train_clip` trains a small one contrastively (the demo).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import _build_vision_tower
+from torch import nn
+from tqdm import tqdm
+
+from traitpipe.models.device import autocast
+from traitpipe.models.transforms import augment
+
+#: Named sources open_clip resolves itself (the only ones that may reach a network, and only when named).
+NAMED = ("hf-hub:",)
+
+
+def model_config(model: str | dict) -> dict:
+    """An open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...).
+
+    Parameters
+    ----------
+    model : str or dict
+        An architecture open_clip ships (``"ViT-B-16"``, the BioCLIP architecture), a
+        JSON file in its model-config layout, or the config itself.
+
+    Examples
+    --------
+    >>> model_config("ViT-B-16")["vision_cfg"]["patch_size"]
+    16
+    """
+    if isinstance(model, dict):
+        return model
+    if Path(model).is_file():
+        return json.loads(Path(model).read_text())
+    config = open_clip.get_model_config(model)
+    if config is None:
+        near = difflib.get_close_matches(model, open_clip.list_models(), n=5, cutoff=0.5)
+        raise ValueError(f"open_clip has no architecture {model!r}; nearest: {', '.join(near) or '(none)'}")
+    return config
+
+
+def build_clip(config: dict) -> nn.Module:
+    """A fresh (random) open_clip model from its config, in eval mode."""
+    custom = config.get("custom_text") or "hf_model_name" in config.get("text_cfg", {})
+    kind = open_clip.CustomTextCLIP if custom else open_clip.CLIP
+    return kind(**config).eval()
+
+
+def clip_tokenizer(config: dict, name: str | None = None):
+    """The model's tokenizer: open_clip's for a named model, else its BPE tokenizer at the config's context length
+    (BioCLIP's and OpenAI CLIP's; it ships with open_clip, no download)."""
+    if name is not None:
+        return open_clip.get_tokenizer(name)
+    text = config.get("text_cfg", {})
+    if "hf_tokenizer_name" in text:
+        return open_clip.get_tokenizer("", hf_tokenizer_name=text["hf_tokenizer_name"])
+    return open_clip.SimpleTokenizer(context_length=text.get("context_length", 77))
+
+
+def load_clip(checkpoint: str | None, model: str | dict | None) -> tuple[nn.Module, dict, object]:
+    """An open_clip model, its config and tokenizer, from the config's ``clip.checkpoint`` and ``clip.model``.
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        ``hf-hub:<org>/<repo>`` (fetched because named; e.g. ``hf-hub:imageomics/bioclip``), a local
+        folder in the Hub's layout (``open_clip_config.json`` beside ``open_clip_pytorch_model.bin``
+        or ``.safetensors``), a local weights file (open_clip's state dict, with or without its
+        training ``state_dict`` / ``module.`` wrapping) of the ``model`` architecture, or None (random
+        weights; recorded as such).
+    model : str, dict or None
+        The architecture (see :func:`model_config`); needed with a weights file or None.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, on the CPU.
+    config : dict
+        Its open_clip model config (the image tower is rebuilt from it).
+    tokenizer : callable
+        list of str -> int64 tensor (P, context_length).
+    """
+    if checkpoint is not None and (checkpoint.startswith(NAMED) or Path(checkpoint).is_dir()):
+        name = checkpoint if checkpoint.startswith(NAMED) else f"local-dir:{checkpoint}"
+        clip = open_clip.create_model(name).eval()
+        if checkpoint.startswith(NAMED):
+            from open_clip.factory import _get_hf_config
+            config = _get_hf_config(checkpoint[len("hf-hub:"):])["model_cfg"]
+        else:
+            config = json.loads((Path(checkpoint) / "open_clip_config.json").read_text())["model_cfg"]
+        return clip, config, clip_tokenizer(config, name)
+    if model is None:
+        raise ValueError("clip.model must name the architecture of a weights file (or a random model)")
+    config = model_config(model)
+    clip = build_clip(config)
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"clip.checkpoint {checkpoint!r} is no file, folder or hf-hub: source")
+        open_clip.load_checkpoint(clip, checkpoint)
+    return clip, config, clip_tokenizer(config, model if isinstance(model, str) and not Path(model).is_file() else None)
+
+
+def preprocessing(model: nn.Module) -> dict:
+    """``{"input_size", "mean", "std"}`` of an open_clip model's image tower (its own preprocessing).
+
+    Images are resized whole to ``input_size`` (not centre-cropped as in open_clip's eval
+    transform), so a map covers the whole specimen."""
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", model.visual.image_size)
+    size = size if isinstance(size, int) else size[0]
+    return {"input_size": int(size), "mean": [float(m) for m in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+            "std": [float(s) for s in cfg.get("std", open_clip.OPENAI_DATASET_STD)]}
+
+
+def check_prompts(prompts: Sequence[str], tokenizer) -> list[str]:
+    """The prompts as a list, or a ValueError naming the first bad entry.
+
+    A prompt must be a non-empty string, unique, and fit the tokenizer's context (a longer
+    one would be cut silently).
+
+    Examples
+    --------
+    >>> check_prompts(["a red spot", "a red spot"], open_clip.SimpleTokenizer())
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt 1 ('a red spot') repeats prompt 0: prompts must differ
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts: give at least one")
+    seen: dict[str, int] = {}
+    context = getattr(tokenizer, "context_length", None)
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt {i} ({prompt!r}) is not a non-empty string")
+        if prompt in seen:
+            raise ValueError(f"prompt {i} ({prompt!r}) repeats prompt {seen[prompt]}: prompts must differ")
+        seen[prompt] = i
+        if context is not None and hasattr(tokenizer, "encode") and len(tokenizer.encode(prompt)) + 2 > context:
+            raise ValueError(f"prompt {i} ({prompt!r}) is longer than the text tower's {context} tokens")
+    return prompts
+
+
+@torch.no_grad()
+def encode_prompts(model: nn.Module, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+    """Unit-norm text embeddings, float32 (P, D), on the model's device (prompts checked first)."""
+    tokens = tokenizer(check_prompts(prompts, tokenizer)).to(next(model.parameters()).device)
+    return F.normalize(model.encode_text(tokens).float(), dim=-1)
+
+
+class PromptClassifier(nn.Module):
+    """A CLIP image tower scored against fixed prompt embeddings: (B, 3, H, W) -> (B, P) logits.
+
+    Parameters
+    ----------
+    visual : torch.nn.Module
+        open_clip's ``VisionTransformer`` (class token first, batch-first blocks).
+    text : torch.Tensor, float32, shape (P, D)
+        Unit-norm prompt embeddings.
+    logit_scale : float
+        The model's learned temperature, already exponentiated (100 for OpenAI CLIP).
+
+    Attributes
+    ----------
+    blocks : nn.ModuleList
+        The image tower's residual blocks: the CAM code's default target layer is the last
+        one's first norm (``visual.transformer.resblocks.<last>.ln_1``).
+    num_prefix_tokens : int
+        1: the class token, dropped when a block's tokens become a map.
+    """
+
+    num_prefix_tokens = 1
+
+    def __init__(self, visual: nn.Module, text: torch.Tensor, logit_scale: float):
+        super().__init__()
+        transformer = getattr(visual, "transformer", None)
+        if not hasattr(transformer, "resblocks"):
+            raise TypeError(f"Finer-CAM on CLIP needs open_clip's VisionTransformer image tower, "
+                            f"not {type(visual).__name__}")
+        if not getattr(transformer, "batch_first", True):
+            raise TypeError("the image tower runs its blocks sequence-first; build it with batch_first=True")
+        self.visual = visual
+        self.register_buffer("text", text.float())
+        self.logit_scale = float(logit_scale)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = F.normalize(self.visual(images).float(), dim=-1)
+        return self.logit_scale * features @ self.text.T
+
+
+def prompt_classifier(model: nn.Module, tokenizer, prompts: Sequence[str]) -> PromptClassifier:
+    """A CLIP "classifier" over text prompts (see :class:`PromptClassifier`), in eval mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An open_clip CLIP model (``encode_text``, ``visual``, ``logit_scale``).
+    tokenizer : callable
+    prompts : sequence of str
+        One per class; each is checked (:func:`check_prompts`).
+
+    Examples
+    --------
+    >>> clip = build_clip(TINY)
+    >>> classifier = prompt_classifier(clip, clip_tokenizer(TINY), ["a photo of Mily alba.", "a red spot"])
+    >>> classifier(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 2])
+    """
+    text = encode_prompts(model, tokenizer, prompts)
+    return PromptClassifier(model.visual, text, model.logit_scale.exp().item()).eval()
+
+
+def image_tower(config: dict) -> nn.Module:
+    """A fresh image tower of an open_clip model config (the per-shard jobs load its weights)."""
+    return _build_vision_tower(config["embed_dim"], config["vision_cfg"], quick_gelu=config.get("quick_gelu", False))
+
+
+#: A tiny CLIP for tests and docs: 32 px images in 4 x 4 patches of 8, two blocks per tower.
+TINY = {"embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequence[Sequence[str]],
+               labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
+               device: torch.device, precision: str = "float32", progress: bool = True) -> list[dict]:
+    """Train a CLIP in place, contrastively: each image against every caption, each caption against the batch.
+
+    Every caption true of an image's species is a positive (an image has several: its taxonomic
+    name, its scientific name, the trait it carries), so the loss is CLIP's symmetric
+    cross-entropy with the positives' targets spread evenly: image -> all captions, and each
+    caption -> the batch's images (the captions true of none of the batch are left out).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An open_clip CLIP.
+    tokenizer : callable
+    images : torch.Tensor, float32, shape (N, 3, H, W)
+        Normalised images (CPU).
+    captions : sequence of sequence of str
+        Per species (label), the captions true of its images.
+    labels : torch.Tensor, int64, shape (N,)
+        Species index per image.
+    epochs, batch_size : int
+    lr, weight_decay : float
+        AdamW, warm-up of one epoch, then cosine decay.
+    seed : int
+        Shuffling and augmentation (flip and shift).
+    device : torch.device
+    precision : str
+
+    Returns
+    -------
+    list of dict
+        Per epoch: ``epoch``, ``loss``, ``train_accuracy`` (the top caption is true of the image).
+    """
+    texts = sorted({caption for group in captions for caption in group})
+    index = {text: i for i, text in enumerate(texts)}
+    truth = torch.zeros(len(captions), len(texts))
+    for label, group in enumerate(captions):
+        truth[label, [index[c] for c in group]] = 1.0
+    tokens = tokenizer(check_prompts(texts, tokenizer)).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = math.ceil(len(images) / batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, step / max(1, epochs * steps)))))
+    history = []
+    for epoch in tqdm(range(epochs), desc="train clip", unit="epoch", disable=not progress, file=sys.stderr):
+        order = torch.randperm(len(images), generator=generator)
+        loss_sum = correct = 0.0
+        for start in range(0, len(images), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = augment(images[chosen], generator).to(device)
+            positive = truth[labels[chosen]].to(device)  # (B, T)
+            with autocast(device, precision):
+                image = F.normalize(model.encode_image(batch).float(), dim=-1)
+                text = F.normalize(model.encode_text(tokens).float(), dim=-1)
+            logits = model.logit_scale.exp() * image @ text.T
+            used = positive.sum(0) > 0
+            loss = 0.5 * (F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
+                          + F.cross_entropy(logits.T[used], (positive.T / positive.sum(0, keepdim=True).T.clamp(min=1))[used]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            loss_sum += loss.item() * len(chosen)
+            correct += positive.gather(1, logits.argmax(1, keepdim=True)).sum().item()
+        history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images)})
+    model.eval()
+    return history

@@ -1,0 +1,114 @@
+"""CLIP step: the run's CLIP-like model (trained here contrastively, or loaded) and its prompts, embedded once.
+
+Writes ``models/clip.pt`` (the image tower's config and weights, the temperature, and per prompt set the
+prompts and their unit-norm text embeddings: what every explain job of a shard needs, and no more), its
+JSON description, the zero-shot accuracy of a model trained here (held-out specimens apart) and failures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from traitpipe.explain.clip import (build_clip, clip_tokenizer, encode_prompts, load_clip, model_config,
+                                    preprocessing, prompt_classifier, train_clip)
+from traitpipe.explain.prompts import FORMS, concept_prompts, species_prompts, taxon_text
+from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
+from traitpipe.jobs.step import Step
+from traitpipe.models.checkpoints import sha256_file
+from traitpipe.models.training import predict
+from traitpipe.store.atomic import atomic_path
+
+
+def architecturevalue(value, file: str | None):
+    """A ``clip.prompts`` value: the JSON file the rule hands over when the config names one, else the value."""
+    return json.loads(Path(file).read_text(encoding="utf-8")) if file else value
+
+
+def prompt_sets(settings: dict, taxa: dict[str, list[str]], common_names: dict | None, concepts) -> dict[str, dict]:
+    """The run's prompt sets: ``species`` (one prompt per species) and ``concept``, those the config asks for."""
+    sets = {}
+    if settings["species"] is not None:
+        sets["species"] = species_prompts(taxa, settings["species"], settings["template"], common_names)
+    if concepts is not None:
+        sets["concept"] = concept_prompts(concepts, list(taxa))
+    return sets
+
+
+def captions(taxa: dict[str, list[str]], template: str, common_names: dict | None, sets: dict) -> list[list[str]]:
+    """Per species, every text true of its images that training pairs them with: its name in each BioCLIP form the
+    collection can fill (BioCLIP trains on them mixed) and its concept."""
+    forms = [form for form in FORMS if "common" not in form or common_names]
+    per_species = []
+    for name, ranks in taxa.items():
+        texts = [template.format(taxon_text(name, ranks, form, (common_names or {}).get(name))) for form in forms]
+        if "concept" in sets and name in sets["concept"]["species_prompt"]:
+            texts.append(sets["concept"]["texts"][sets["concept"]["species_prompt"][name]])
+        per_species.append(list(dict.fromkeys(texts)))
+    return per_species
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``traitpipe job clip_model --config RUN_CONFIG --images T.. [--concepts F] [--common-names F] --weights F
+    --description F --evaluation T --failures T``."""
+    step = Step("clip_model", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",),
+                optional=("concepts", "common_names"))
+    args, config, device = step.args, step.config, step.device
+    settings, checkpoint = config["clip"], step.checkpoint("clip")
+    ranks = config["collection"]["columns"]["ranks"]
+    rows = read_rows(args.images).drop_duplicates("species")
+    taxa = {row["species"]: [row[rank] for rank in ranks] for _, row in rows.iterrows()}
+    common = architecturevalue(settings["prompts"]["common_names"], args.common_names)
+    concepts = architecturevalue(settings["prompts"]["concepts"], args.concepts)
+    sets = prompt_sets(settings["prompts"], taxa, common, concepts)
+    history, evaluation, accuracy, failures = [], [], {}, []
+    if checkpoint == "train":
+        train = settings["train"]
+        architecture = model_config(settings["model"])
+        torch.manual_seed(train["seed"])
+        clip, tokenizer = build_clip(architecture), clip_tokenizer(architecture)
+        pre = preprocessing(clip)
+        rows, images, labels, is_val, failures = labelled_images(config, args.images, pre["input_size"], pre["mean"],
+                                                                 pre["std"], train["val_fraction"], train["seed"],
+                                                                 classes=list(taxa))
+        mask = torch.from_numpy(is_val)
+        history = train_clip(clip, tokenizer, images[~mask], captions(taxa, settings["prompts"]["template"], common,
+                                                                      sets),
+                             labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
+                             weight_decay=train["weight_decay"], seed=train["seed"], device=device,
+                             precision=settings["precision"])
+        for name, chosen in sets.items():  # zero-shot accuracy of each set whose prompts stand for species
+            own = torch.tensor([chosen["species_prompt"].get(s, -1) for s in taxa])[labels]
+            if (own < 0).any():
+                continue
+            logits = predict(prompt_classifier(clip, tokenizer, chosen["texts"]), images, settings["batch_size"],
+                             device, settings["precision"])
+            accuracy[name], rows_ = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val)
+            evaluation += rows_
+        source, random_weights = {"kind": "trained here", "trained": "contrastively, here (clip.train)"}, False
+    else:
+        clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
+        clip.to(device)
+        pre = preprocessing(clip)
+        source = {"kind": "random" if checkpoint is None else "checkpoint", "checkpoint": checkpoint}
+        random_weights = checkpoint is None
+    clip.to(device).eval()
+    stored = {name: {**chosen, "embeddings": encode_prompts(clip, tokenizer, chosen["texts"]).cpu()}
+              for name, chosen in sets.items()}
+    with atomic_path(args.weights) as tmp:
+        torch.save({"config": architecture, "visual": {k: v.detach().cpu() for k, v in clip.visual.state_dict().items()},
+                    "logit_scale": clip.logit_scale.exp().item(), "prompts": stored}, tmp)
+    sha = sha256_file(args.weights)
+    write_json(args.description, {
+        **pre, "source": source, "model": architecture, "random_weights": random_weights, "sha256": sha, "accuracy": accuracy,
+        "history": history, "settings": settings, "device": str(device),
+        "prompts": {name: {k: chosen[k] for k in ("texts", "labels", "species_prompt")} for name, chosen in sets.items()}})
+    step.record(precision=settings["precision"],
+                models={"clip": {"sha256": sha, "random_weights": random_weights, **source}})
+    step.write("evaluation", evaluation, args.evaluation)
+    step.write_failures(failures)
+    said = ", ".join(f"{name} zero-shot val accuracy {value['val']:.3f}" for name, value in accuracy.items())
+    counts = ", ".join(f"{name} ({len(chosen['texts'])})" for name, chosen in sets.items())
+    step.finish(f"{source['kind']}; prompt sets {counts}" + (f"; {said}" if said else ""))
