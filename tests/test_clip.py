@@ -56,6 +56,8 @@ def test_logits_are_scaled_cosine_similarities_with_text_embedded_once():
         expected = clip.logit_scale.exp() * image @ text.T
         torch.testing.assert_close(model(IMAGES), expected, atol=1e-5, rtol=1e-5)
     assert model.text.shape == (5, 32) and not model.text.requires_grad
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # similarities stay float32 under autocast
+        assert model(IMAGES).dtype == torch.float32
     with torch.no_grad():  # editing the text tower afterwards changes nothing: the prompts were embedded once
         clip.text_projection.mul_(2.0)
         torch.testing.assert_close(model(IMAGES), expected, atol=1e-5, rtol=1e-5)
@@ -82,6 +84,9 @@ def test_checkpoints_in_open_clip_layouts_reload(tmp_path):
             torch.testing.assert_close(prompt_classifier(loaded, tokenizer, PROMPTS)(IMAGES), expected)
     with pytest.raises(FileNotFoundError, match="no file, folder or hf-hub"):
         load_clip(str(tmp_path / "missing.pt"), CONFIG)
+    (folder / "open_clip_pytorch_model.bin").unlink()  # open_clip alone would build a random model and only warn
+    with pytest.raises(FileNotFoundError, match="needs open_clip_config.json and a weights file"):
+        load_clip(str(folder), None)
     with pytest.raises(ValueError, match="nearest: ViT-B-16"):
         load_clip(None, "ViT-B-61")
 
@@ -90,6 +95,7 @@ def test_checkpoints_in_open_clip_layouts_reload(tmp_path):
     (["a red spot", ""], r"prompt 1 \(''\) is not a non-empty string"),
     (["a red spot", 3], r"prompt 1 \(3\) is not a non-empty string"),
     (["a red spot", "a blue spot", "a red spot"], "prompt 2 .* repeats prompt 0"),
+    (["a red spot", "A Red  spot"], "prompt 1 .* repeats prompt 0 .* once tokenized"),
     (["a red spot", "spot " * 20], "prompt 1 .* longer than the text tower's 16 tokens"),
     ([], "no prompts")])
 def test_a_bad_prompt_list_is_refused_naming_the_entry(bad, message):

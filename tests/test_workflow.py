@@ -80,7 +80,8 @@ def test_run_then_query(collection_copy, tmp_path):
                                        {"alpha": 1.0, "n": 40, "k": 3, "rd": True, "d": True, "first": True,
                                         "fraction": True}]
     done = traitpipe("query", "--results", results, "--format", "json",  # maps explain the true class
-                     "select bool_and(c.target_species = i.species and c.target_source = 'true') as true, "
+                     "select bool_and(coalesce(c.target_species = i.species, false) and c.target_source = 'true') "
+                     "as true, "
                      "count(*) as n from cams c join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True, "n": 100}]
     done = traitpipe("query", "--results", results, "--format", "json",  # so do Prompt-CAM's heads

@@ -122,6 +122,12 @@ def validate_config(config: dict) -> dict:
     clip = cfg["clip"]
     if clip["enabled"] and clip["prompts"]["species"] is None and clip["prompts"]["concepts"] is None:
         raise ConfigError("config key clip.prompts: neither species prompts nor concepts; give at least one")
+    if clip["prompts"]["species"] and "common" in clip["prompts"]["species"] and not clip["prompts"]["common_names"]:
+        raise ConfigError(f"config key clip.prompts.species: the {clip['prompts']['species']} form needs "
+                          "clip.prompts.common_names (species -> common name)")
+    if clip["checkpoint_sha256"] and clip["checkpoint"] and Path(clip["checkpoint"]).is_dir():
+        raise ConfigError("config key clip.checkpoint_sha256: checks one weights file, and clip.checkpoint is a "
+                          "folder; give the folder's files as they are (their edits rerun the CLIP step)")
     if clip["enabled"] and clip["model"] is None and (clip["checkpoint"] in (None, "train")
                                                       or Path(clip["checkpoint"]).is_file()):
         raise ConfigError(f"config key clip.model: clip.checkpoint {clip['checkpoint']!r} needs the architecture: "

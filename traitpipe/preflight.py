@@ -155,10 +155,18 @@ def check_clip(config: dict, species: Sequence[str]) -> list[str]:
         return []
     problems = []
     value = settings["checkpoint"]
+    named = value is not None and (value.startswith("hf-hub:") or Path(value).is_dir())  # they carry their model
     if value not in (None, "train") and not value.startswith("hf-hub:") and not Path(value).exists():
         problems.append(f"clip.checkpoint: no such file or folder {value} (a local weights file, a folder in the "
                         "Hugging Face Hub's layout, hf-hub:<org>/<repo>, train, or null)")
-    if settings["model"] is not None:
+    elif value is not None and Path(value).is_dir():
+        from traitpipe.explain.clip import hub_folder_files
+
+        try:
+            hub_folder_files(value)
+        except FileNotFoundError as error:
+            problems.append(f"clip.checkpoint: {error}")
+    if settings["model"] is not None and not named:
         problems += _check_clip_model(settings)
     root = Path(config["collection"]["root"])
     for key in ("concepts", "common_names"):

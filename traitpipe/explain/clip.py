@@ -53,8 +53,9 @@ def model_config(model: str | dict) -> dict:
     """
     if isinstance(model, dict):
         return model
-    if Path(model).is_file():
-        return json.loads(Path(model).read_text())
+    if Path(model).is_file():  # open_clip's model-config layout, or the Hub's open_clip_config.json
+        config = json.loads(Path(model).read_text())
+        return config.get("model_cfg", config)
     config = open_clip.get_model_config(model)
     if config is None:
         near = difflib.get_close_matches(model, open_clip.list_models(), n=5, cutoff=0.5)
@@ -64,7 +65,8 @@ def model_config(model: str | dict) -> dict:
 
 def build_clip(config: dict) -> nn.Module:
     """A fresh (random) open_clip model from its config, in eval mode."""
-    custom = config.get("custom_text") or "hf_model_name" in config.get("text_cfg", {})
+    config = dict(config)
+    custom = config.pop("custom_text", False) or "hf_model_name" in config.get("text_cfg", {})
     kind = open_clip.CustomTextCLIP if custom else open_clip.CLIP
     return kind(**config).eval()
 
@@ -104,13 +106,11 @@ def load_clip(checkpoint: str | None, model: str | dict | None) -> tuple[nn.Modu
         list of str -> int64 tensor (P, context_length).
     """
     if checkpoint is not None and (checkpoint.startswith(NAMED) or Path(checkpoint).is_dir()):
+        if not checkpoint.startswith(NAMED):
+            hub_folder_files(checkpoint)  # open_clip would build a random model from a folder without weights
         name = checkpoint if checkpoint.startswith(NAMED) else f"local-dir:{checkpoint}"
         clip = open_clip.create_model(name).eval()
-        if checkpoint.startswith(NAMED):
-            from open_clip.factory import _get_hf_config
-            config = _get_hf_config(checkpoint[len("hf-hub:"):])["model_cfg"]
-        else:
-            config = json.loads((Path(checkpoint) / "open_clip_config.json").read_text())["model_cfg"]
+        config = open_clip.get_model_config(name)
         return clip, config, clip_tokenizer(config, name)
     if model is None:
         raise ValueError("clip.model must name the architecture of a weights file (or a random model)")
@@ -121,6 +121,24 @@ def load_clip(checkpoint: str | None, model: str | dict | None) -> tuple[nn.Modu
             raise FileNotFoundError(f"clip.checkpoint {checkpoint!r} is no file, folder or hf-hub: source")
         open_clip.load_checkpoint(clip, checkpoint)
     return clip, config, clip_tokenizer(config, model if isinstance(model, str) and not Path(model).is_file() else None)
+
+
+def hub_folder_files(folder: str | Path) -> list[Path]:
+    """The files of a checkpoint folder in the Hugging Face Hub's layout: ``open_clip_config.json`` and the weights
+    (``*.safetensors``, ``*.bin`` or ``*.pth``, as open_clip looks for them).
+
+    Raises
+    ------
+    FileNotFoundError
+        When either is missing (open_clip itself would only warn, and build a model with random weights).
+    """
+    folder = Path(folder)
+    config = folder / "open_clip_config.json"
+    weights = sorted(p for suffix in ("safetensors", "bin", "pth") for p in folder.glob(f"*.{suffix}"))
+    if not config.is_file() or not weights:
+        raise FileNotFoundError(f"checkpoint folder {folder} needs open_clip_config.json and a weights file "
+                                "(open_clip_pytorch_model.bin or .safetensors), as the Hub holds them")
+    return [config, *weights]
 
 
 def preprocessing(model: nn.Module) -> dict:
@@ -143,24 +161,27 @@ def check_prompts(prompts: Sequence[str], tokenizer) -> list[str]:
 
     Examples
     --------
-    >>> check_prompts(["a red spot", "a red spot"], open_clip.SimpleTokenizer())
+    >>> check_prompts(["a red spot", "A red spot"], open_clip.SimpleTokenizer())
     Traceback (most recent call last):
     ...
-    ValueError: prompt 1 ('a red spot') repeats prompt 0: prompts must differ
+    ValueError: prompt 1 ('A red spot') repeats prompt 0 ('a red spot') once tokenized: prompts must differ
     """
     prompts = list(prompts)
     if not prompts:
         raise ValueError("no prompts: give at least one")
-    seen: dict[str, int] = {}
-    context = getattr(tokenizer, "context_length", None)
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt {i} ({prompt!r}) is not a non-empty string")
-        if prompt in seen:
-            raise ValueError(f"prompt {i} ({prompt!r}) repeats prompt {seen[prompt]}: prompts must differ")
-        seen[prompt] = i
-        if context is not None and hasattr(tokenizer, "encode") and len(tokenizer.encode(prompt)) + 2 > context:
-            raise ValueError(f"prompt {i} ({prompt!r}) is longer than the text tower's {context} tokens")
+    tokens = tokenizer(prompts)
+    seen: dict[tuple, int] = {}
+    for i, (prompt, row) in enumerate(zip(prompts, tokens.tolist())):
+        if tuple(row) in seen:  # the tokenizer lowercases and cleans: "A red spot" is "a red spot"
+            raise ValueError(f"prompt {i} ({prompt!r}) repeats prompt {seen[tuple(row)]} "
+                             f"({prompts[seen[tuple(row)]]!r}) once tokenized: prompts must differ")
+        seen[tuple(row)] = i
+        length = len(tokenizer.encode(prompt)) + 2 if hasattr(tokenizer, "encode") else None  # + start, end
+        if (length > len(row)) if length is not None else row[-1] != 0:  # cut to fit (a full last position)
+            raise ValueError(f"prompt {i} ({prompt!r}) is longer than the text tower's {len(row)} tokens")
     return prompts
 
 
@@ -211,8 +232,9 @@ class PromptClassifier(nn.Module):
         return self.visual.transformer.resblocks
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = F.normalize(self.visual(images).float(), dim=-1)
-        return self.logit_scale * features @ self.text.T
+        features = self.visual(images)
+        with torch.autocast(images.device.type, enabled=False):  # similarities in float32 under bfloat16 autocast
+            return self.logit_scale * F.normalize(features.float(), dim=-1) @ self.text.T
 
 
 def prompt_classifier(model: nn.Module, tokenizer, prompts: Sequence[str]) -> PromptClassifier:
@@ -290,7 +312,11 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
     tokens = tokenizer(check_prompts(texts, tokenizer)).to(device)
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # open_clip's recipe: no weight decay on gains, biases and the temperature
+    decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in name]
+    rest = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in name)]
+    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=lr)
     steps = math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / max(1, epochs * steps)))))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from traitpipe.explain.clip import (build_clip, clip_tokenizer, encode_prompts, load_clip, model_config,
-                                    preprocessing, prompt_classifier, train_clip)
+from traitpipe.explain.clip import (PromptClassifier, build_clip, clip_tokenizer, encode_prompts, load_clip,
+                                    model_config, preprocessing, prompt_classifier, train_clip)
 from traitpipe.explain.prompts import FORMS, concept_prompts, species_prompts, taxon_text
 from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
 from traitpipe.jobs.step import Step
@@ -22,7 +22,7 @@ from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
 
 
-def architecturevalue(value, file: str | None):
+def config_value(value, file: str | None):
     """A ``clip.prompts`` value: the JSON file the rule hands over when the config names one, else the value."""
     return json.loads(Path(file).read_text(encoding="utf-8")) if file else value
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     ranks = config["collection"]["columns"]["ranks"]
     rows = read_rows(args.images).drop_duplicates("species")
     taxa = {row["species"]: [row[rank] for rank in ranks] for _, row in rows.iterrows()}
-    common = architecturevalue(settings["prompts"]["common_names"], args.common_names)
-    concepts = architecturevalue(settings["prompts"]["concepts"], args.concepts)
+    common = config_value(settings["prompts"]["common_names"], args.common_names)
+    concepts = config_value(settings["prompts"]["concepts"], args.concepts)
     sets = prompt_sets(settings["prompts"], taxa, common, concepts)
     history, evaluation, accuracy, failures = [], [], {}, []
     if checkpoint == "train":
@@ -95,15 +95,17 @@ def main(argv: list[str] | None = None) -> None:
         source = {"kind": "random" if checkpoint is None else "checkpoint", "checkpoint": checkpoint}
         random_weights = checkpoint is None
     clip.to(device).eval()
+    PromptClassifier(clip.visual, torch.zeros(1, 1), 1.0)  # an image tower the CAM code cannot use stops here
     stored = {name: {**chosen, "embeddings": encode_prompts(clip, tokenizer, chosen["texts"]).cpu()}
               for name, chosen in sets.items()}
     with atomic_path(args.weights) as tmp:
-        torch.save({"config": architecture, "visual": {k: v.detach().cpu() for k, v in clip.visual.state_dict().items()},
-                    "logit_scale": clip.logit_scale.exp().item(), "prompts": stored}, tmp)
+        visual = {k: v.detach().cpu() for k, v in clip.visual.state_dict().items()}
+        torch.save({"config": architecture, "visual": visual, "logit_scale": clip.logit_scale.exp().item(),
+                    "prompts": stored}, tmp)
     sha = sha256_file(args.weights)
     write_json(args.description, {
-        **pre, "source": source, "model": architecture, "random_weights": random_weights, "sha256": sha, "accuracy": accuracy,
-        "history": history, "settings": settings, "device": str(device),
+        **pre, "source": source, "model": architecture, "random_weights": random_weights, "sha256": sha,
+        "accuracy": accuracy, "history": history, "settings": settings, "device": str(device),
         "prompts": {name: {k: chosen[k] for k in ("texts", "labels", "species_prompt")} for name, chosen in sets.items()}})
     step.record(precision=settings["precision"],
                 models={"clip": {"sha256": sha, "random_weights": random_weights, **source}})

@@ -57,6 +57,9 @@ def describe(row: dict) -> str:
     if metric.startswith("round_trip_iou_"):
         return (f"Mean round-trip IoU of the {row['part']} on the {n} query images where the truth has it "
                 f"{metric.removeprefix('round_trip_iou_')} ({subset}): {value:.2f}.")
+    if metric == "zero_shot_accuracy":
+        return (f"{row['method']}: for {value:.0%} of {n} images ({subset}) the prompt most similar to the image is "
+                "its own (its species', or its species' concept), zero-shot.")
     if metric == "top1_accuracy":
         return f"{name} classifies {value:.0%} of {n} {subset} images right."
     if metric == "head_accuracy":

@@ -120,6 +120,13 @@ def clip_settings(wildcards):
     return canonical_json({"explain": explain, "clip": clip, "method": method, "device": CFG["device"]})
 
 
+def clip_model_settings():
+    """What the CLIP model step depends on: its model, prompts and training (not the CAM methods and their batch
+    size, which the per-shard jobs read), the taxonomy ranks its species prompts are built from, the device."""
+    clip = {k: v for k, v in CFG["clip"].items() if k not in ("methods", "batch_size")}
+    return canonical_json({"clip": clip, "ranks": CFG["collection"]["columns"]["ranks"], "device": CFG["device"]})
+
+
 def table_file(table, shard, partition=None):
     """Path of one table file (see traitpipe.store.tables.table_path)."""
     return str(table_path(RESULTS, table, shard, partition))
@@ -145,6 +152,14 @@ def optional(path):
 def local_file(value):
     """[value] when a config value (a checkpoint, a class list) is a local file, else [] (a named source, null)."""
     return [value] if isinstance(value, str) and Path(value).is_file() else []
+
+
+def checkpoint_files(value):
+    """The files of a local checkpoint: [value] for a file, every file of a folder (the Hub's layout), else []."""
+    if not isinstance(value, str) or not Path(value).exists():
+        return []
+    path = Path(value)
+    return [value] if path.is_file() else sorted(str(p) for p in path.iterdir() if p.is_file())
 
 
 def collection_files(value):

@@ -163,7 +163,7 @@ rule intr:
 rule clip_model:
     input:
         images=[table_file("images", s) for s in SHARDS],
-        checkpoint=local_file(CFG["clip"]["checkpoint"]),
+        checkpoint=checkpoint_files(CFG["clip"]["checkpoint"]),
         model=local_file(CFG["clip"]["model"]),
         concepts=collection_files(CFG["clip"]["prompts"]["concepts"]),
         common_names=collection_files(CFG["clip"]["prompts"]["common_names"]),
@@ -174,7 +174,7 @@ rule clip_model:
         failures=table_file("failures", "all", "clip_model"),
     params:
         run_config=RUN_CONFIG,
-        settings=settings("clip", "device"),
+        settings=clip_model_settings(),
         files=lambda wildcards, input: f"{option('concepts', input.concepts)} {option('common-names', input.common_names)}",
     conda:
         CONDA_ENV
