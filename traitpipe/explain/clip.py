@@ -120,7 +120,8 @@ def load_clip(checkpoint: str | None, model: str | dict | None) -> tuple[nn.Modu
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"clip.checkpoint {checkpoint!r} is no file, folder or hf-hub: source")
         open_clip.load_checkpoint(clip, checkpoint)
-    return clip, config, clip_tokenizer(config, model if isinstance(model, str) and not Path(model).is_file() else None)
+    named = isinstance(model, str) and not Path(model).is_file()  # an architecture open_clip ships
+    return clip, config, clip_tokenizer(config, model if named else None)
 
 
 def hub_folder_files(folder: str | Path) -> list[Path]:
@@ -313,10 +314,10 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
     # open_clip's recipe: no weight decay on gains, biases and the temperature
-    decayed = [p for name, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in name]
-    rest = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in name)]
-    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=lr)
+    groups = [{"params": [], "weight_decay": weight_decay}, {"params": [], "weight_decay": 0.0}]
+    for name, p in model.named_parameters():
+        groups[p.ndim < 2 or "logit_scale" in name]["params"].append(p)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     steps = math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / max(1, epochs * steps)))))
@@ -332,9 +333,10 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
                 image = F.normalize(model.encode_image(batch).float(), dim=-1)
                 text = F.normalize(model.encode_text(tokens).float(), dim=-1)
             logits = model.logit_scale.exp() * image @ text.T
-            used = positive.sum(0) > 0
-            loss = 0.5 * (F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
-                          + F.cross_entropy(logits.T[used], (positive.T / positive.sum(0, keepdim=True).T.clamp(min=1))[used]))
+            used = positive.sum(0) > 0  # captions true of some image of the batch
+            per_image = F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
+            per_caption = F.cross_entropy(logits.T[used], (positive / positive.sum(0)).T[used])
+            loss = 0.5 * (per_image + per_caption)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -101,5 +101,32 @@ def concept_prompts(concepts: list[str] | dict[str, str], species: list[str]) ->
         texts = list(dict.fromkeys(concepts[name] for name in species))
         carriers = {text: [name for name in species if concepts[name] == text] for text in texts}
         labels = [names[0] if len(names) == 1 else None for names in carriers.values()]
-        return {"texts": texts, "labels": labels, "species_prompt": {name: texts.index(concepts[name]) for name in species}}
+        own = {name: texts.index(concepts[name]) for name in species}
+        return {"texts": texts, "labels": labels, "species_prompt": own}
     return {"texts": list(concepts), "labels": [None] * len(concepts), "species_prompt": {}}
+
+
+def prompt_sets(settings: dict, taxa: dict[str, list[str]], common_names: dict | None, concepts) -> dict[str, dict]:
+    """The run's prompt sets: ``species`` (one prompt per species) and ``concept``, those the config asks for.
+
+    ``settings`` is the config's ``clip.prompts`` (``species``: a form or None, ``template``); ``concepts`` its
+    concepts (a list, a mapping, or None)."""
+    sets = {}
+    if settings["species"] is not None:
+        sets["species"] = species_prompts(taxa, settings["species"], settings["template"], common_names)
+    if concepts is not None:
+        sets["concept"] = concept_prompts(concepts, list(taxa))
+    return sets
+
+
+def captions(taxa: dict[str, list[str]], template: str, common_names: dict | None, sets: dict) -> list[list[str]]:
+    """Per species, every text true of its images that training pairs them with: its name in each BioCLIP form the
+    collection can fill (BioCLIP trains on them mixed) and its concept."""
+    forms = [form for form in FORMS if "common" not in form or common_names]
+    per_species = []
+    for name, ranks in taxa.items():
+        texts = [template.format(taxon_text(name, ranks, form, (common_names or {}).get(name))) for form in forms]
+        if "concept" in sets and name in sets["concept"]["species_prompt"]:
+            texts.append(sets["concept"]["texts"][sets["concept"]["species_prompt"][name]])
+        per_species.append(list(dict.fromkeys(texts)))
+    return per_species

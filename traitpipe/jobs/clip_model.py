@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from traitpipe.explain.clip import (PromptClassifier, build_clip, clip_tokenizer, encode_prompts, load_clip,
-                                    model_config, preprocessing, prompt_classifier, train_clip)
-from traitpipe.explain.prompts import FORMS, concept_prompts, species_prompts, taxon_text
+                                    model_config, preprocessing, train_clip)
+from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
@@ -25,29 +25,6 @@ from traitpipe.store.atomic import atomic_path
 def config_value(value, file: str | None):
     """A ``clip.prompts`` value: the JSON file the rule hands over when the config names one, else the value."""
     return json.loads(Path(file).read_text(encoding="utf-8")) if file else value
-
-
-def prompt_sets(settings: dict, taxa: dict[str, list[str]], common_names: dict | None, concepts) -> dict[str, dict]:
-    """The run's prompt sets: ``species`` (one prompt per species) and ``concept``, those the config asks for."""
-    sets = {}
-    if settings["species"] is not None:
-        sets["species"] = species_prompts(taxa, settings["species"], settings["template"], common_names)
-    if concepts is not None:
-        sets["concept"] = concept_prompts(concepts, list(taxa))
-    return sets
-
-
-def captions(taxa: dict[str, list[str]], template: str, common_names: dict | None, sets: dict) -> list[list[str]]:
-    """Per species, every text true of its images that training pairs them with: its name in each BioCLIP form the
-    collection can fill (BioCLIP trains on them mixed) and its concept."""
-    forms = [form for form in FORMS if "common" not in form or common_names]
-    per_species = []
-    for name, ranks in taxa.items():
-        texts = [template.format(taxon_text(name, ranks, form, (common_names or {}).get(name))) for form in forms]
-        if "concept" in sets and name in sets["concept"]["species_prompt"]:
-            texts.append(sets["concept"]["texts"][sets["concept"]["species_prompt"][name]])
-        per_species.append(list(dict.fromkeys(texts)))
-    return per_species
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,14 +56,6 @@ def main(argv: list[str] | None = None) -> None:
                              labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
                              weight_decay=train["weight_decay"], seed=train["seed"], device=device,
                              precision=settings["precision"])
-        for name, chosen in sets.items():  # zero-shot accuracy of each set whose prompts stand for species
-            own = torch.tensor([chosen["species_prompt"].get(s, -1) for s in taxa])[labels]
-            if (own < 0).any():
-                continue
-            logits = predict(prompt_classifier(clip, tokenizer, chosen["texts"]), images, settings["batch_size"],
-                             device, settings["precision"])
-            accuracy[name], rows_ = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val)
-            evaluation += rows_
         source, random_weights = {"kind": "trained here", "trained": "contrastively, here (clip.train)"}, False
     else:
         clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
@@ -95,18 +64,28 @@ def main(argv: list[str] | None = None) -> None:
         source = {"kind": "random" if checkpoint is None else "checkpoint", "checkpoint": checkpoint}
         random_weights = checkpoint is None
     clip.to(device).eval()
-    PromptClassifier(clip.visual, torch.zeros(1, 1), 1.0)  # an image tower the CAM code cannot use stops here
-    stored = {name: {**chosen, "embeddings": encode_prompts(clip, tokenizer, chosen["texts"]).cpu()}
-              for name, chosen in sets.items()}
+    scale = clip.logit_scale.exp().item()
+    # each prompt set's classifier, its prompts embedded once (an image tower the CAM code cannot use stops here)
+    classifiers = {name: PromptClassifier(clip.visual, encode_prompts(clip, tokenizer, chosen["texts"]), scale)
+                   for name, chosen in sets.items()}
+    if checkpoint == "train":  # zero-shot accuracy of each set whose prompts stand for every species
+        for name, chosen in sets.items():
+            own = torch.tensor([chosen["species_prompt"].get(s, -1) for s in taxa])[labels]
+            if (own < 0).any():
+                continue
+            logits = predict(classifiers[name], images, settings["batch_size"], device, settings["precision"])
+            accuracy[name], records = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val)
+            evaluation += records
+    stored = {name: {**chosen, "embeddings": classifiers[name].text.cpu()} for name, chosen in sets.items()}
     with atomic_path(args.weights) as tmp:
         visual = {k: v.detach().cpu() for k, v in clip.visual.state_dict().items()}
-        torch.save({"config": architecture, "visual": visual, "logit_scale": clip.logit_scale.exp().item(),
-                    "prompts": stored}, tmp)
+        torch.save({"config": architecture, "visual": visual, "logit_scale": scale, "prompts": stored}, tmp)
     sha = sha256_file(args.weights)
     write_json(args.description, {
         **pre, "source": source, "model": architecture, "random_weights": random_weights, "sha256": sha,
         "accuracy": accuracy, "history": history, "settings": settings, "device": str(device),
-        "prompts": {name: {k: chosen[k] for k in ("texts", "labels", "species_prompt")} for name, chosen in sets.items()}})
+        "prompts": {name: {k: chosen[k] for k in ("texts", "labels", "species_prompt")}
+                    for name, chosen in sets.items()}})
     step.record(precision=settings["precision"],
                 models={"clip": {"sha256": sha, "random_weights": random_weights, **source}})
     step.write("evaluation", evaluation, args.evaluation)

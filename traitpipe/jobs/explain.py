@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         precision, batch_size = config["clip"]["precision"], config["clip"]["batch_size"]
         model, meta = load_prompt_classifier(args.weights, args.description, args.prompts, device)
         classes, prompts = meta["labels"], meta["texts"]
-        own = rows["species"].map(meta["species_prompt"]).fillna(-1).to_numpy(np.int64)
-        targets = own if settings["target"] == "true" else np.full(len(rows), -1, np.int64)
+        targets = explained_classes(rows["species"], meta["species_prompt"], settings["target"])
         used = {"clip": {**meta["source"], "sha256": meta["sha256"], "random_weights": meta["random_weights"]}}
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]

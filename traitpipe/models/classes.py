@@ -106,11 +106,12 @@ def match_classes(given: Sequence[str] | None, species: Sequence[str], n_outputs
     return given, None
 
 
-def explained_classes(species: pd.Series, classes: list[str], target: str) -> np.ndarray:
+def explained_classes(species: pd.Series, classes: list[str] | dict[str, int], target: str) -> np.ndarray:
     """The class each image's map explains (``explain.target``), -1 where it is the model's prediction.
 
-    ``target`` "true": the class of the image's own species where the model has it (-1 elsewhere);
-    "predicted": -1 for every image.
+    ``classes``: the model's class names in output order, or species -> class index (a CLIP prompt set's
+    ``species_prompt``). ``target`` "true": the class of the image's own species where the model has it
+    (-1 elsewhere); "predicted": -1 for every image.
 
     Examples
     --------
@@ -118,8 +119,10 @@ def explained_classes(species: pd.Series, classes: list[str], target: str) -> np
     [1, -1, 0]
     >>> explained_classes(pd.Series(["b", "z", "a"]), ["a", "b"], "predicted").tolist()
     [-1, -1, -1]
+    >>> explained_classes(pd.Series(["b", "z", "a"]), {"a": 0, "b": 0}, "true").tolist()
+    [0, -1, 0]
     """
     if target == "predicted":
         return np.full(len(species), -1, np.int64)
-    order = {name: i for i, name in enumerate(classes)}
+    order = classes if isinstance(classes, dict) else {name: i for i, name in enumerate(classes)}
     return species.map(order).fillna(-1).to_numpy(np.int64)

@@ -105,19 +105,17 @@ def settings(*sections):
     return canonical_json({name: CFG[name] for name in sections})
 
 
-def explain_settings(wildcards):
-    """The settings one CAM method's jobs depend on (its own entry, not the other methods')."""
-    explain = {k: v for k, v in CFG["explain"].items() if k != "methods"}
-    method = next(m for m in CFG["explain"]["methods"] if m["name"] == wildcards.method)
-    return canonical_json({"explain": explain, "method": method, "device": CFG["device"]})
+def method_settings(section, wildcard):
+    """The settings param of the per-shard jobs of one CAM method of ``section`` (explain, or clip: the CAM on a
+    CLIP, which also reads the clip section): that method's own entry (named by ``wildcard``), not the others'."""
+    sections = ["explain"] + ([section] if section != "explain" else [])
 
+    def settings_of(wildcards):
+        chosen = {name: {k: v for k, v in CFG[name].items() if k != "methods"} for name in sections}
+        method = next(m for m in CFG[section]["methods"] if m["name"] == getattr(wildcards, wildcard))
+        return canonical_json({**chosen, "method": method, "device": CFG["device"]})
 
-def clip_settings(wildcards):
-    """The settings one CLIP product's jobs depend on: the model and prompts, its method, what explain shares."""
-    explain = {k: v for k, v in CFG["explain"].items() if k != "methods"}
-    clip = {k: v for k, v in CFG["clip"].items() if k != "methods"}
-    method = next(m for m in CFG["clip"]["methods"] if m["name"] == wildcards.clip_method)
-    return canonical_json({"explain": explain, "clip": clip, "method": method, "device": CFG["device"]})
+    return settings_of
 
 
 def clip_model_settings():

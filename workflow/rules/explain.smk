@@ -36,7 +36,7 @@ rule explain:
     params:
         maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,
-        settings=explain_settings,
+        settings=method_settings("explain", "method"),
     conda:
         CONDA_ENV
     log:
@@ -175,7 +175,8 @@ rule clip_model:
     params:
         run_config=RUN_CONFIG,
         settings=clip_model_settings(),
-        files=lambda wildcards, input: f"{option('concepts', input.concepts)} {option('common-names', input.common_names)}",
+        files=lambda wildcards, input: " ".join([option("concepts", input.concepts),
+                                                 option("common-names", input.common_names)]),
     conda:
         CONDA_ENV
     log:
@@ -201,7 +202,7 @@ rule clip:
     params:
         maps=lambda wildcards, output: store(output.maps),
         run_config=RUN_CONFIG,
-        settings=clip_settings,
+        settings=method_settings("clip", "clip_method"),
     conda:
         CONDA_ENV
     log:
