@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +87,44 @@ def test_device_auto_and_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_jobs_on_one_machine_take_different_gpus(tmp_path, monkeypatch):
+    """Two GPU jobs on a machine with two GPUs never share one; a third waits until one is free."""
+    import fcntl
+    import threading
+
+    from traitpipe.models import device as device_module
+
+    def hold(index):  # another job's claim: the same lock, from another open file
+        handle = open(tmp_path / f"gpu-{index}.lock", "a")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+
+    monkeypatch.setattr(device_module, "_CLAIMS", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    (tmp_path / "traitpipe-gpus-0").mkdir()
+    other = open(tmp_path / "traitpipe-gpus-0" / "gpu-0.lock", "a")
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)  # the claim lasts the process
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit device is taken as given
+
+    monkeypatch.setattr(device_module, "_CLAIMS", {})
+    first, second = hold(0), hold(1)
+    claimed = []
+    waiter = threading.Thread(target=lambda: claimed.append(device_module.claim_gpu(2, tmp_path, poll_s=0.05)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not claimed  # both GPUs taken: it waits
+    second.close()  # that job ended
+    waiter.join(5)
+    assert claimed == [1]
+    first.close()
+    other.close()
 
 
 def test_crop_augmentation_keeps_the_size():

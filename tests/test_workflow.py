@@ -37,6 +37,42 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
+GPU_RULES = {"sam2_train", "sst_finetune", "segment", "classifier", "explain", "prompt_cam_train", "prompt_cam",
+             "intr_train", "intr", "clip_model", "clip", "phylo_train", "codes"}
+
+
+def test_slurm_profile_asks_for_gpus_on_exactly_the_gpu_rules(tmp_path):
+    """A dry run through the SLURM executor with the slurm profile: each job's resources as sbatch gets them."""
+    from traitpipe.cli import SNAKEFILE
+
+    synthesize(tmp_path / DEMO_COLLECTION, **DEMO_PARAMS)
+    profile = SNAKEFILE.parent / "profiles" / "slurm"
+    done = traitpipe("run", "--config", str(DEMO_CONFIG), "--", "-n", "-p", "--profile", str(profile),
+                     "--slurm-no-account", "--slurm-status-command", "squeue", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "workflow specific profile" not in output  # the one-machine profile is not merged over it
+    resources = {}
+    for job in re.split(r"\n(?:local)?rule ", output)[1:]:
+        rule = job.split(":", 1)[0]
+        found = re.search(r"\n\s+resources: (.*)", job)
+        if rule != "all":
+            resources.setdefault(rule, []).append(dict(item.split("=", 1) for item in found.group(1).split(", ")))
+    assert set(resources) >= GPU_RULES | {"ingest", "cam_parts", "summarize", "evaluate", "phylo_eval", "report"}
+    for rule, jobs in resources.items():
+        for job in jobs:
+            assert (job.get("gpu") == "1") == (rule in GPU_RULES), (rule, job)
+            assert job["slurm_partition"] == ("gpu" if rule in GPU_RULES else "cpu"), (rule, job)
+    threads = {line.split()[2]: int(line.rsplit(" ", 1)[1]) for line in
+               re.findall(r"traitpipe job \w+ .*?--threads \d+", output)}
+    assert threads and set(threads.values()) == {8}  # the profile's set-threads, not the submitting machine's cores
+
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    for rule, values in settings["set-resources"].items():  # a retried job gets more memory and time
+        for key in ("mem_mb", "runtime"):
+            assert eval(values[key], {"attempt": 2}) == 2 * eval(values[key], {"attempt": 1}), (rule, key)
+
+
 def test_run_then_query(collection_copy, tmp_path):
     """The whole workflow on a collection whose images are a binary column of Parquet files (the manifest's other
     columns beside them), read by every step that reads images: the same results as from image files."""

@@ -35,6 +35,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote {args.species * args.per_species} images of {args.species} species to {out}")
 
 
+def _given(args: list[str], *options: str) -> bool:
+    """Whether a command line names any of these options (alone or as ``--option=value``)."""
+    return any(a in options or a.startswith(tuple(f"{o}=" for o in options)) for a in args)
+
+
 def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     """Run the workflow on a config file with Snakemake.
 
@@ -58,7 +63,11 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     if not SNAKEFILE.is_file():
         _fail(f"workflow not found at {SNAKEFILE}: install traitpipe from its source tree (pip install -e .)")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]
-    if not any(a in ("-c", "--cores", "-j", "--jobs") or a.startswith(("--cores=", "--jobs=")) for a in snakemake_args):
+    if _given(snakemake_args, "--profile"):
+        # Snakemake would merge the one-machine profile (workflow/profiles/default) over the user's, its
+        # GPU count and latency-wait included: a named profile (the slurm one) is the whole setting.
+        command += ["--workflow-profile", "none"]
+    elif not _given(snakemake_args, "-c", "--cores", "-j", "--jobs", "--executor", "-e"):
         command += ["--cores", "all"]
     status = subprocess.call(command + snakemake_args)
     if status and any(Path(".snakemake", "locks").glob("*.lock")):

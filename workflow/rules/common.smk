@@ -41,6 +41,10 @@ ROWS_DIGEST = {shard: rows_digest(rows) for shard, rows in SHARD_ROWS.items()}
 # params carry the config sections each rule depends on, and the ingest rule the digest of its
 # shard's rows, so a change reruns exactly the jobs that read it.
 RUN_CONFIG = str(run_config_path(RESULTS))
+# Rules that compute on a GPU ask for one (resources: gpu=GPU): the slurm profile turns the request into
+# sbatch --gpus=1, the default profile counts the machine's GPUs so that two jobs never share one.
+# A config with device: cpu asks for none.
+GPU = 0 if CFG["device"] == "cpu" else 1
 
 
 onstart:

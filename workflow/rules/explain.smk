@@ -17,6 +17,8 @@ rule classifier:
         f"{LOGS}/classifier.log",
     benchmark:
         f"{BENCHMARKS}/classifier.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job classifier --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -43,6 +45,8 @@ rule explain:
         f"{LOGS}/explain/{{method}}-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/{{method}}-{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job explain --config {params.run_config:q} --method {wildcards.method:q} --threads {threads}"
@@ -71,6 +75,8 @@ rule prompt_cam_train:
         f"{LOGS}/prompt_cam_train.log",
     benchmark:
         f"{BENCHMARKS}/prompt_cam_train.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job prompt_cam_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -100,6 +106,8 @@ rule prompt_cam:
         f"{LOGS}/explain/promptcam-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job prompt_cam --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -127,6 +135,8 @@ rule intr_train:
         f"{LOGS}/intr_train.log",
     benchmark:
         f"{BENCHMARKS}/intr_train.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job intr_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -153,6 +163,8 @@ rule intr:
         f"{LOGS}/explain/intr-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/intr-{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job intr --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -183,6 +195,8 @@ rule clip_model:
         f"{LOGS}/clip_model.log",
     benchmark:
         f"{BENCHMARKS}/clip_model.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job clip_model --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -209,6 +223,8 @@ rule clip:
         f"{LOGS}/explain/clip-{{prompts}}-{{clip_method}}-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/explain/clip-{{prompts}}-{{clip_method}}-{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job explain --config {params.run_config:q} --method {wildcards.clip_method:q}"

@@ -18,6 +18,8 @@ rule phylo_train:
         f"{LOGS}/phylo_train.log",
     benchmark:
         f"{BENCHMARKS}/phylo_train.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job phylo_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -42,6 +44,8 @@ rule codes:
         f"{LOGS}/codes/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/codes/{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job codes --config {params.run_config:q} --threads {threads} --images {input.images:q}"

@@ -15,6 +15,8 @@ rule sam2_train:
         f"{LOGS}/sam2_train.log",
     benchmark:
         f"{BENCHMARKS}/sam2_train.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job sam2_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -47,6 +49,8 @@ rule sst_finetune:
         f"{LOGS}/sst_finetune.log",
     benchmark:
         f"{BENCHMARKS}/sst_finetune.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job sst_finetune --config {params.run_config:q} --threads {threads} --images {input.images:q}"
@@ -81,6 +85,8 @@ rule segment:
         f"{LOGS}/segment/{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/segment/{{shard}}.tsv"
+    resources:
+        gpu=GPU,
     threads: workflow.cores
     shell:
         "traitpipe job segment --config {params.run_config:q} --threads {threads} --images {input.images:q}"
