@@ -134,3 +134,34 @@ def write_parquet_images(collection, folder, rows_per_file=12, row_group_size=4)
         table = pa.table({"uuid": [f"u{i}" for i in part.index], **columns, "image": images})
         pq.write_table(table, folder / f"images-{k}.parquet", row_group_size=row_group_size)
     return manifest
+
+
+def result_differences(first: Path, second: Path) -> list[str]:
+    """What differs between two runs' results: every Parquet table, all but its run_id column, and every
+    array of every Zarr store, compared exactly. An empty list when the two are the same."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import zarr
+
+    differences = []
+    tables = sorted(p.relative_to(first) for p in first.rglob("*.parquet"))
+    if tables != sorted(p.relative_to(second) for p in second.rglob("*.parquet")):
+        differences.append("not the same tables")
+    for table in (t for t in tables if (second / t).is_file()):
+        a, b = (pq.read_table(root / table).to_pandas().drop(columns=["run_id"], errors="ignore")
+                for root in (first, second))
+        try:
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+        except AssertionError as error:
+            differences.append(f"{table}: {str(error).splitlines()[0:3]}")
+    stores = sorted(p.parent.relative_to(first) for p in first.rglob("*.zarr/zarr.json"))
+    if stores != sorted(p.parent.relative_to(second) for p in second.rglob("*.zarr/zarr.json")):
+        differences.append("not the same map stores")
+    for store in (s for s in stores if (second / s).is_dir()):
+        arrays = [dict(zarr.open_group(root / store, mode="r").arrays()) for root in (first, second)]
+        if sorted(arrays[0]) != sorted(arrays[1]):
+            differences.append(f"{store}: not the same arrays")
+        for name in arrays[0]:
+            if name in arrays[1] and not np.array_equal(arrays[0][name][...], arrays[1][name][...], equal_nan=True):
+                differences.append(f"{store}/{name}")
+    return differences

@@ -8,6 +8,7 @@ import torch
 from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
 from traitpipe.models.load import class_order
 from traitpipe.jobs.step import Step
+from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.classifier import build_classifier, head_outputs
 from traitpipe.models.sources import source_kind
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs = head_outputs(spec["arch"], checkpoint, kwargs=spec["kwargs"])
         classes, warning = class_order(spec["classes"], checkpoint, species, outputs, config, "classifier")
 
-    torch.manual_seed(train["seed"])
+    seed_everything(train["seed"])
     model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], source=checkpoint,
                                    new_head=train["enabled"])
     info["class_order_warning"] = warning

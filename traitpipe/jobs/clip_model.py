@@ -17,6 +17,7 @@ from traitpipe.explain.clip import (PromptClassifier, build_clip, clip_tokenizer
 from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
 from traitpipe.jobs.step import Step
+from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     if checkpoint == "train":
         train = settings["train"]
         architecture = model_config(settings["model"])
-        torch.manual_seed(train["seed"])
+        seed_everything(train["seed"])
         clip, tokenizer = build_clip(architecture), clip_tokenizer(architecture)
         pre = preprocessing(clip)
         rows, images, labels, is_val, failures = labelled_images(config, args.images, pre["input_size"], pre["mean"],

@@ -8,6 +8,7 @@ import torch
 from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
 from traitpipe.jobs.common import accuracy_rows, labelled_images, write_json
 from traitpipe.jobs.step import Step
+from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.models.load import class_order
 from traitpipe.models.training import predict
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args, config, device = step.args, step.config, step.device
     settings, checkpoint = config["intr"], step.checkpoint("intr")
     arch = {key: settings[key] for key in ARCH_KEYS}
-    torch.manual_seed(settings["seed"])
+    seed_everything(settings["seed"])
     rows, images, labels, is_val, failures = labelled_images(config, args.images, settings["input_size"], MEAN, STD,
                                                              settings["val_fraction"], settings["seed"])
     classes, history, warning = sorted(rows["species"].unique()), [], None

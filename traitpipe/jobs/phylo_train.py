@@ -11,6 +11,7 @@ import torch
 from traitpipe.jobs.common import held_out, phylo_images, read_rows, species_ranks, write_json
 from traitpipe.models.load import build_phylonn
 from traitpipe.jobs.step import Step
+from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.phylo.levels import species_levels
 from traitpipe.phylo.model import split_authors_state
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     is_val = held_out(rows, train["val_fraction"], train["seed"])  # the authors evaluate on held-out images
     fit = torch.from_numpy(~is_val)
 
-    torch.manual_seed(train["seed"])
+    seed_everything(train["seed"])
     base, model = build_phylonn(settings, groups, level_names)
     base_history, history = [], []
     if checkpoint is not None:  # the authors' Phylo-NN, in their state-dict layout

@@ -12,6 +12,7 @@ import torch
 from traitpipe.jobs.common import accuracy_rows, labelled_images, write_json
 from traitpipe.models.load import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
+from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  "evaluation", "failures"), lists=("images",))
     args, config, device = step.args, step.config, step.device
     settings, checkpoint = config["prompt_cam"], step.checkpoint("prompt_cam")
-    torch.manual_seed(settings["seed"])
+    seed_everything(settings["seed"])
     model, meta = load_prompt_cam(args.classifier, args.classifier_description, checkpoint,
                                   drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
     rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], meta["mean"],

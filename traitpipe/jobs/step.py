@@ -117,11 +117,12 @@ class Step:
         if compute:
             import torch  # only the jobs that compute pay for importing torch
 
-            from traitpipe.models.device import resolve_device
+            from traitpipe.models.device import resolve_device, seed_everything
 
             if self.args.threads:
                 torch.set_num_threads(self.args.threads)
             self.device = resolve_device(self.config["device"])
+            seed_everything(0)  # deterministic kernels; a training job seeds again with its section's seed
         self.provenance = provenance(self.config, **self._device())
 
     def _device(self) -> dict:
