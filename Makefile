@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # pip on this machine warns about every missing local index folder: keep the log readable.
 QUIET  := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: demo test bench install clean
+.PHONY: demo test cluster-test bench install clean
 
 install: $(STAMP)
 
@@ -29,6 +29,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The workflow through the slurm profile on a real one-node SLURM started here (installs slurm-wlm and
+# munge with apt-get: root, or sudo). Not part of `make test`.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+cluster-test: $(STAMP)
+	$(SUDO) bash scripts/local-slurm.sh
+	$(PY) -m pytest -q -m cluster tests/test_cluster.py
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done

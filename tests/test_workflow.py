@@ -37,6 +37,34 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
+def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collection, tmp_path):
+    """pip install . (not editable) into a fresh environment: the workflow ships inside the package, and
+    traitpipe run works from a folder that is not the source tree (its ingest jobs run)."""
+    import site
+
+    from traitpipe.cli import REPO
+
+    wheels, env = tmp_path / "wheels", tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(REPO)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q", "--no-deps",
+                    *map(str, wheels.glob("traitpipe-*.whl"))], check=True, capture_output=True)
+    # the dependencies from this environment; traitpipe itself from the new one (a .pth file is not read here)
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    config = write_config(folder, small_collection)
+    where = subprocess.run([str(env / "bin" / "python"), "-c", "import traitpipe; print(traitpipe.__file__)"],
+                           cwd=folder, env=environ, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(env))
+    done = subprocess.run([str(env / "bin" / "traitpipe"), "run", "--config", str(config), "--", "--until", "ingest"],
+                          cwd=folder, env=environ, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert str(env / "lib") in done.stderr  # Snakemake ran the installed package's workflow
+    assert len(list((folder / "results" / "tables" / "images").glob("part-*.parquet"))) == 4  # one per species
+
+
 GPU_RULES = {"sam2_train", "sst_finetune", "segment", "classifier", "explain", "prompt_cam_train", "prompt_cam",
              "intr_train", "intr", "clip_model", "clip", "phylo_train", "codes"}
 
@@ -140,6 +168,17 @@ def test_run_then_query(collection_copy, tmp_path):
     assert json.loads(done.stdout) == [{"n": 140, "images": 20, "parts": 7, "support_rows": 28}]
     labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
     assert labels["labels"].shape[1:] == (64, 64) and labels.attrs["random_weights"] is True
+    assert labels["labels"].metadata.dimension_names == ("image", "y", "x")
+    ome = labels.attrs["ome"]  # an OME-Zarr 0.5 label image: NGFF viewers find the array, the part names and colours
+    assert ome["multiscales"][0]["datasets"][0]["path"] == "labels" and len(ome["multiscales"][0]["axes"]) == 3
+    assert {p["label-value"]: p["part"] for p in ome["image-label"]["properties"]} == {
+        int(k): v for k, v in labels.attrs["parts"].items()}
+    assert len(ome["image-label"]["colors"]) == len(labels.attrs["parts"]) + 1  # and the transparent background
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # dask reads a map as an array, without a warning
+        import dask.array
+
+        assert dask.array.from_zarr(str(maps[0]), component="cam").shape == group["cam"].shape
     assert labels.attrs["provenance"]["precision"] == "float32"  # SST's "auto": bfloat16 on CUDA only
     assert labels["image_size"][0].tolist() == [64, 64] and labels["canvas_transform"][0].tolist() == [1.0, 0, 0]
     done = traitpipe("query", "--results", results, "--format", "json",

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
+# The workflow ships inside the package (traitpipe/workflow links to the repository's workflow/), so an
+# installed traitpipe runs from any folder.
+SNAKEFILE = Path(__file__).parent / "workflow" / "Snakefile"
 DEMO_CONFIG = REPO / "config" / "config.yaml"
 #: The demo's synthetic collection: where it goes and how it is drawn.
 DEMO_COLLECTION = Path("resources/demo-collection")
@@ -61,7 +63,7 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     if not Path(config_path).is_file():
         _fail(f"config file not found: {config_path}")
     if not SNAKEFILE.is_file():
-        _fail(f"workflow not found at {SNAKEFILE}: install traitpipe from its source tree (pip install -e .)")
+        _fail(f"workflow not found at {SNAKEFILE}: this traitpipe install lacks its workflow; reinstall it (pip install .)")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]
     if _given(snakemake_args, "--profile"):
         # Snakemake would merge the one-machine profile (workflow/profiles/default) over the user's, its

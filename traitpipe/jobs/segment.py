@@ -15,7 +15,7 @@ from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
-from traitpipe.store.maps import map_writer
+from traitpipe.store.maps import map_writer, ome_label_attrs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)
     attrs = {"provenance": prov, "parts": {str(k): v for k, v in sorted(found.items())}, "canvas": canvas,
+             **ome_label_attrs(found),
              "random_weights": random,
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
                      "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}

@@ -93,6 +93,50 @@ def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
     return Path(path)
 
 
+def ome_label_attrs(parts: Mapping[int, str], array: str = "labels") -> dict:
+    """OME-Zarr 0.5 metadata that makes a store of part labels an NGFF label image (napari opens it).
+
+    The store's ``array`` (image, y, x) is the label image's one resolution level; ``image-label`` gives
+    each part its name and the colour the report draws it in (matplotlib's tab10, by label value); 0 is
+    the background, transparent.
+
+    Parameters
+    ----------
+    parts : mapping of int to str
+        Label value -> part name (label 0, the background, excluded).
+    array : str
+        The labels array's path in the store.
+
+    Returns
+    -------
+    dict
+        ``{"ome": {...}}``, for the group attributes.
+
+    Examples
+    --------
+    >>> meta = ome_label_attrs({1: "head", 2: "thorax"})["ome"]
+    >>> meta["version"], [p["part"] for p in meta["image-label"]["properties"]]
+    ('0.5', ['head', 'thorax'])
+    >>> meta["image-label"]["colors"][0]
+    {'label-value': 0, 'rgba': [0, 0, 0, 0]}
+    """
+    from matplotlib import colormaps
+
+    tab10 = colormaps["tab10"]
+    parts = {int(value): name for value, name in parts.items()}
+    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
+        {"label-value": value, "rgba": [round(255 * c) for c in tab10(value % 10)]} for value in sorted(parts)]
+    return {"ome": {
+        "version": "0.5",
+        "multiscales": [{"name": array,
+                         "axes": [{"name": "image"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                         "datasets": [{"path": array,
+                                       "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]}]}],
+        "image-label": {"colors": colours,
+                        "properties": [{"label-value": v, "part": parts[v]} for v in sorted(parts)]},
+    }}
+
+
 def open_maps(path: str | Path) -> zarr.Group:
     """Open a finished map store read-only."""
     return zarr.open_group(store=str(path), mode="r", zarr_format=3)

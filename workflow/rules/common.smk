@@ -69,7 +69,7 @@ envvars:
 
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-CONDA_ENV = "../../envs/traitpipe.yaml"
+CONDA_ENV = "../envs/traitpipe.yaml"
 
 CAM_METHODS = [m["name"] for m in CFG["explain"]["methods"]] if CFG["explain"]["enabled"] else []
 # CLIP (clip.enabled): a map product clip-<prompt set>-<CAM method> per prompt set (species, concept) and method.
