@@ -259,6 +259,9 @@ def test_run_then_query(collection_copy, tmp_path):
     # a second run with the same config has nothing to do
     done = traitpipe("run", "--config", str(config), "--", "-n", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
+    # Snakemake's own report of the run carries traitpipe's
+    done = traitpipe("run", "--config", str(config), "--", "--report", str(tmp_path / "snakemake.html"), cwd=tmp_path)
+    assert done.returncode == 0 and "Adding report.html" in done.stderr, done.stderr[-3000:]
 
 
 def test_bad_config_stops_before_any_work(small_collection, tmp_path):

@@ -10,7 +10,8 @@ rule report:
         phylonn=[model_file("phylonn.json")] if CFG["phylo"]["enabled"] else [],
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
     output:
-        report=f"{RESULTS}/report.html",
+        # marked for `snakemake --report`: Snakemake's report of a run carries this one
+        report=report(f"{RESULTS}/report.html", category="traitpipe", labels={"file": "report.html"}),
         figures=directory(f"{RESULTS}/figures"),
     params:
         maps=lambda wildcards, input: [store(m) for m in input.maps],
