@@ -27,9 +27,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/traitpipe demo
 
-# Two test processes: most of a workflow test is one job's start-up (imports) on one core.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q
 
 # The workflow through the slurm profile on a real one-node SLURM started here (installs slurm-wlm and
 # munge with apt-get: root, or sudo). Not part of `make test`.
