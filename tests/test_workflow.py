@@ -526,7 +526,9 @@ def test_a_killed_run_resumes_to_what_an_uninterrupted_run_gives(small_collectio
     for _, group in manifest.groupby("species"):
         labelled = group[group["mask"] != ""].iloc[0]
         shutil.copy(root / labelled["mask"], root / "refs" / f"{labelled.specimen_id}.png")
-    config = write_config(tmp_path, root, evaluate={}, shard_size=20)
+    # one shard, and without Prompt-CAM and Phylo-NN (run elsewhere): the test runs the workflow two and a half times
+    config = write_config(tmp_path, root, evaluate={}, shard_size=20, prompt_cam={"enabled": False},
+                          phylo={"enabled": False})
     raw = yaml.safe_load(config.read_text())
     raw["collection"].update(manifest="dwca.zip", columns={"path": "path", "species": "species",
                                                            "specimen": "catalogNumber", "ranks": ["family", "genus"]})
