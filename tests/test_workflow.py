@@ -416,11 +416,14 @@ def test_editing_a_reference_mask_or_the_tree_reruns_exactly_what_read_it(collec
     import pandas as pd
     from PIL import Image
 
-    config = write_config(tmp_path, collection_copy, explain={"enabled": False}, prompt_cam={"enabled": False})
+    # two shards (of two species each): an edit reruns its own shard's jobs, or every shard's
+    config = write_config(tmp_path, collection_copy, explain={"enabled": False}, prompt_cam={"enabled": False},
+                          shard_size=10)
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _dry_run_jobs(config, tmp_path) == []
     images = pd.read_parquet(tmp_path / "results" / "tables" / "images")
+    assert images["shard"].nunique() == 2
     manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
     species = sorted(manifest["species"].unique())[2]
     shard = images.loc[images["species"] == species, "shard"].unique().tolist()

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import _build_vision_tower
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from traitpipe.models.batches import Batches, epoch_length, epoch_order
 from traitpipe.models.device import autocast
 from traitpipe.models.transforms import augment
 
@@ -271,9 +273,10 @@ TINY = {"embed_dim": 32,
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 
 
-def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequence[Sequence[str]],
+def train_clip(model: nn.Module, tokenizer, images: Dataset | torch.Tensor, captions: Sequence[Sequence[str]],
                labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-               device: torch.device, precision: str = "float32", progress: bool = True) -> list[dict]:
+               device: torch.device, precision: str = "float32", progress: bool = True,
+               max_per_class: int | None = None, workers: int = 0) -> list[dict]:
     """Train a CLIP in place, contrastively: each image against every caption, each caption against the batch.
 
     Every caption true of an image's species is a positive (an image has several: its taxonomic
@@ -286,8 +289,8 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
     model : torch.nn.Module
         An open_clip CLIP.
     tokenizer : callable
-    images : torch.Tensor, float32, shape (N, 3, H, W)
-        Normalised images (CPU).
+    images : torch.utils.data.Dataset or torch.Tensor
+        Normalised images: a dataset of float32 (3, H, W) items or a tensor (N, 3, H, W) (CPU).
     captions : sequence of sequence of str
         Per species (label), the captions true of its images.
     labels : torch.Tensor, int64, shape (N,)
@@ -299,6 +302,8 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
         Shuffling and augmentation (flip and shift).
     device : torch.device
     precision : str
+    max_per_class, workers : int or None, int
+        See :func:`traitpipe.models.training.train_classifier`.
 
     Returns
     -------
@@ -318,16 +323,16 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
     for name, p in model.named_parameters():
         groups[p.ndim < 2 or "logit_scale" in name]["params"].append(p)
     optimizer = torch.optim.AdamW(groups, lr=lr)
-    steps = math.ceil(len(images) / batch_size)
+    steps = math.ceil(epoch_length(labels, max_per_class) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / max(1, epochs * steps)))))
     history = []
+    batches = Batches(images, batch_size, workers, device)
     for epoch in tqdm(range(epochs), desc="train clip", unit="epoch", disable=not progress, file=sys.stderr):
-        order = torch.randperm(len(images), generator=generator)
+        order = epoch_order(labels, generator, max_per_class)
         loss_sum = correct = 0.0
-        for start in range(0, len(images), batch_size):
-            chosen = order[start:start + batch_size]
-            batch = augment(images[chosen], generator).to(device)
+        for chosen, batch in batches(order):
+            batch = augment(batch, generator).to(device, non_blocking=True)
             positive = truth[labels[chosen]].to(device)  # (B, T)
             with autocast(device, precision):
                 image = F.normalize(model.encode_image(batch).float(), dim=-1)
@@ -345,6 +350,6 @@ def train_clip(model: nn.Module, tokenizer, images: torch.Tensor, captions: Sequ
                 model.logit_scale.clamp_(0, math.log(100))
             loss_sum += loss.item() * len(chosen)
             correct += positive.gather(1, logits.argmax(1, keepdim=True)).sum().item()
-        history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images)})
+        history.append({"epoch": epoch + 1, "loss": loss_sum / len(order), "train_accuracy": correct / len(order)})
     model.eval()
     return history

@@ -322,7 +322,7 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
                backbone_lr: float = 1e-5, weight_decay: float = 1e-6, lr_drop: int = 80, clip_norm: float = 0.1,
                batch_size: int = 12, crop_scale: float | None = None, seed: int = 0, device="cpu",
                val: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "float32",
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, max_per_class: int | None = None, workers: int = 0) -> list[dict]:
     """Train INTR in place with the authors' recipe (main.py's defaults): AdamW (``lr``, the backbone at
     ``backbone_lr``, ``weight_decay``), the rates x0.1 after ``lr_drop`` epochs, gradients clipped at
     ``clip_norm``, plain cross-entropy on the class logits, no warm-up.
@@ -333,8 +333,8 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
     Parameters
     ----------
     model : INTR
-    images : torch.Tensor, float32, shape (N, 3, H, W)
-        Normalised images (CPU).
+    images : torch.utils.data.Dataset or torch.Tensor
+        Normalised images: a dataset of float32 (3, H, W) items or a tensor (N, 3, H, W) (CPU).
     labels : torch.Tensor, int64, shape (N,)
     epochs, lr, backbone_lr, weight_decay, lr_drop, clip_norm, batch_size, crop_scale, seed
     device : str or torch.device
@@ -342,6 +342,8 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
     precision : str
         "float32" (the authors') or "bfloat16" autocast.
     progress : bool
+    max_per_class, workers : int or None, int
+        See :func:`traitpipe.models.training.train_classifier`.
 
     Returns
     -------
@@ -352,4 +354,5 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
                             weight_decay=weight_decay, linear_probe=False, seed=seed, device=torch.device(device),
                             warmup_epochs=0, label_smoothing=0.0, trainable=param_groups(model, backbone_lr),
                             lr_drop=lr_drop, clip_norm=clip_norm, crop_scale=crop_scale, val=val,
-                            progress=progress, desc="train INTR", precision=precision)
+                            progress=progress, desc="train INTR", precision=precision, max_per_class=max_per_class,
+                            workers=workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
+from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, split, write_json
 from traitpipe.models.load import class_order
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -40,17 +40,18 @@ def main(argv: list[str] | None = None) -> None:
     mean, std = spec["mean"] or info["mean"], spec["std"] or info["std"]  # the config's, else the model's own
     rows, images, labels, is_val, failures = labelled_images(config, args.images, spec["input_size"], mean, std,
                                                              train["val_fraction"], train["seed"], classes)
-    history = []
+    history, workers = [], config["loader"]["workers"]
     if train["enabled"]:
-        mask = torch.from_numpy(is_val)
+        fit, val = split(images, labels, is_val)
         history = train_classifier(
-            model, images[~mask], labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"],
-            lr=train["lr"], weight_decay=train["weight_decay"], linear_probe=train["linear_probe"],
-            seed=train["seed"], device=device, val=(images[mask], labels[mask]), precision=spec["precision"])
+            model, *fit, epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
+            weight_decay=train["weight_decay"], linear_probe=train["linear_probe"], seed=train["seed"],
+            device=device, val=val, precision=spec["precision"],
+            max_per_class=config["training"]["max_images_per_species"], workers=workers)
         info["random_weights"] = False
         info["trained"] = "linear probe" if train["linear_probe"] else "fine-tuned"
     model.eval()
-    predicted = predict(model, images, train["batch_size"], device, spec["precision"]).argmax(1)
+    predicted = predict(model, images, train["batch_size"], device, spec["precision"], workers).argmax(1)
     correct = (predicted == labels).numpy()
 
     weights, description = args.weights, args.description

@@ -15,7 +15,7 @@ import torch
 from traitpipe.explain.clip import (PromptClassifier, build_clip, clip_tokenizer, encode_prompts, load_clip,
                                     model_config, preprocessing, train_clip)
 from traitpipe.explain.prompts import captions, prompt_sets
-from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, write_json
+from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, split, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         rows, images, labels, is_val, failures = labelled_images(config, args.images, pre["input_size"], pre["mean"],
                                                                  pre["std"], train["val_fraction"], train["seed"],
                                                                  classes=list(taxa))
-        mask = torch.from_numpy(is_val)
-        history = train_clip(clip, tokenizer, images[~mask], captions(taxa, settings["prompts"]["template"], common,
-                                                                      sets),
-                             labels[~mask], epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
+        (fit_images, fit_labels), _ = split(images, labels, is_val)
+        history = train_clip(clip, tokenizer, fit_images, captions(taxa, settings["prompts"]["template"], common,
+                                                                   sets),
+                             fit_labels, epochs=train["epochs"], batch_size=train["batch_size"], lr=train["lr"],
                              weight_decay=train["weight_decay"], seed=train["seed"], device=device,
-                             precision=settings["precision"])
+                             precision=settings["precision"],
+                             max_per_class=config["training"]["max_images_per_species"],
+                             workers=config["loader"]["workers"])
         source, random_weights = {"kind": "trained here", "trained": "contrastively, here (clip.train)"}, False
     else:
         clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
             own = torch.tensor([chosen["species_prompt"].get(s, -1) for s in taxa])[labels]
             if (own < 0).any():
                 continue
-            logits = predict(classifiers[name], images, settings["batch_size"], device, settings["precision"])
+            logits = predict(classifiers[name], images, settings["batch_size"], device, settings["precision"],
+                             config["loader"]["workers"])
             accuracy[name], records = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val)
             evaluation += records
     stored = {name: {**chosen, "embeddings": classifiers[name].text.cpu()} for name, chosen in sets.items()}

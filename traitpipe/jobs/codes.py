@@ -15,13 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("codes", argv, paths=("images", "weights", "description", "codes", "failures"))
     args, config, device = step.args, step.config, step.device
     base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
-    rows = read_rows(args.images)
-    images, ok, failures = phylo_images(config, rows)
-    rows = rows[ok].reset_index(drop=True)
+    rows, images, failures = phylo_images(config, read_rows(args.images))
     table = []  # a shard whose images all failed is a shard with no codes
     if len(rows):
         codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
-                               precision=config["phylo"]["precision"])
+                               precision=config["phylo"]["precision"], workers=config["loader"]["workers"])
         table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
                               "phylo_codes": list(codes["phylo"].numpy()),
                               "nonphylo_codes": list(codes["nonphylo"].numpy()),

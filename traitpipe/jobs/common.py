@@ -44,8 +44,7 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
     failures : pandas.DataFrame
         ``failures`` columns for the others (without ``stage``).
     """
-    root = Path(config["collection"]["root"])
-    files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
+    files = image_files(config, rows)
     read, failed = {}, {}
     for i in read_order(files):  # images stored in Parquet: each row group read once
         try:
@@ -57,6 +56,12 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
     return ([read[i] for i in sorted(read)], ok,
             pd.concat([failed[i] for i in sorted(failed)], ignore_index=True) if failed
             else failure_rows(rows.iloc[:0], ""))
+
+
+def image_files(config: dict, rows: pd.DataFrame) -> list[str]:
+    """The file of each ``images`` row: its ``path``, under ``collection.root`` unless absolute."""
+    root = Path(config["collection"]["root"])
+    return [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
 
 def failure_rows(rows: pd.DataFrame, reason: str) -> pd.DataFrame:
@@ -92,15 +97,18 @@ def write_json(path: str | Path, value: dict) -> Path:
 
 def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, val_fraction: float, seed: int,
                     classes=None):
-    """Every readable image of ``tables`` as one model batch, with labels and a validation split by specimen.
+    """The readable images of ``tables`` as a streamed dataset, with labels and a validation split by specimen.
 
+    Every image is read once here to find the unreadable ones (in ``loader.workers`` processes); the
+    returned dataset reads them again when a model asks, so memory does not grow with the collection.
     ``classes`` (a model's class order; default: the sorted species) sets which label each species gets.
 
     Returns
     -------
     rows : pandas.DataFrame
-        The readable ``images`` rows, in batch order.
-    images : torch.Tensor, float32, shape (N, 3, size, size)
+        The readable ``images`` rows, in dataset order.
+    images : traitpipe.jobs.inputs.ImageInputs
+        Item i: float32 (3, size, size), image i resized and normalised.
     labels : torch.Tensor, int64, shape (N,)
     is_val : numpy.ndarray of bool, shape (N,)
         Held-out specimens (an image without a specimen id is its own specimen).
@@ -109,15 +117,32 @@ def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, v
     """
     import torch
 
-    from traitpipe.models.transforms import to_batch
-
-    rows = read_rows(tables)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
-    images = to_batch(pixels, size, mean, std)
+    rows, images, failures = readable_inputs(config, read_rows(tables), size, mean, std)
     order = {name: i for i, name in enumerate(classes if classes is not None else sorted(rows["species"].unique()))}
     labels = torch.tensor(rows["species"].map(order).to_numpy(np.int64))
     return rows, images, labels, held_out(rows, val_fraction, seed), failures
+
+
+def split(images, labels, is_val: np.ndarray):
+    """The training and the held-out part of a dataset and its labels: ``(images, labels), (images, labels)``,
+    each images a :class:`torch.utils.data.Subset` and labels int64 (n,), for ``is_val`` bool (N,)."""
+    from torch.utils.data import Subset
+
+    parts = [np.flatnonzero(chosen).tolist() for chosen in (~is_val, is_val)]
+    return tuple((Subset(images, part), labels[part]) for part in parts)
+
+
+def readable_inputs(config: dict, rows: pd.DataFrame, size: int, mean, std):
+    """The readable ``images`` rows (re-indexed), their :class:`~traitpipe.jobs.inputs.ImageInputs` and the
+    ``failures`` rows of the others."""
+    from traitpipe.jobs.inputs import ImageInputs, readable
+
+    problems = readable(ImageInputs(config, rows, size, mean, std), config["loader"]["workers"])
+    ok = problems == ""
+    failures = [failure_rows(rows.iloc[[i]], problems[i]) for i in np.flatnonzero(~ok)]
+    rows = rows[ok].reset_index(drop=True)
+    return (rows, ImageInputs(config, rows, size, mean, std),
+            pd.concat(failures, ignore_index=True) if failures else failure_rows(rows.iloc[:0], ""))
 
 
 def load_support(config: dict, species: str, chosen: dict[str, tuple[str, str]],
@@ -210,12 +235,9 @@ def sam2_split(description: str | None) -> dict[str, set[str]]:
 
 
 def phylo_images(config: dict, rows: pd.DataFrame):
-    """Phylo-NN's input: images in [-1, 1] at ``phylo.image_size`` (N, 3, S, S) float32, which rows were
-    readable (bool (len(rows),)), and ``failures`` rows for the others."""
-    from traitpipe.models.transforms import to_batch
-
-    pixels, ok, failures = load_pixels(config, rows)
-    return to_batch(pixels, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3), ok, failures
+    """Phylo-NN's input: the readable rows, their images in [-1, 1] at ``phylo.image_size`` as a streamed
+    dataset (item: float32 (3, S, S)) and ``failures`` rows for the others (see :func:`readable_inputs`)."""
+    return readable_inputs(config, rows, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3)
 
 
 def species_ranks(config: dict, rows: pd.DataFrame) -> pd.DataFrame | None:

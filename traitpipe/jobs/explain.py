@@ -13,12 +13,12 @@ from tqdm import tqdm
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.explain.faithfulness import DROP_COLUMNS
-from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.jobs.common import read_rows, readable_inputs
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
-from traitpipe.models.transforms import to_batch
+from traitpipe.models.batches import Batches
 from traitpipe.store.maps import map_writer
 
 def method_spec(config: dict, name: str, section: str = "explain") -> dict:
@@ -39,25 +39,23 @@ def main(argv: list[str] | None = None) -> None:
                 optional=("prompts",))
     args, config, device = step.args, step.config, step.device
     settings = config["explain"]
-    rows = read_rows(args.images)
     if args.prompts is None:
         spec, product, precision, batch_size = method_spec(config, args.method), args.method, \
             settings["precision"], settings["batch_size"]
         model, meta = load_classifier(args.weights, args.description, device)
-        classes, prompts = meta["classes"], None
-        targets = explained_classes(rows["species"], classes, settings["target"])
+        classes, prompts, species_class = meta["classes"], None, meta["classes"]
         used = {"classifier": {**meta["source"], "sha256": meta["sha256"]}}
     else:
         spec, product = method_spec(config, args.method, "clip"), f"clip-{args.prompts}-{args.method}"
         precision, batch_size = config["clip"]["precision"], config["clip"]["batch_size"]
         model, meta = load_prompt_classifier(args.weights, args.description, args.prompts, device)
-        classes, prompts = meta["labels"], meta["texts"]
-        targets = explained_classes(rows["species"], meta["species_prompt"], settings["target"])
+        classes, prompts, species_class = meta["labels"], meta["texts"], meta["species_prompt"]
         used = {"clip": {**meta["source"], "sha256": meta["sha256"], "random_weights": meta["random_weights"]}}
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
-    pixels, ok, failures = load_pixels(config, rows)
-    targets, rows = targets[ok], rows[ok].reset_index(drop=True)
+    rows, images, failures = readable_inputs(config, read_rows(args.images), meta["input_size"], meta["mean"],
+                                             meta["std"])
+    targets = explained_classes(rows["species"], species_class, settings["target"])
     grid = _layer_grid(model, layers, meta["input_size"], device)
     prov = step.record(precision=precision, models=used)
     attrs = {"provenance": prov, "method": product, "alphas": alphas, "layers": layers, "classes": classes,
@@ -68,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
-        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc=product, unit="batch", file=sys.stderr):
-            batch = to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"], meta["std"])
+        for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
+                                 total=math.ceil(len(rows) / batch_size), desc=product, unit="batch", file=sys.stderr):
+            start = int(index[0])
             target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
             with autocast(device, precision):
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,

@@ -12,12 +12,12 @@ from tqdm import tqdm
 
 from traitpipe.explain.cam import similar_classes
 from traitpipe.explain.faithfulness import DROP_COLUMNS, confidence_drop
-from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.jobs.common import read_rows, readable_inputs
 from traitpipe.jobs.step import Step
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.load import load_intr_model
-from traitpipe.models.transforms import to_batch
+from traitpipe.models.batches import Batches
 from traitpipe.store.maps import map_writer
 
 
@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     classes, size = meta["classes"], meta["input_size"]
     with torch.no_grad():  # the backbone's grid at input_size
         grid = tuple(model.attention_maps(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
-    rows = read_rows(args.images)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
+    rows, images, failures = readable_inputs(config, read_rows(args.images), size, meta["mean"], meta["std"])
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=settings["precision"],
                        models={"intr": {"sha256": meta["sha256"], "random_weights": False, "source": meta["source"]}})
@@ -46,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     records, batch_size = [], settings["batch_size"]
     with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((model.num_heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
-        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc="intr", unit="batch", file=sys.stderr):
-            batch = to_device(to_batch(pixels[start:start + batch_size], size, meta["mean"], meta["std"]), device)
+        for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
+                                 total=math.ceil(len(rows) / batch_size), desc="intr", unit="batch", file=sys.stderr):
+            start, batch = int(index[0]), to_device(batch, device)
             wanted = to_device(torch.tensor(targets[start:start + len(batch)]), device)
             with torch.no_grad(), autocast(device, settings["precision"]):
                 logits, maps = model(batch, return_maps=True)  # (B, C), (B, heads, C, h, w): one pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
-from traitpipe.jobs.common import accuracy_rows, labelled_images, write_json
+from traitpipe.jobs.common import accuracy_rows, labelled_images, split, write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, images, labels, is_val, failures = labelled_images(config, args.images, settings["input_size"], MEAN, STD,
                                                              settings["val_fraction"], settings["seed"])
     classes, history, warning = sorted(rows["species"].unique()), [], None
+    workers = config["loader"]["workers"]
     if checkpoint is not None:
         model = load_intr(load_state_dict(checkpoint, key="model"), backbone=arch["backbone"],
                           nheads=arch["nheads"], dropout=arch["dropout"])
@@ -40,15 +41,17 @@ def main(argv: list[str] | None = None) -> None:
         source = f"checkpoint {checkpoint}"
     else:
         model = INTR(len(classes), **arch)
-        mask = torch.from_numpy(is_val)
-        history = train_intr(model, images[~mask], labels[~mask], epochs=settings["epochs"], lr=settings["lr"],
+        fit, val = split(images, labels, is_val)
+        history = train_intr(model, *fit, epochs=settings["epochs"], lr=settings["lr"],
                              backbone_lr=settings["backbone_lr"], weight_decay=settings["weight_decay"],
                              lr_drop=settings["lr_drop"], clip_norm=settings["clip_norm"],
                              batch_size=settings["batch_size"], seed=settings["seed"], device=device,
-                             val=(images[mask], labels[mask]), precision=settings["precision"])
+                             val=val, precision=settings["precision"],
+                             max_per_class=config["training"]["max_images_per_species"], workers=workers)
         source = "trained here"
     model.eval()
-    correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
+    correct = (predict(model, images, settings["batch_size"], device, settings["precision"], workers).argmax(1)
+               == labels).numpy()
     accuracy, evaluation = accuracy_rows("intr", correct, is_val)
     with atomic_path(args.weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)

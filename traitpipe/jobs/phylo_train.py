@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from traitpipe.jobs.common import held_out, phylo_images, read_rows, species_ranks, write_json
+from traitpipe.jobs.common import held_out, phylo_images, read_rows, species_ranks, split, write_json
 from traitpipe.models.load import build_phylonn
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -27,16 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     args, config, device = step.args, step.config, step.device
     settings, train = config["phylo"], config["phylo"]["train"]
     checkpoint = step.checkpoint("phylo")
-    rows = read_rows(args.images)
-    images, ok, failures = phylo_images(config, rows)
-    rows = rows[ok].reset_index(drop=True)
+    rows, images, failures = phylo_images(config, read_rows(args.images))
     species = sorted(rows["species"].unique())
     levels, level_names, source = species_levels(species, settings["distances"], tree=args.phylogeny,
                                                  ranks=species_ranks(config, rows))
     targets = torch.as_tensor(levels[rows["species"].map({s: i for i, s in enumerate(species)}).to_numpy()])
     groups = [int(g) for g in levels.max(0) + 1]
     is_val = held_out(rows, train["val_fraction"], train["seed"])  # the authors evaluate on held-out images
-    fit = torch.from_numpy(~is_val)
+    (fit_images, fit_targets), _ = split(images, targets, is_val)
+    workers = config["loader"]["workers"]
 
     seed_everything(train["seed"])
     base, model = build_phylonn(settings, groups, level_names)
@@ -48,12 +47,14 @@ def main(argv: list[str] | None = None) -> None:
         origin = f"checkpoint {checkpoint}"
     else:
         common = {"batch_size": train["batch_size"], "lr": train["lr"], "seed": train["seed"], "device": device,
-                  "precision": settings["precision"]}
-        base_history = train_base(base, images[fit], epochs=train["base_epochs"], **common)
-        history = train_disentangler(base, model, images[fit], targets[fit], epochs=train["epochs"], **common)
+                  "precision": settings["precision"], "workers": workers,
+                  "max_per_class": config["training"]["max_images_per_species"]}
+        base_history = train_base(base, fit_images, epochs=train["base_epochs"], labels=fit_targets[:, -1],
+                                  **common)
+        history = train_disentangler(base, model, fit_images, fit_targets, epochs=train["epochs"], **common)
         origin = "trained here"
     logits = generate_codes(base, model, images, batch_size=settings["batch_size"], device=device,
-                            precision=settings["precision"])["level_logits"]
+                            precision=settings["precision"], workers=workers)["level_logits"]
     correct = [(level.argmax(1) == targets[:, k]).numpy() for k, level in enumerate(logits)]
 
     weights, description = args.weights, args.description

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from traitpipe.jobs.common import load_pixels, read_rows
+from traitpipe.jobs.common import read_rows, readable_inputs
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
-from traitpipe.models.transforms import to_batch
+from traitpipe.models.batches import Batches
 from traitpipe.store.maps import map_writer
 
 
@@ -32,9 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     info = json.loads(Path(args.description).read_text())
     classes, heads = info["classes"], model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
-    rows = read_rows(args.images)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
+    rows, images, failures = readable_inputs(config, read_rows(args.images), meta["input_size"], meta["mean"],
+                                             meta["std"])
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=config["prompt_cam"]["precision"],
                        models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
@@ -46,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     records, batch_size = [], config["prompt_cam"]["batch_size"]
     with map_writer(args.maps, rows["image_id"].tolist(),
                     {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
-        for start in tqdm(range(0, len(rows), batch_size), total=math.ceil(len(rows) / batch_size),
-                          desc="promptcam", unit="batch", file=sys.stderr):
-            batch = to_device(to_batch(pixels[start:start + batch_size], meta["input_size"], meta["mean"],
-                                       meta["std"]), device)
+        for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
+                                 total=math.ceil(len(rows) / batch_size), desc="promptcam", unit="batch",
+                                 file=sys.stderr):
+            start, batch = int(index[0]), to_device(batch, device)
             with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
                 target, maps, ranking, probability = model.explain(  # one pass through the backbone
                     batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))

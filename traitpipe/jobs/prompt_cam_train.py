@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from traitpipe.jobs.common import accuracy_rows, labelled_images, write_json
+from traitpipe.jobs.common import accuracy_rows, labelled_images, split, write_json
 from traitpipe.models.load import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                                   drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
     rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], meta["mean"],
                                                              meta["std"], settings["val_fraction"], settings["seed"])
-    mask = torch.from_numpy(is_val)
+    workers = config["loader"]["workers"]
     history, source, classes, warning = [], "trained here", meta["classes"], None
     if checkpoint is not None:  # released: loaded above
         source = f"released checkpoint {checkpoint}"
@@ -39,14 +39,17 @@ def main(argv: list[str] | None = None) -> None:
         order = {name: i for i, name in enumerate(classes)}
         labels = torch.as_tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
     else:
+        fit, val = split(images, labels, is_val)
         history = train_classifier(
-            model, images[~mask], labels[~mask], epochs=settings["epochs"], batch_size=settings["batch_size"],
+            model, *fit, epochs=settings["epochs"], batch_size=settings["batch_size"],
             lr=settings["lr"], weight_decay=settings["weight_decay"], linear_probe=False, seed=settings["seed"],
             device=device, warmup_epochs=settings["warmup_epochs"], label_smoothing=0.0, optimizer="sgd",
             trainable=[model.prompts, *model.head.parameters()], crop_scale=240 / 224,
-            val=(images[mask], labels[mask]), desc="train Prompt-CAM", precision=settings["precision"])
+            val=val, desc="train Prompt-CAM", precision=settings["precision"],
+            max_per_class=config["training"]["max_images_per_species"], workers=workers)
     model.eval()
-    correct = (predict(model, images, settings["batch_size"], device, settings["precision"]).argmax(1) == labels).numpy()
+    correct = (predict(model, images, settings["batch_size"], device, settings["precision"], workers).argmax(1)
+               == labels).numpy()
     accuracy, evaluation = accuracy_rows("promptcam", correct, is_val)
     weights, description = args.weights, args.description
     state = {k: v.cpu() for k, v in model.backbone.state_dict().items()}

@@ -125,4 +125,4 @@ def explained_classes(species: pd.Series, classes: list[str] | dict[str, int], t
     if target == "predicted":
         return np.full(len(species), -1, np.int64)
     order = classes if isinstance(classes, dict) else {name: i for i, name in enumerate(classes)}
-    return species.map(order).fillna(-1).to_numpy(np.int64)
+    return species.map(order).fillna(-1).to_numpy(np.int64, copy=True)  # writable (pandas copy-on-write)

@@ -1,4 +1,4 @@
-"""Training loops on in-memory batches: a classifier (fine-tune or linear probe)."""
+"""Training loops on streamed batches: a classifier (fine-tune or linear probe)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from traitpipe.models.batches import Batches, epoch_length, epoch_order
 from traitpipe.models.device import autocast
 from traitpipe.models.transforms import augment
 
@@ -45,32 +47,38 @@ def split_by_specimen(specimens: np.ndarray, labels: np.ndarray, val_fraction: f
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-            precision: str = "float32") -> torch.Tensor:
-    """Logits (N, K) float32 on the CPU for (N, 3, H, W) images, in eval mode, in ``precision``."""
+def predict(model: nn.Module, images: Dataset | torch.Tensor | Batches, batch_size: int, device: torch.device,
+            precision: str = "float32", workers: int = 0) -> torch.Tensor:
+    """Logits (N, K) float32 on the CPU, in eval mode, in ``precision``.
+
+    ``images``: a dataset of (3, H, W) inputs or a tensor (N, 3, H, W), streamed in ``batch_size`` batches
+    by ``workers`` DataLoader processes; or :class:`~traitpipe.models.batches.Batches` already set up."""
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
+    batches = images if isinstance(images, Batches) else Batches(images, batch_size, workers, device)
+    for _, batch in batches():
         with autocast(device, precision):
-            out.append(model(images[start:start + batch_size].to(device)).float().cpu())
+            out.append(model(batch.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: torch.Tensor, *, epochs: int,
                      batch_size: int, lr: float, weight_decay: float, linear_probe: bool, seed: int,
                      device: torch.device, warmup_epochs: int = 2, label_smoothing: float = 0.1,
                      optimizer: str = "adamw", trainable: list[nn.Parameter] | list[dict] | None = None,
                      lr_drop: int | None = None, clip_norm: float | None = None, crop_scale: float | None = None,
-                     val: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
-                     desc: str = "train classifier", precision: str = "float32") -> list[dict]:
+                     val: tuple[Dataset | torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
+                     desc: str = "train classifier", precision: str = "float32", max_per_class: int | None = None,
+                     workers: int = 0) -> list[dict]:
     """Train a classifier in place with warm-up and cosine (or step) decay, flip/shift augmentation.
 
     Parameters
     ----------
     model : torch.nn.Module
         A timm classifier (``get_classifier()`` names its head).
-    images : torch.Tensor, float32, shape (N, 3, H, W)
-        Normalised training images (CPU).
+    images : torch.utils.data.Dataset or torch.Tensor
+        Normalised training images: a dataset whose item is float32 (3, H, W) (read in ``workers``
+        DataLoader processes), or a tensor (N, 3, H, W) on the CPU.
     labels : torch.Tensor, int64, shape (N,)
     epochs, batch_size : int
     lr, weight_decay : float
@@ -103,6 +111,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     precision : str
         "float32" (default) or "bfloat16" autocast for the forward passes
         (``traitpipe.models.device.autocast``).
+    max_per_class : int or None
+        Each epoch draws at most this many images of a class (``traitpipe.models.batches.epoch_order``).
+    workers : int
+        DataLoader worker processes reading ``images`` (and ``val``'s).
 
     Returns
     -------
@@ -122,7 +134,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         step_rule = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         step_rule = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(images) / batch_size)
+    steps_per_epoch = math.ceil(epoch_length(labels, max_per_class) / batch_size)
     total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
     def schedule(step: int) -> float:
@@ -134,14 +146,15 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(step_rule, schedule)
     history = []
+    batches = Batches(images, batch_size, workers, device)
+    val_batches = Batches(val[0], batch_size, workers, device) if val is not None and len(val[0]) else None
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, file=sys.stderr)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(images), generator=generator)
+        order = epoch_order(labels, generator, max_per_class)
         loss_sum, correct = 0.0, 0
-        for start in range(0, len(images), batch_size):
-            index = order[start:start + batch_size]
-            batch = augment(images[index], generator, crop_scale=crop_scale).to(device)
+        for index, batch in batches(order):
+            batch = augment(batch, generator, crop_scale=crop_scale).to(device, non_blocking=True)
             target = labels[index].to(device)
             with autocast(device, precision):
                 logits = model(batch)
@@ -155,10 +168,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(1) == target).sum().item()
         val_accuracy = None
-        if val is not None and len(val[0]):
-            predicted = predict(model, val[0], batch_size, device, precision).argmax(1)
+        if val_batches is not None:
+            predicted = predict(model, val_batches, batch_size, device, precision).argmax(1)
             val_accuracy = (predicted == val[1]).float().mean().item()
-        history.append({"epoch": epoch + 1, "loss": loss_sum / len(images), "train_accuracy": correct / len(images),
+        history.append({"epoch": epoch + 1, "loss": loss_sum / len(order), "train_accuracy": correct / len(order),
                         "val_accuracy": val_accuracy})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)
     for p in model.parameters():

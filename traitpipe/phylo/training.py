@@ -17,8 +17,10 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from traitpipe.models.batches import Batches, epoch_order
 from traitpipe.models.device import autocast
 from traitpipe.phylo.model import Disentangler
 
@@ -27,21 +29,22 @@ CLASS_WEIGHT, ADVERSARY_WEIGHT, ADVERSARY_BETA = 0.1, 0.1, 0.7
 BETAS = (0.5, 0.9)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
-
-
-def train_base(model: nn.Module, images: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int,
-               device: torch.device, progress: bool = True, precision: str = "float32") -> list[float]:
+def train_base(model: nn.Module, images: Dataset | torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+               seed: int, device: torch.device, progress: bool = True, precision: str = "float32",
+               labels: torch.Tensor | None = None, max_per_class: int | None = None, workers: int = 0) -> list[float]:
     """Train the base VQGAN: L1 reconstruction + codebook loss, Adam betas (0.5, 0.9) (the authors add LPIPS).
 
     Parameters
     ----------
-    images : torch.Tensor, float32, shape (N, 3, S, S), in [-1, 1]
+    images : torch.utils.data.Dataset or torch.Tensor
+        Images in [-1, 1]: a dataset of float32 (3, S, S) items or a tensor (N, 3, S, S).
     precision : str
         "float32" (the authors') or "bfloat16" autocast (``traitpipe.models.device.autocast``).
+    labels : torch.Tensor, int64, shape (N,), or None
+        Species of every image: with ``max_per_class``, each epoch draws at most that many of a species
+        (``traitpipe.models.batches.epoch_order``).
+    workers : int
+        DataLoader worker processes reading ``images``.
 
     Returns
     -------
@@ -52,10 +55,13 @@ def train_base(model: nn.Module, images: torch.Tensor, *, epochs: int, batch_siz
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
     history = []
+    labels = torch.zeros(len(images), dtype=torch.long) if labels is None else labels
+    batches = Batches(images, batch_size, workers, device)
     for _ in tqdm(range(epochs), desc="train Phylo-NN base", unit="epoch", disable=not progress, file=sys.stderr):
         total = 0.0
-        for index in _batches(len(images), batch_size, generator):
-            x = images[index].to(device)
+        order = epoch_order(labels, generator, max_per_class)
+        for index, x in batches(order):
+            x = x.to(device, non_blocking=True)
             with autocast(device, precision):
                 reconstruction, vq_loss = model(x)
             loss = F.l1_loss(reconstruction.float(), x) + vq_loss
@@ -63,7 +69,7 @@ def train_base(model: nn.Module, images: torch.Tensor, *, epochs: int, batch_siz
             loss.backward()
             optimizer.step()
             total += loss.item() * len(index)
-        history.append(total / len(images))
+        history.append(total / len(order))
     return history
 
 
@@ -93,9 +99,10 @@ def adversary_confidence(model: Disentangler, nonphylo: torch.Tensor) -> torch.T
     return _entropy(model.classification_layers["class"](model.codebook_mapping_layers(nonphylo.detach())).float())
 
 
-def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tensor, targets: torch.Tensor, *,
-                       epochs: int, batch_size: int, lr: float, seed: int, device: torch.device,
-                       progress: bool = True, precision: str = "float32") -> list[float]:
+def train_disentangler(base: nn.Module, model: Disentangler, images: Dataset | torch.Tensor, targets: torch.Tensor,
+                       *, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device,
+                       progress: bool = True, precision: str = "float32", max_per_class: int | None = None,
+                       workers: int = 0) -> list[float]:
     """Train the disentangler on the frozen base's features.
 
     Loss = L1(h, h') + VQ loss + ||W W^T - I||_F + 0.1 (0.5 sum_{k<L-1} CE_k + CE_species)
@@ -106,11 +113,16 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
     ----------
     base : torch.nn.Module
         The base autoencoder (``encode(images) -> h``), frozen.
-    images : torch.Tensor, float32, shape (N, 3, S, S), in [-1, 1]
+    images : torch.utils.data.Dataset or torch.Tensor
+        Images in [-1, 1]: a dataset of float32 (3, S, S) items or a tensor (N, 3, S, S).
     targets : torch.Tensor, int64, shape (N, L)
         Group of every image at every level (the last level is the species).
     precision : str
         "float32" (the authors') or "bfloat16" autocast.
+    max_per_class : int or None
+        Each epoch draws at most this many images of a species (``traitpipe.models.batches.epoch_order``).
+    workers : int
+        DataLoader worker processes reading ``images``.
 
     Returns
     -------
@@ -124,11 +136,13 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=BETAS)
     adversary_optimizer = torch.optim.Adam(mapping, lr=lr, betas=BETAS)
     history = []
+    batches = Batches(images, batch_size, workers, device)
     for _ in tqdm(range(epochs), desc="train Phylo-NN disentangler", unit="epoch", disable=not progress,
                   file=sys.stderr):
         total = 0.0
-        for index in _batches(len(images), batch_size, generator):
-            x, y = images[index].to(device), targets[index].to(device)
+        order = epoch_order(targets[:, -1], generator, max_per_class)
+        for index, x in batches(order):
+            x, y = x.to(device, non_blocking=True), targets[index].to(device)
             with torch.no_grad(), autocast(device, precision):
                 h = base.encode(x).float()
             with autocast(device, precision):
@@ -148,19 +162,21 @@ def train_disentangler(base: nn.Module, model: Disentangler, images: torch.Tenso
             adversary_optimizer.step()
             adversary_optimizer.zero_grad(set_to_none=True)
             total += loss.item() * len(index)
-        history.append(total / len(images))
+        history.append(total / len(order))
     model.eval()
     return history
 
 
 @torch.no_grad()
-def generate_codes(base: nn.Module, model: Disentangler, images: torch.Tensor, *, batch_size: int,
-                   device: torch.device, precision: str = "float32") -> dict[str, torch.Tensor]:
+def generate_codes(base: nn.Module, model: Disentangler, images: Dataset | torch.Tensor, *, batch_size: int,
+                   device: torch.device, precision: str = "float32", workers: int = 0) -> dict[str, torch.Tensor]:
     """Codes of every image.
 
     Parameters
     ----------
-    images : torch.Tensor, float32, shape (N, 3, S, S), in [-1, 1] (CPU)
+    images : torch.utils.data.Dataset or torch.Tensor
+        Images in [-1, 1]: a dataset of float32 (3, S, S) items (read in ``workers`` DataLoader processes)
+        or a tensor (N, 3, S, S) on the CPU.
 
     Returns
     -------
@@ -174,8 +190,8 @@ def generate_codes(base: nn.Module, model: Disentangler, images: torch.Tensor, *
     keys = ("phylo", "nonphylo", "reconstruction_error")
     out: dict[str, list] = {k: [] for k in keys}
     logits: list[list[torch.Tensor]] = [[] for _ in range(model.levels)]
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True)
+    for _, x in Batches(images, batch_size, workers, device)():
+        x = x.to(device, non_blocking=True)
         with autocast(device, precision):
             h = base.encode(x).float()
             result = model(h)

@@ -1,0 +1,98 @@
+"""Training streams its images: epochs drawn per species, batches read by DataLoader workers, never the collection
+in memory."""
+
+import torch
+from torch.utils.data import Dataset
+
+from conftest import ingest_shards, write_config
+from traitpipe.config import canonical_json, load_config
+from traitpipe.models.batches import Batches, epoch_length, epoch_order
+from traitpipe.models.classifier import build_classifier
+from traitpipe.models.device import resolve_device
+from traitpipe.models.training import train_classifier
+from traitpipe.store.tables import read_table
+
+TINY = {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}
+
+
+class Counted(Dataset):
+    """A tensor's rows as items, counting the reads of each (in this process)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images, self.reads = images, torch.zeros(len(images), dtype=torch.long)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.reads[i] += 1
+        return self.images[i]
+
+
+def test_an_epoch_draws_at_most_the_cap_of_each_species_anew():
+    labels = torch.tensor([0] * 10 + [1] * 3 + [2] * 5)
+    generator = torch.Generator().manual_seed(0)
+    draws = [epoch_order(labels, generator, cap=4) for _ in range(3)]
+    for order in draws:
+        assert torch.bincount(labels[order]).tolist() == [4, 3, 4] and len(order.unique()) == len(order)
+        assert len(order) == epoch_length(labels, 4) == 11
+    assert len({tuple(sorted(order[labels[order] == 0].tolist())) for order in draws}) > 1  # a new draw each epoch
+    uncapped = epoch_order(labels, torch.Generator().manual_seed(5))
+    assert uncapped.tolist() == torch.randperm(18, generator=torch.Generator().manual_seed(5)).tolist()
+    assert epoch_length(labels) == 18
+
+
+def test_training_reads_only_each_epochs_draw():
+    labels = torch.arange(3).repeat_interleave(6)
+    images = Counted(torch.randn(18, 3, 32, 32))
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    history = train_classifier(model, images, labels, epochs=3, batch_size=4, lr=1e-3, weight_decay=0.0,
+                               linear_probe=False, seed=0, device=resolve_device("cpu"), progress=False,
+                               max_per_class=2)
+    assert len(history) == 3 and int(images.reads.sum()) == 3 * 3 * 2  # 3 epochs x 3 species x 2 images
+    assert all(int(images.reads[labels == c].sum()) == 3 * 2 for c in range(3))
+
+
+def test_workers_and_memory_train_the_same_model():
+    """Batches read by two worker processes from a dataset give the weights the in-memory tensor gives."""
+    torch.manual_seed(0)
+    labels = torch.arange(3).repeat(8)
+    images = torch.randn(24, 3, 32, 32)
+    trained = []
+    for source, workers in ((images, 0), (Counted(images), 2)):
+        torch.manual_seed(1)
+        model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+        history = train_classifier(model, source, labels, epochs=2, batch_size=5, lr=1e-3, weight_decay=0.0,
+                                   linear_probe=False, seed=0, device=resolve_device("cpu"), progress=False,
+                                   val=(source, labels), workers=workers)
+        trained.append((history, model.state_dict()))
+    assert trained[0][0] == trained[1][0]
+    for name, value in trained[0][1].items():
+        assert torch.equal(value, trained[1][1][name]), name
+    batches = Batches(Counted(images), batch_size=5, workers=2)
+    for order in (torch.tensor([23, 0, 7]), torch.arange(24).flip(0)):  # workers follow each pass's order
+        for index, batch in batches(order):
+            assert torch.equal(batch, images[index])
+
+
+def test_training_inputs_stream_from_the_files_and_leave_out_changed_ones(collection_copy, tmp_path):
+    from PIL import Image
+
+    from traitpipe.jobs.common import labelled_images, load_pixels
+    from traitpipe.models.transforms import to_batch
+
+    config = load_config(write_config(tmp_path, collection_copy, loader={"workers": 2}))
+    (tmp_path / "run.json").write_text(canonical_json(config))
+    tables = ingest_shards(tmp_path / "run.json", tmp_path / "results")
+    replaced = read_table(tmp_path / "results", "images").sort_values(["species", "image_id"]).iloc[4]
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(collection_copy / replaced.path)
+    rows, images, labels, is_val, failures = labelled_images(config, tables, 32, [0.5] * 3, [0.25] * 3, 0.2, 0)
+    assert len(rows) == len(images) == len(labels) == len(is_val) == 19
+    assert failures["image_id"].tolist() == [replaced.image_id]
+    assert failures["reason"].iloc[0].startswith("changed since ingest")
+    assert replaced.image_id not in set(rows["image_id"])
+    pixels, ok, _ = load_pixels(config, rows)
+    assert ok.all()
+    expected = to_batch(pixels, 32, [0.5] * 3, [0.25] * 3)
+    streamed = torch.cat([batch for _, batch in Batches(images, 8, workers=2)()])
+    assert streamed.dtype == torch.float32 and torch.equal(streamed, expected)
