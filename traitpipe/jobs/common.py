@@ -15,6 +15,9 @@ from traitpipe.store.atomic import atomic_path
 from traitpipe.segment.parts import check_support_mask
 from traitpipe.segment.references import reference_origin
 
+#: Images checked per DataLoader batch in :func:`readable`.
+CHECK_BATCH = 64
+
 
 def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
     """The ``images`` rows of one or more table files, ordered by (species, image_id)."""
@@ -107,7 +110,7 @@ def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, v
     -------
     rows : pandas.DataFrame
         The readable ``images`` rows, in dataset order.
-    images : traitpipe.jobs.inputs.ImageInputs
+    images : ImageInputs
         Item i: float32 (3, size, size), image i resized and normalised.
     labels : torch.Tensor, int64, shape (N,)
     is_val : numpy.ndarray of bool, shape (N,)
@@ -132,11 +135,84 @@ def split(images, labels, is_val: np.ndarray):
     return tuple((Subset(images, part), labels[part]) for part in parts)
 
 
-def readable_inputs(config: dict, rows: pd.DataFrame, size: int, mean, std):
-    """The readable ``images`` rows (re-indexed), their :class:`~traitpipe.jobs.inputs.ImageInputs` and the
-    ``failures`` rows of the others."""
-    from traitpipe.jobs.inputs import ImageInputs, readable
+class ImageInputs:
+    """The images of some ``images`` rows as model inputs, a map-style dataset for a DataLoader: item ``i`` is
+    float32 (3, size, size).
 
+    Each image is read through the shared reader, checked to be the bytes ingest read (its ``image_id``),
+    resized (bilinear, antialiased) and normalised, as :func:`traitpipe.models.transforms.to_batch`. A job
+    holds its rows, never their pixels: DataLoader workers read them when the model asks
+    (:class:`traitpipe.models.batches.Batches`).
+
+    Parameters
+    ----------
+    config : dict
+        The run config: ``collection.root`` and ``collection.max_pixels`` are read.
+    rows : pandas.DataFrame
+        ``images`` rows (``path``, ``image_id``).
+    size : int
+        Side of the square model input.
+    mean, std : sequence of 3 floats
+        Per-channel normalisation in [0, 1] units.
+    """
+
+    def __init__(self, config: dict, rows: pd.DataFrame, size: int, mean, std):
+        self.files, self.ids = image_files(config, rows), rows["image_id"].tolist()
+        self.max_pixels = config["collection"]["max_pixels"]
+        self.size, self.mean, self.std = size, list(mean), list(std)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Image ``i`` as read: uint8 (H, W, 3); :class:`ImageError` when it cannot be read or changed."""
+        return read_image(self.files[i], max_pixels=self.max_pixels, expected_id=self.ids[i])
+
+    def __getitem__(self, i: int):
+        from traitpipe.models.transforms import to_batch
+
+        return to_batch([self.pixels(i)], self.size, self.mean, self.std)[0]
+
+
+class _Problems:
+    """Map-style dataset: item ``i`` is why image ``i`` of some :class:`ImageInputs` cannot be read ("" if it can)."""
+
+    def __init__(self, inputs: ImageInputs):
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> str:
+        try:
+            self.inputs.pixels(i)
+        except ImageError as error:
+            return str(error)
+        return ""
+
+
+def readable(inputs: ImageInputs, workers: int = 0) -> np.ndarray:
+    """Read every image of ``inputs`` once, in ``workers`` DataLoader processes, keeping none.
+
+    Returns
+    -------
+    numpy.ndarray of object (str), shape (N,)
+        Why each image cannot be read, "" for the readable ones.
+    """
+    import torch
+
+    from traitpipe.models.batches import Batches
+
+    problems = np.full(len(inputs), "", dtype=object)
+    order = torch.tensor(read_order(inputs.files), dtype=torch.long)  # Parquet-stored images: row groups in turn
+    for index, reasons in Batches(_Problems(inputs), CHECK_BATCH, workers)(order):
+        problems[index.numpy()] = reasons
+    return problems
+
+
+def readable_inputs(config: dict, rows: pd.DataFrame, size: int, mean, std):
+    """The readable ``images`` rows (re-indexed), their :class:`ImageInputs` and the ``failures`` rows of the
+    others (every image read once here, in ``loader.workers`` processes)."""
     problems = readable(ImageInputs(config, rows, size, mean, std), config["loader"]["workers"])
     ok = problems == ""
     failures = [failure_rows(rows.iloc[[i]], problems[i]) for i in np.flatnonzero(~ok)]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import failure_rows, load_pixels, load_support, read_rows
+from traitpipe.jobs.common import failure_rows, image_files, load_pixels, load_support, read_rows
 from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
@@ -34,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_rows(args.images)
     pixels, ok, failures = load_pixels(config, rows)
     rows = rows[ok].reset_index(drop=True)
-    root = Path(config["collection"]["root"])
-    files = [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
+    files = image_files(config, rows)
 
     segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]

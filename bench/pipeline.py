@@ -1,0 +1,120 @@
+"""Throughput of the shard jobs: one shard end to end, as a fraction of the bare model compute on the same images.
+
+One synthetic shard of 128 images at 224 px (4 species x 32), CPU, models of the size users run
+(``run_jobs.USER_SIZE``: ViT-S/16 trained here for one epoch, Phylo-NN at its default widths, SAM 2.1 hiera_t
+with random weights at 512 px). For each shard job (segment, explain, prompt_cam, codes):
+
+(a) end to end: the job's ``main`` (the code a rule runs) in this process, best of two after a warm-up: read,
+    decode, preprocess, compute, write Zarr and Parquet. Python start-up and imports are left out: they
+    are paid once per job, not per image.
+(b) bare compute: the same model calls on the same images, already decoded and preprocessed in memory.
+
+Ratio = (images/s of a) / (images/s of b) = time(b) / time(a). Goal: >= 0.8 for every job. One JSON line
+per job, then a last line with every ratio and the worst.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cam import best_time
+from run_jobs import ORDER, job_arguments, run_config
+from traitpipe.collection.synthetic import synthesize
+from traitpipe.jobs.common import image_files, load_pixels, load_support, read_rows
+from traitpipe.models.classes import explained_classes
+from traitpipe.models.transforms import to_batch
+
+SPECIES, PER_SPECIES, GOAL, REPEATS = 4, 32, 0.8, 2
+SHARD_JOBS = ("segment", "explain", "prompt_cam", "codes")
+
+
+def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray], references: dict):
+    """A function running ``job``'s model calls on ``pixels`` already in memory (models loaded before)."""
+    device = torch.device("cpu")
+    if job == "segment":
+        from traitpipe.segment.backends import load_segmenter
+        from traitpipe.segment.references import part_names
+
+        segmenter = load_segmenter(config["segment"], device)
+        names = part_names(config["segment"]["parts"], config["collection"]["root"])
+        files, work = image_files(config, rows), []
+        for species, group in rows.groupby("species", sort=True):
+            support, labels, image_file, _ = load_support(config, species, references, names)
+            work.append((support, labels, [pixels[i] for i in group.index if files[i] != image_file]))
+        return lambda: [segmenter.segment(support, labels, frames) for support, labels, frames in work]
+    if job == "codes":
+        from traitpipe.models.load import load_phylonn
+        from traitpipe.phylo.training import generate_codes
+
+        base, model, _ = load_phylonn(r / "phylonn.pt", r / "phylonn.json", config["phylo"], device)
+        images = to_batch(pixels, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3)
+        return lambda: generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device)
+    if job == "explain":
+        from traitpipe.explain.batch import explain_batch
+        from traitpipe.explain.cam import default_layers
+        from traitpipe.models.load import load_classifier
+
+        model, meta = load_classifier(r / "classifier.pt", r / "classifier.json", device)
+        settings = config["explain"]
+        size = settings["batch_size"]
+        targets = torch.from_numpy(explained_classes(rows["species"], meta["classes"], settings["target"]))
+        batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]), targets[s:s + size])
+                   for s in range(0, len(pixels), size)]
+        layers = default_layers(model)
+        return lambda: [explain_batch(model, batch, layers, method="gradcam", alphas=[None],
+                                      n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
+                                      target=target) for batch, target in batches]
+    from traitpipe.models.load import load_prompt_cam
+
+    model, meta = load_prompt_cam(r / "classifier.pt", r / "classifier.json", r / "prompt_cam.pt")
+    model.eval()
+    classes = json.loads((r / "prompt_cam.json").read_text())["classes"]
+    size = config["prompt_cam"]["batch_size"]
+    targets = torch.from_numpy(explained_classes(rows["species"], classes, config["explain"]["target"]))
+    batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]), targets[s:s + size])
+               for s in range(0, len(pixels), size)]
+
+    def run():
+        with torch.no_grad():
+            return [model.explain(batch, target) for batch, target in batches]
+    return run
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        collection = synthesize(folder / "collection", n_species=SPECIES, per_species=PER_SPECIES, size=224, seed=0)
+        config_file = run_config(folder, collection, user_size=True)
+        arguments = job_arguments(folder, collection)
+        for job in ORDER[:4]:  # ingest and the models the shard jobs use
+            import_module(f"traitpipe.jobs.{job}").main(arguments[job])
+        config = json.loads(config_file.read_text())
+        r = folder / "results"
+        rows = read_rows(str(r / "images.parquet"))
+        pixels, ok, _ = load_pixels(config, rows)
+        assert ok.all()
+        given = arguments["segment"]
+        references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
+        for job in SHARD_JOBS:
+            job_main = import_module(f"traitpipe.jobs.{job}").main
+            whole = best_time(lambda: job_main(arguments[job]), REPEATS)
+            bare = best_time(bare_compute(job, config, r, rows, pixels, references), REPEATS)
+            results[job] = {"job": job, "images": len(rows), "end_to_end_images_per_s": round(len(rows) / whole, 1),
+                            "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
+                            "goal": GOAL}
+            print(json.dumps(results[job]), flush=True)
+    ratios = {job: result["ratio"] for job, result in results.items()}
+    worst = min(ratios, key=ratios.get)
+    print(json.dumps({"ratio": ratios, "worst": worst, "worst_ratio": ratios[worst], "goal": GOAL,
+                      "met": ratios[worst] >= GOAL}))
+
+
+if __name__ == "__main__":
+    main()
