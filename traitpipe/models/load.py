@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from traitpipe.models.checkpoints import load_state_dict
-from traitpipe.models.classifier import build_classifier
 
 
 def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict, what: str):
@@ -36,6 +35,8 @@ def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict,
 def load_classifier(weights: str | Path, description: str | Path,
                     device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The run's classifier (``models/classifier.pt`` and its ``.json``) on ``device``, in eval mode, and its description."""
+    from traitpipe.models.classifier import build_classifier  # timm: 1.5 s of import the other steps skip
+
     meta = json.loads(Path(description).read_text())
     model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], source=weights)
     return model.to(device).eval(), meta
@@ -49,6 +50,7 @@ def load_prompt_cam(classifier_weights: str | Path, classifier_description: str 
     to load (the workflow's ``models/prompt_cam.pt`` or a released checkpoint); None: fresh prompts and head.
     """
     from traitpipe.explain.prompt_cam import PromptCAM, load_released
+    from traitpipe.models.classifier import build_classifier
 
     meta = json.loads(Path(classifier_description).read_text())
     backbone, _ = build_classifier(meta["arch"], len(meta["classes"]),
