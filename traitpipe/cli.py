@@ -46,7 +46,8 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     """Run the workflow on a config file with Snakemake.
 
     The config is validated once, when the workflow is parsed (a bad one stops the run there,
-    before any job, with exit status 2).
+    before any job, with exit status 2). Unless ``snakemake_args`` name a ``--logger``, the run prints one
+    line per finished step (:mod:`traitpipe.progress`) and a failed job's log.
 
     Parameters
     ----------
@@ -64,7 +65,12 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
         _fail(f"config file not found: {config_path}")
     if not SNAKEFILE.is_file():
         _fail(f"workflow not found at {SNAKEFILE}: this traitpipe install lacks its workflow; reinstall it (pip install .)")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", str(config_path)]
+    # Snakemake's command line, with traitpipe's logger plugin registered (traitpipe.progress)
+    command = [sys.executable, "-m", "traitpipe.progress", "--snakefile", str(SNAKEFILE), "--configfile",
+               str(config_path)]
+    if not _given(snakemake_args, "--logger"):
+        # one line per finished step and a progress bar; a failed job's log printed in full
+        command += ["--logger", "traitpipe", "--show-failed-logs"]
     if _given(snakemake_args, "--profile"):
         # Snakemake would merge the one-machine profile (workflow/profiles/default) over the user's, its
         # GPU count and latency-wait included: a named profile (the slurm one) is the whole setting.
