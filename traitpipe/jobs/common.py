@@ -47,12 +47,11 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
     failures : pandas.DataFrame
         ``failures`` columns for the others (without ``stage``).
     """
-    files = image_files(config, rows)
+    images = ImageInputs(config, rows)
     read, failed = {}, {}
-    for i in read_order(files):  # images stored in Parquet: each row group read once
+    for i in read_order(images.files):  # images stored in Parquet: each row group read once
         try:
-            read[i] = read_image(files[i], max_pixels=config["collection"]["max_pixels"],
-                                 expected_id=rows["image_id"].iloc[i])
+            read[i] = images.pixels(i)
         except ImageError as error:
             failed[i] = failure_rows(rows.iloc[[i]], str(error))
     ok = np.array([i in read for i in range(len(rows))], bool)
@@ -137,7 +136,7 @@ def split(images, labels, is_val: np.ndarray):
 
 class ImageInputs:
     """The images of some ``images`` rows as model inputs, a map-style dataset for a DataLoader: item ``i`` is
-    float32 (3, size, size).
+    float32 (3, size, size) (or the image as read, uint8 (H, W, 3), without a ``size``).
 
     Each image is read through the shared reader, checked to be the bytes ingest read (its ``image_id``),
     resized (bilinear, antialiased) and normalised, as :func:`traitpipe.models.transforms.to_batch`. A job
@@ -150,16 +149,16 @@ class ImageInputs:
         The run config: ``collection.root`` and ``collection.max_pixels`` are read.
     rows : pandas.DataFrame
         ``images`` rows (``path``, ``image_id``).
-    size : int
-        Side of the square model input.
-    mean, std : sequence of 3 floats
+    size : int or None
+        Side of the square model input (None: the images are only read, through :meth:`pixels`).
+    mean, std : sequence of 3 floats or None
         Per-channel normalisation in [0, 1] units.
     """
 
-    def __init__(self, config: dict, rows: pd.DataFrame, size: int, mean, std):
+    def __init__(self, config: dict, rows: pd.DataFrame, size: int | None = None, mean=None, std=None):
         self.files, self.ids = image_files(config, rows), rows["image_id"].tolist()
         self.max_pixels = config["collection"]["max_pixels"]
-        self.size, self.mean, self.std = size, list(mean), list(std)
+        self.size, self.mean, self.std = size, mean, std
 
     def __len__(self) -> int:
         return len(self.files)
@@ -169,6 +168,9 @@ class ImageInputs:
         return read_image(self.files[i], max_pixels=self.max_pixels, expected_id=self.ids[i])
 
     def __getitem__(self, i: int):
+        """Image ``i`` as a model input, float32 (3, size, size); as read (:meth:`pixels`) when ``size`` is None."""
+        if self.size is None:
+            return self.pixels(i)
         from traitpipe.models.transforms import to_batch
 
         return to_batch([self.pixels(i)], self.size, self.mean, self.std)[0]
@@ -210,7 +212,7 @@ def readable(inputs: ImageInputs, workers: int = 0) -> np.ndarray:
     return problems
 
 
-def readable_inputs(config: dict, rows: pd.DataFrame, size: int, mean, std):
+def readable_inputs(config: dict, rows: pd.DataFrame, size: int | None = None, mean=None, std=None):
     """The readable ``images`` rows (re-indexed), their :class:`ImageInputs` and the ``failures`` rows of the
     others (every image read once here, in ``loader.workers`` processes)."""
     problems = readable(ImageInputs(config, rows, size, mean, std), config["loader"]["workers"])

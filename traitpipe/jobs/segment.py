@@ -9,11 +9,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import failure_rows, image_files, load_pixels, load_support, read_rows
+from traitpipe.jobs.common import failure_rows, load_support, read_rows, readable_inputs
 from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
+from traitpipe.segment.sst import Subset
 from traitpipe.store.maps import map_writer, ome_label_attrs
 
 
@@ -30,10 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = config["segment"]
     step.checkpoint("segment")  # its sha256, when the config gives one, before any image or SAM 2 is loaded
     names = part_names(settings["parts"], config["collection"]["root"])
-    rows = read_rows(args.images)
-    pixels, ok, failures = load_pixels(config, rows)
-    rows = rows[ok].reset_index(drop=True)
-    files = image_files(config, rows)
+    # the readable images, found in loader.workers processes; SAM 2 reads each frame again when it tracks it
+    rows, images, failures = readable_inputs(config, read_rows(args.images))
+    files = images.files
 
     segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             failed.append(failure_rows(rows.loc[index], str(error)))
             continue
         queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
-        maps, chunk_of = segmenter.segment(support, support_labels, [pixels[i] for i in queries])
+        maps, chunk_of = segmenter.segment(support, support_labels, Subset(images, queries))
         for i in index:
             frame = 1 + queries.index(i) if i in queries else 0
             labels = maps[frame]
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             for i in queries:
                 retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
                                        "part": parts[part_id], "round_trip_iou": segmenter.round_trip_iou(
-                                           support, pixels[i], support_labels, part_id)})
+                                           support, images.pixels(i), support_labels, part_id)})
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)

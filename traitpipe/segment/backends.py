@@ -88,6 +88,7 @@ class SAM2Video:
         support_labels : numpy.ndarray, uint8, (H_0, W_0)
             0 = background, 1..K = parts.
         queries : sequence of numpy.ndarray, uint8, each (H_i, W_i, 3)
+            Any indexable: each query is read when SAM 2 tracks it.
 
         Returns
         -------
@@ -96,9 +97,9 @@ class SAM2Video:
         chunk_of : list of int
             The pseudo-video (``segment.chunk_size``) each frame was tracked in.
         """
-        from traitpipe.segment.sst import propagate
+        from traitpipe.segment.sst import Video, propagate
 
-        return propagate(self.predictor, [support, *queries], support_labels, chunk_size=self.chunk_size,
+        return propagate(self.predictor, Video(support, queries), support_labels, chunk_size=self.chunk_size,
                          with_chunks=True, precision=self.precision)
 
     def round_trip_iou(self, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int) -> float:

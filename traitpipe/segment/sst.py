@@ -174,6 +174,26 @@ class LazyFrames(Sequence):
         return preprocess(frame, self.image_size)
 
 
+class Video(Sequence):
+    """A species' pseudo-video: the support image, then the queries, each read only when SAM 2 asks for it.
+
+    Examples
+    --------
+    >>> video = Video("support", ["first", "second"])
+    >>> len(video), video[0], video[2]
+    (3, 'support', 'second')
+    """
+
+    def __init__(self, support: np.ndarray, queries: Sequence[np.ndarray]):
+        self.support, self.queries = support, queries
+
+    def __len__(self) -> int:
+        return 1 + len(self.queries)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.support if index == 0 else self.queries[index - 1]
+
+
 class Subset(Sequence):
     """Some frames of a sequence, by index, without reading them."""
 
