@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from traitpipe.config import validate_config
-from traitpipe.store import (map_path, map_writer, open_maps, provenance, read_provenance, read_table, table_path,
+from traitpipe.store import (background_writes, map_path, map_writer, open_maps, provenance, read_provenance, read_table, table_path,
                              write_maps, write_table)
 
 CONFIG = validate_config({"collection": {"root": "c", "manifest": "m.csv"}, "run_id": "test"})
@@ -104,6 +104,21 @@ def test_interrupted_zarr_write_keeps_the_finished_store(tmp_path):
             raise RuntimeError("killed half way")
     assert open_maps(path)["labels"][:].tolist() == np.ones((1, 4, 4)).tolist()
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_background_writes_land_in_order_and_a_failed_one_keeps_the_old_store(tmp_path):
+    path = map_path(tmp_path, "cam", "00000")
+    batches = [np.random.default_rng(i).random((3, 2, 2)).astype(np.float32) for i in range(5)]
+    with map_writer(path, list("abcdefghijklmno"), {"cam": ((2, 2), "float32", ("y", "x"))}, {}) as group:
+        with background_writes(group, depth=2) as write:
+            for i, batch in enumerate(batches):  # more batches than the queue holds
+                write("cam", 3 * i, batch)
+    assert np.array_equal(open_maps(path)["cam"][:], np.concatenate(batches))
+    with pytest.raises(ValueError, match="could not convert"):  # fails in the writer thread, raised in the job
+        with map_writer(path, ["a", "b"], {"cam": ((2, 2), "float32", ("y", "x"))}, {}) as group:
+            with background_writes(group) as write:
+                write("cam", 0, np.full((2, 2, 2), "x"))
+    assert np.array_equal(open_maps(path)["cam"][:], np.concatenate(batches))  # the finished store stays whole
 
 
 def test_a_full_disk_ends_a_job_with_a_clear_message_and_no_partial_output(collection_copy, tmp_path, monkeypatch,

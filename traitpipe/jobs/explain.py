@@ -19,7 +19,7 @@ from traitpipe.models.load import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.batches import Batches
-from traitpipe.store.maps import map_writer
+from traitpipe.store.maps import background_writes, map_writer
 
 def method_spec(config: dict, name: str, section: str = "explain") -> dict:
     """The ``<section>.methods`` entry called ``name`` (section ``explain`` or ``clip``)."""
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []
     with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
+                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group, \
+            background_writes(group) as write:  # the write overlaps the next batch
         for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
                                  total=math.ceil(len(rows) / batch_size), desc=product, unit="batch", file=sys.stderr):
             start = int(index[0])
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
                                     n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
                                     target=target)
-            group["cam"][start:start + len(batch)] = out.raw.cpu().numpy().astype(np.float16)
+            write("cam", start, out.raw.cpu().numpy().astype(np.float16))
             records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
                                 settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0, prompts)
     step.write("cams", records, args.cams)

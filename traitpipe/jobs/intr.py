@@ -18,7 +18,7 @@ from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.load import load_intr_model
 from traitpipe.models.batches import Batches
-from traitpipe.store.maps import map_writer
+from traitpipe.store.maps import background_writes, map_writer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
                      "to input_size"}
     records, batch_size = [], settings["batch_size"]
     with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((model.num_heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
+                    {"cam": ((model.num_heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group, \
+            background_writes(group) as write:  # the write overlaps the next batch
         for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
                                  total=math.ceil(len(rows) / batch_size), desc="intr", unit="batch", file=sys.stderr):
             start, batch = int(index[0]), to_device(batch, device)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 similar = similar_classes(logits, target, 1)[:, 0]
                 drop = confidence_drop(model, batch, chosen.mean(1), target, similar,
                                        probabilities=logits.softmax(1), fraction=fraction)
-            group["cam"][start:start + len(batch)] = chosen.cpu().numpy().astype(np.float16)
+            write("cam", start, chosen.cpu().numpy().astype(np.float16))
             values = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}
             for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
                 t, p, d = int(target[i]), int(predicted[i]), int(similar[i])

@@ -18,7 +18,7 @@ from traitpipe.models.load import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.models.batches import Batches
-from traitpipe.store.maps import map_writer
+from traitpipe.store.maps import background_writes, map_writer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
                      "the map covers the whole image resized to input_size"}
     records, batch_size = [], config["prompt_cam"]["batch_size"]
     with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
+                    {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group, \
+            background_writes(group) as write:  # the write overlaps the next batch
         for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
                                  total=math.ceil(len(rows) / batch_size), desc="promptcam", unit="batch",
                                  file=sys.stderr):
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
                 target, maps, ranking, probability = model.explain(  # one pass through the backbone
                     batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))
-            group["cam"][start:start + len(batch)] = maps.float().cpu().numpy().astype(np.float16)
+            write("cam", start, maps.float().cpu().numpy().astype(np.float16))
             for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
                 for rank in range(heads):
                     records.append({"image_id": image_id, "class": int(target[i]), "species": classes[int(target[i])],

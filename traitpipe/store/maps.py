@@ -7,8 +7,10 @@ written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,55 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
                                compressors=_compressor(), dimension_names=(index, *dims),
                                fill_value=0)
         yield group
+
+
+@contextlib.contextmanager
+def background_writes(group: zarr.Group, depth: int = 4):
+    """Write a map store's arrays in a background thread while the caller computes its next batch.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A store from :func:`map_writer`.
+    depth : int
+        Most writes queued at once: a write waits for the oldest beyond that, so at most ``depth`` batches
+        are held.
+
+    Yields
+    ------
+    callable
+        ``write(name, start, values)`` queues ``group[name][start:start + len(values)] = values``
+        (``values``: numpy.ndarray (B, ...), not changed by the caller afterwards).
+
+    Every write is done when the block ends, and the first failed one raises there (or at a later
+    ``write``). When the block raises, queued writes are dropped: :func:`map_writer` then discards the store.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with map_writer(f"{folder}/m.zarr", ["a", "b"], {"cam": ((2,), "float32", ("x",))}, {}) as group:
+    ...         with background_writes(group) as write:
+    ...             write("cam", 0, np.ones((2, 2), np.float32))
+    ...     open_maps(f"{folder}/m.zarr")["cam"][:].sum()
+    np.float32(4.0)
+    """
+    arrays = {name: group[name] for name in group.array_keys()}
+    pending: collections.deque[Future] = collections.deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="map-writes") as pool:
+        def write(name: str, start: int, values: np.ndarray) -> None:
+            while len(pending) >= depth:
+                pending.popleft().result()
+            pending.append(pool.submit(arrays[name].__setitem__, slice(start, start + len(values)), values))
+
+        try:
+            yield write
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        while pending:
+            pending.popleft().result()
 
 
 def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, tuple[np.ndarray, tuple[str, ...]]],
