@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/traitpipe demo
 
+# Two test processes (pytest-xdist): a workflow test's serial stretches (Snakemake's start, one training job)
+# leave a core idle that the other process uses.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The workflow through the slurm profile on a real one-node SLURM started here (installs slurm-wlm and
 # munge with apt-get: root, or sudo). Not part of `make test`.
