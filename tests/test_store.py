@@ -77,6 +77,17 @@ def test_zarr_maps_round_trip(tmp_path):
     assert group.metadata.zarr_format == 3 and group.attrs["provenance"]["run_id"] == "test"
 
 
+def test_a_map_store_keeps_its_images_chunks_a_few_files(tmp_path, monkeypatch):
+    from traitpipe.store import maps as store
+
+    monkeypatch.setattr(store, "IMAGES_PER_FILE", 4)
+    data = np.random.default_rng(0).random((10, 8, 8)).astype(np.float16)
+    path = write_maps(tmp_path / "m.zarr", list("abcdefghij"), {"cam": (data, ("y", "x"))}, {})
+    assert sorted(p.name for p in (path / "cam" / "c").iterdir()) == ["0", "1", "2"]  # 4 + 4 + 2 images
+    cam = open_maps(path)["cam"]
+    assert cam.chunks == (1, 8, 8) and cam.shards == (4, 8, 8) and np.array_equal(cam[3:6], data[3:6])
+
+
 def test_a_write_clears_what_a_killed_writer_of_the_same_output_left(tmp_path):
     from traitpipe.store.atomic import atomic_path
 

@@ -1,4 +1,6 @@
-"""Zarr v3 map stores: one store per product and shard, one chunk per image.
+"""Zarr v3 map stores: one store per product and shard, one chunk per image, up to
+:data:`IMAGES_PER_FILE` chunks to a file (Zarr v3's sharding codec: a million images are thousands of
+files, not millions).
 
 Every array's first dimension is ``image``; the ``image_id`` array says which
 image each index holds; provenance sits in the group attributes. A store is
@@ -20,6 +22,8 @@ from zarr.codecs import BloscCodec
 from traitpipe.store.atomic import atomic_path
 
 #: name -> (shape of one image's array, dtype, dimension names after "image")
+#: Most images' chunks in one file of an array (a Zarr v3 shard).
+IMAGES_PER_FILE = 512
 ArraySpec = tuple[tuple[int, ...], str, tuple[str, ...]]
 
 
@@ -45,7 +49,8 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
         The images, in index order.
     arrays : mapping
         ``name -> (shape, dtype, dims)``: each array gets shape ``(N, *shape)``,
-        chunks ``(1, *shape)``, blosc-zstd, dimension names ``("image", *dims)``.
+        chunks ``(1, *shape)`` stored :data:`IMAGES_PER_FILE` to a file, blosc-zstd, dimension names
+        ``("image", *dims)``.
     attrs : dict
         Group attributes (JSON-serialisable), e.g. ``{"provenance": ...}``.
     index : str
@@ -69,6 +74,7 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
             if len(dims) != len(shape):
                 raise ValueError(f"array {name!r}: {len(shape)} dimensions but names {dims}")
             group.create_array(name, shape=(n, *shape), dtype=dtype, chunks=(1, *shape),
+                               shards=(min(max(n, 1), IMAGES_PER_FILE), *shape),
                                compressors=_compressor(), dimension_names=(index, *dims),
                                fill_value=0)
         yield group
