@@ -28,9 +28,10 @@ demo: $(STAMP)
 	$(VENV)/bin/traitpipe demo
 
 # Two test processes (pytest-xdist): a workflow test's serial stretches (Snakemake's start, one training job)
-# leave a core idle that the other process uses.
+# leave a core idle that the other process uses. worksteal: the slow workflow tests, last in the order, are
+# shared out as well.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 # The workflow through the slurm profile on a real one-node SLURM started here (installs slurm-wlm and
 # munge with apt-get: root, or sudo). Not part of `make test`.
