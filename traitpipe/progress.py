@@ -27,9 +27,9 @@ from snakemake_interface_logger_plugins.common import LogEvent
 
 #: The plugin's name for ``snakemake --logger``.
 NAME = "traitpipe"
-#: The events a run's progress lines stand in for: a job's start (its rule dump), its shell command,
-#: its end, the scheduler's rounds, the "n of m steps done" count.
-REPLACED = {LogEvent.JOB_INFO, LogEvent.JOB_STARTED, LogEvent.JOB_FINISHED, LogEvent.SHELLCMD, LogEvent.PROGRESS}
+#: The events a run's progress lines stand in for: a job's or a group's start (its rule dump), its end, the
+#: scheduler's rounds, the "n of m steps done" count. Shell commands print with ``--printshellcmds``.
+REPLACED = {LogEvent.JOB_INFO, LogEvent.GROUP_INFO, LogEvent.JOB_STARTED, LogEvent.JOB_FINISHED, LogEvent.PROGRESS}
 #: The scheduler's message at each round of job selection (logged without an event).
 ROUND_MESSAGE = "Select jobs to execute..."
 
@@ -113,21 +113,25 @@ class LogHandler(LogHandlerBase):
 
     def emit(self, record: LogRecord) -> None:
         try:
+            event = getattr(record, "event", None)
+            if event == LogEvent.JOB_INFO:  # noted even when --quiet rules hides it
+                self.running[record.jobid] = (step_name(record.rule_name, record.wildcards), time.monotonic())
+            elif event == LogEvent.JOB_FINISHED:
+                self.finished.append(record.job_id)
             if not self.snakemake_filter.filter(record):
                 return
-            event = getattr(record, "event", None)
             if self.everything or (event not in REPLACED and record.msg != ROUND_MESSAGE):
                 text = self.format(record)
                 if text and text != "None":
                     self._write(text)
-            elif event == LogEvent.JOB_INFO:
-                self.running[record.jobid] = (step_name(record.rule_name, record.wildcards), time.monotonic())
-            elif event == LogEvent.JOB_FINISHED:
-                self.finished.append(record.job_id)
-            elif event == LogEvent.PROGRESS and self.finished:
-                step, started = self.running.pop(self.finished.pop(0), ("a step", None))
-                seconds = None if started is None else time.monotonic() - started
-                self._write(progress_line(record.done, record.total, step, seconds))
+            elif event == LogEvent.PROGRESS:
+                # a group job ends as one count of all its jobs: a line for each
+                first = record.done - len(self.finished) + 1
+                for done, job in enumerate(self.finished, start=first):
+                    step, started = self.running.pop(job, ("a step", None))
+                    seconds = None if started is None else time.monotonic() - started
+                    self._write(progress_line(done, record.total, step, seconds))
+                self.finished.clear()
         except Exception:
             self.handleError(record)
 
