@@ -96,3 +96,43 @@ def test_training_inputs_stream_from_the_files_and_leave_out_changed_ones(collec
     expected = to_batch(pixels, 32, [0.5] * 3, [0.25] * 3)
     streamed = torch.cat([batch for _, batch in Batches(images, 8, workers=2)()])
     assert streamed.dtype == torch.float32 and torch.equal(streamed, expected)
+
+
+def test_an_image_that_breaks_while_sam2_tracks_it_fails_its_species_alone(collection_copy, tmp_path, monkeypatch):
+    from traitpipe.collection.images import ImageError
+    from traitpipe.collection.manifest import load_manifest
+    from traitpipe.jobs import segment
+    from traitpipe.jobs.common import ImageInputs
+    from traitpipe.segment.references import find_references
+    from traitpipe.store.tables import table_path
+
+    config = load_config(write_config(tmp_path, collection_copy, shard_size=100))
+    (tmp_path / "run.json").write_text(canonical_json(config))
+    tables = ingest_shards(tmp_path / "run.json", tmp_path / "results")
+    references = find_references(load_manifest(config), None, config["collection"]["root"])
+    rows = read_table(tmp_path / "results", "images").sort_values(["species", "image_id"])
+    species = sorted(references)[1]
+    queries = rows[(rows["species"] == species)
+                   & (rows["path"].map(lambda p: str(collection_copy / p)) != str(references[species][0]))]
+    victim = queries.iloc[-1]  # a query, not the reference (frame 0)
+    reads = {"n": 0}
+    read = ImageInputs.pixels
+
+    def breaks_on_its_second_read(self, i):  # the check before tracking reads it whole; SAM 2's read fails
+        if self.ids[i] == victim.image_id:
+            reads["n"] += 1
+            if reads["n"] > 1:
+                raise ImageError("changed since ingest (test)")
+        return read(self, i)
+
+    monkeypatch.setattr(ImageInputs, "pixels", breaks_on_its_second_read)
+    out = tmp_path / "out"
+    segment.main(["--config", str(tmp_path / "run.json"), "--images", *tables, "--maps", str(out / "maps.zarr"),
+                  "--parts", str(table_path(out, "parts", "0")), "--failures", str(table_path(out, "failures", "0", "segment"))]
+                 + [a for name, (image, mask) in references.items() for a in ("--reference", name, image, mask)])
+    failures = read_table(out, "failures")
+    assert reads["n"] == 2 and set(failures["image_id"]) == set(rows.loc[rows["species"] == victim.species,
+                                                                          "image_id"])
+    assert failures["reason"].str.contains("changed since ingest \\(test\\)").all()
+    parts = read_table(out, "parts")
+    assert set(parts["species"]) == set(references) - {victim.species} and parts["image_id"].nunique() == 15

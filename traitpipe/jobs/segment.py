@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
             failed.append(failure_rows(rows.loc[index], str(error)))
             continue
         queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
-        maps, chunk_of = segmenter.segment(support, support_labels, Subset(images, queries))
+        try:
+            maps, chunk_of = segmenter.segment(support, support_labels, Subset(images, queries))
+        except ImageError as error:  # an image broke or changed since it was checked: its species fails alone
+            failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
+            continue
         for i in index:
             frame = 1 + queries.index(i) if i in queries else 0
             labels = maps[frame]
@@ -68,9 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         if retrieval_part is not None:
             part_id = _part_id(retrieval_part, parts)
             for i in queries:
+                try:
+                    query = images.pixels(i)
+                except ImageError as error:  # broke or changed since it was tracked
+                    failed.append(failure_rows(rows.loc[[i]], f"round trip: {error}"))
+                    continue
                 retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
                                        "part": parts[part_id], "round_trip_iou": segmenter.round_trip_iou(
-                                           support, images.pixels(i), support_labels, part_id)})
+                                           support, query, support_labels, part_id)})
 
     done = frame_index >= 0
     sizes = rows[["height", "width"]].to_numpy(np.int32)

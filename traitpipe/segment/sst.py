@@ -191,6 +191,7 @@ class Video(Sequence):
         return 1 + len(self.queries)
 
     def __getitem__(self, index: int) -> np.ndarray:
+        index = index + len(self) if index < 0 else index
         return self.support if index == 0 else self.queries[index - 1]
 
 
