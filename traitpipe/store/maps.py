@@ -125,8 +125,12 @@ def background_writes(group: zarr.Group, depth: int = 4):
             for future in pending:
                 future.cancel()
             raise
-        while pending:
-            pending.popleft().result()
+        try:
+            while pending:
+                pending.popleft().result()
+        finally:  # after a failed write, drop those still queued
+            for future in pending:
+                future.cancel()
 
 
 def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, tuple[np.ndarray, tuple[str, ...]]],
