@@ -4,7 +4,8 @@ Two synthetic collections, 4 species at 224 px: 1x = 32 specimens per species (1
 images); one shard each (shard_size above the collection), so a shard job sees 8x the images too. Same tiny
 models, same settings (``run_jobs.py``). Each job (the workflow's own ``traitpipe job ...``) runs in a fresh
 process; its peak resident memory (``ru_maxrss``) is read after it ends, and the largest DataLoader worker's
-beside it. The SST segment job is left out: it still reads its shard's frames first (docs/scaling.md).
+beside it. The SST segment job holds one species' label maps at a time (each image's own size, uint8); SAM 2
+reads the frames as it tracks them.
 
 Before the training steps streamed, 1,024 images at 224 px were a 616 MB float tensor in the job.
 
@@ -42,11 +43,11 @@ def peak(job: str, arguments: list[str], folder: Path) -> dict[str, float]:
 
 
 def measure(folder: Path, per_species: int) -> dict[str, dict[str, float]]:
-    """Peak memory of every job but SST's on a collection of ``per_species`` specimens per species."""
+    """Peak memory of every job on a collection of ``per_species`` specimens per species."""
     collection = synthesize(folder / "collection", n_species=SPECIES, per_species=per_species, size=SIZE, seed=0)
     run_config(folder, collection)
     arguments = job_arguments(folder, collection)
-    return {job: peak(job, arguments[job], folder) for job in ORDER if job != "segment"}
+    return {job: peak(job, arguments[job], folder) for job in ORDER}
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Throughput of the shard jobs: one shard end to end, as a fraction of the bare model compute on the same images.
 
-One synthetic shard of 128 images at 224 px (4 species x 32), CPU, models of the size users run
+One synthetic shard of 128 images at 224 px (4 species x 32; ``--per-species`` sets the 32), CPU, models of the size users run
 (``run_jobs.USER_SIZE``: ViT-S/16 trained here for one epoch, Phylo-NN at its default widths, SAM 2.1 hiera_t
 with random weights at 512 px). For each shard job (segment, explain, prompt_cam, codes):
 
@@ -15,6 +15,7 @@ per job, then a last line with every ratio and the worst.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from importlib import import_module
@@ -87,10 +88,18 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-species", type=int, default=PER_SPECIES,
+                        help=f"images per species (default {PER_SPECIES}); fewer when a CPU cannot run SAM 2 "
+                             "at 512 px on 128 frames six times")
+    parser.add_argument("--jobs", nargs="+", choices=SHARD_JOBS, default=list(SHARD_JOBS),
+                        help="the shard jobs to time (default: all)")
+    options = parser.parse_args()
+    per_species = options.per_species
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        collection = synthesize(folder / "collection", n_species=SPECIES, per_species=PER_SPECIES, size=224, seed=0)
+        collection = synthesize(folder / "collection", n_species=SPECIES, per_species=per_species, size=224, seed=0)
         config_file = run_config(folder, collection, user_size=True)
         arguments = job_arguments(folder, collection)
         for job in ORDER[:4]:  # ingest and the models the shard jobs use
@@ -102,7 +111,7 @@ def main() -> None:
         assert ok.all()
         given = arguments["segment"]
         references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
-        for job in SHARD_JOBS:
+        for job in options.jobs:
             job_main = import_module(f"traitpipe.jobs.{job}").main
             whole = best_time(lambda: job_main(arguments[job]), REPEATS)
             bare = best_time(bare_compute(job, config, r, rows, pixels, references), REPEATS)
