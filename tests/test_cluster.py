@@ -29,7 +29,8 @@ def test_the_workflow_through_slurm_gives_the_local_run_tables(small_collection,
     # A job's threads set the order of its floating-point sums, and so their last bits: the local run gives each
     # model job what it gets under SLURM, the profile's 8 threads capped at the node's CPUs.
     threads = min(8, os.cpu_count())
-    done = traitpipe("run", "--config", str(config), "--", "--cores", str(threads), cwd=tmp_path)
+    done = traitpipe("run", "--config", str(config), "--", "--cores", str(threads), "--max-threads", str(threads),
+                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     local = results.rename(tmp_path / "local")
 

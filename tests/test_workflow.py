@@ -22,12 +22,12 @@ from test_progress import progress_lines
 
 #: Snakemake arguments of the tests' runs: one thread per job, so the 2-core test machine runs two jobs at once
 #: (a tiny job is mostly Python start-up; a run of the small collection takes 72 s instead of 114 s). Not with
-#: a named profile: its threads are what such a test checks.
+#: a named profile or threads named by the test: those threads are what such a test checks.
 ONE_THREAD = ["--max-threads", "1"]
 
 
 def traitpipe(*args, cwd):
-    if args[0] == "run" and "--profile" not in args:
+    if args[0] == "run" and "--profile" not in args and "--max-threads" not in args:
         args = (*args, *([] if "--" in args else ["--"]), *ONE_THREAD)
     return subprocess.run([sys.executable, "-m", "traitpipe", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
