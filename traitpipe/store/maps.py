@@ -21,9 +21,9 @@ from zarr.codecs import BloscCodec
 
 from traitpipe.store.atomic import atomic_path
 
-#: name -> (shape of one image's array, dtype, dimension names after "image")
 #: Most images' chunks in one file of an array (a Zarr v3 shard).
 IMAGES_PER_FILE = 512
+#: name -> (shape of one image's array, dtype, dimension names after "image")
 ArraySpec = tuple[tuple[int, ...], str, tuple[str, ...]]
 
 
