@@ -85,7 +85,8 @@ def test_slurm_profile_asks_for_gpus_on_exactly_the_gpu_rules(tmp_path):
     synthesize(tmp_path / DEMO_COLLECTION, **DEMO_PARAMS)
     profile = SNAKEFILE.parent / "profiles" / "slurm"
     done = traitpipe("run", "--config", str(DEMO_CONFIG), "--", "-n", "-p", "--profile", str(profile),
-                     "--slurm-no-account", "--slurm-status-command", "squeue", cwd=tmp_path)
+                     "--slurm-no-account", "--slurm-status-command", "squeue", "--config", "device=auto",
+                     cwd=tmp_path)  # the demo's device: cpu would ask for no GPU
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "workflow specific profile" not in output  # the one-machine profile is not merged over it
@@ -108,6 +109,20 @@ def test_slurm_profile_asks_for_gpus_on_exactly_the_gpu_rules(tmp_path):
     for rule, values in settings["set-resources"].items():  # a retried job gets more memory and time
         for key in ("mem_mb", "runtime"):
             assert eval(values[key], {"attempt": 2}) == 2 * eval(values[key], {"attempt": 1}), (rule, key)
+
+
+def test_config_threads_sets_each_model_jobs_threads(small_collection, tmp_path):
+    """By default each model job gets every core of the run (one at a time, feeding a GPU); threads.default: 1
+    one core each, so that a CPU-only machine runs as many side by side as it has cores; threads.<step> one step."""
+    for threads, expected in (({}, {}), ({"default": 1, "segment": None, "codes": 2}, {"segment": 4, "codes": 2})):
+        config = write_config(tmp_path, small_collection, threads=threads)
+        done = traitpipe("run", "--config", str(config), "--", "-n", "-p", "--cores", "4", "--max-threads", "4",
+                         cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        jobs = dict(re.findall(r"traitpipe job (\w+) .*?--threads (\d+)", done.stdout + done.stderr))
+        assert {"classifier", "explain", "segment", "phylo_train", "codes"} <= set(jobs)
+        default = threads.get("default") or 4
+        assert {job: int(n) for job, n in jobs.items()} == {job: expected.get(job, default) for job in jobs}, threads
 
 
 def test_run_then_query(collection_copy, tmp_path):

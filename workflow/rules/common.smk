@@ -47,6 +47,14 @@ RUN_CONFIG = str(run_config_path(RESULTS))
 GPU = 0 if CFG["device"] == "cpu" else 1
 
 
+def job_threads(rule):
+    """Threads of a model job (and summarize): config threads.<rule> when given, else threads.default; null is
+    every core of the run, so that such jobs run one at a time and feed a GPU. On a CPU-only machine 1 runs as
+    many side by side as there are cores. The slurm profile's set-threads replaces this."""
+    threads = CFG["threads"]
+    return threads.get(rule, threads["default"]) or workflow.cores
+
+
 onstart:
     write_run_config(RUN_CONFIG, CFG)
     for shard, rows in SHARD_ROWS.items():

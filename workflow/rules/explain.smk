@@ -19,7 +19,7 @@ rule classifier:
         f"{BENCHMARKS}/classifier.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("classifier")
     shell:
         "traitpipe job classifier --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q}"
@@ -47,7 +47,7 @@ rule explain:
         f"{BENCHMARKS}/explain/{{method}}-{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("explain")
     shell:
         "traitpipe job explain --config {params.run_config:q} --method {wildcards.method:q} --threads {threads}"
         " --images {input.images:q} --weights {input.weights:q} --description {input.description:q}"
@@ -77,7 +77,7 @@ rule prompt_cam_train:
         f"{BENCHMARKS}/prompt_cam_train.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("prompt_cam_train")
     shell:
         "traitpipe job prompt_cam_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --classifier {input.classifier:q} --classifier-description {input.classifier_description:q}"
@@ -108,7 +108,7 @@ rule prompt_cam:
         f"{BENCHMARKS}/explain/promptcam-{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("prompt_cam")
     shell:
         "traitpipe job prompt_cam --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q} --classifier {input.classifier:q}"
@@ -137,7 +137,7 @@ rule intr_train:
         f"{BENCHMARKS}/intr_train.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("intr_train")
     shell:
         "traitpipe job intr_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q}"
@@ -165,7 +165,7 @@ rule intr:
         f"{BENCHMARKS}/explain/intr-{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("intr")
     shell:
         "traitpipe job intr --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q}"
@@ -197,7 +197,7 @@ rule clip_model:
         f"{BENCHMARKS}/clip_model.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("clip_model")
     shell:
         "traitpipe job clip_model --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.files} --weights {output.weights:q} --description {output.description:q}"
@@ -225,7 +225,7 @@ rule clip:
         f"{BENCHMARKS}/explain/clip-{{prompts}}-{{clip_method}}-{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("clip")
     shell:
         "traitpipe job explain --config {params.run_config:q} --method {wildcards.clip_method:q}"
         " --prompts {wildcards.prompts:q} --threads {threads} --images {input.images:q} --weights {input.weights:q}"

@@ -20,7 +20,7 @@ rule phylo_train:
         f"{BENCHMARKS}/phylo_train.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("phylo_train")
     shell:
         "traitpipe job phylo_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.phylogeny} --weights {output.weights:q} --description {output.description:q}"
@@ -46,7 +46,7 @@ rule codes:
         f"{BENCHMARKS}/codes/{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("codes")
     shell:
         "traitpipe job codes --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {input.weights:q} --description {input.description:q}"

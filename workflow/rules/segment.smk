@@ -17,7 +17,7 @@ rule sam2_train:
         f"{BENCHMARKS}/sam2_train.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("sam2_train")
     shell:
         "traitpipe job sam2_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q} > {log:q} 2>&1"
@@ -51,7 +51,7 @@ rule sst_finetune:
         f"{BENCHMARKS}/sst_finetune.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("sst_finetune")
     shell:
         "traitpipe job sst_finetune --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.references} {params.trained} {params.trained_description} --weights {output.weights:q}"
@@ -87,7 +87,7 @@ rule segment:
         f"{BENCHMARKS}/segment/{{shard}}.tsv"
     resources:
         gpu=GPU,
-    threads: workflow.cores
+    threads: job_threads("segment")
     shell:
         "traitpipe job segment --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " {params.references} --maps {params.maps:q} --parts {output.parts:q}"

@@ -72,7 +72,7 @@ rule summarize:
         f"{LOGS}/summarize/{{mapped}}.log",
     benchmark:
         f"{BENCHMARKS}/summarize/{{mapped}}.tsv"
-    threads: workflow.cores
+    threads: job_threads("summarize")
     shell:
         "traitpipe job summarize --config {params.run_config:q} --images {input.images:q} --maps {params.maps:q}"
         " --labels {params.labels:q} --cam-parts {input.cam_parts:q} --heads {input.heads:q}"
