@@ -123,6 +123,8 @@ def test_maps_land_where_the_labels_were_placed():
 
 
 def test_species_means_on_a_distributed_cluster_equal_numpy(tmp_path):
+    """summarize.scheduler: the species means of maps read lazily from a map store (as the summarize job reads
+    every shard's) computed by a dask worker in another process equal numpy's."""
     import dask.array as da
     from distributed import LocalCluster
 
@@ -135,10 +137,12 @@ def test_species_means_on_a_distributed_cluster_equal_numpy(tmp_path):
     sizes = np.full((6, 2), 16)
     order = np.tile([1, 0], (6, 1))  # position 0 holds map 1
     species = ["a", "b", "a", "b", "b", "a"]
-    lazy = canvas_maps(da.from_array(raw, chunks=(1, 2, 3, 3)), transforms, sizes, order, 8)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    store = write_maps(tmp_path / "cam.zarr", [f"i{k}" for k in range(6)], {"cam": (raw, ("alpha", "y", "x"))}, {})
+    lazy = canvas_maps(da.from_zarr(open_maps(store)["cam"]), transforms, sizes, order, 8)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with scheduler(cluster.scheduler_address):
             names, means, counts = species_means(lazy, species)
+        assert any(prefix.startswith("from-zarr") for prefix in cluster.scheduler.task_prefixes)  # read there
     expected = []
     for name in ("a", "b"):
         maps = [place_maps(raw[i][[1, 0]], transforms[i], sizes[i], 8) for i in range(6) if species[i] == name]
