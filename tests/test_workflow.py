@@ -409,22 +409,6 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     assert json.loads(done.stdout) == [{"n": 12, "scored": 12, "part": "left_forewing"}]
 
 
-def test_demo_phylo_codes_follow_the_tree_better_than_the_rest(tmp_path):
-    """Phylo-NN as the demo trains it: phylo codes' species distances track the tree more than non-phylo ones."""
-    synthesize(tmp_path / DEMO_COLLECTION, **DEMO_PARAMS)
-    settings = yaml.safe_load(DEMO_CONFIG.read_text())
-    settings["segment"]["enabled"] = settings["explain"]["enabled"] = False
-    settings["classifier"]["train"]["epochs"] = 1
-    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(settings))
-    done = traitpipe("run", "--config", "demo.yaml", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    done = traitpipe("query", "--format", "json", "select metric, subset, level, value from evaluation "
-                     "where metric like 'spearman_%_codes_vs_tree' order by metric, level", cwd=tmp_path)
-    rows = {(r["metric"].split("_")[1], r["level"]): r["value"] for r in json.loads(done.stdout)}
-    assert {r["subset"] for r in json.loads(done.stdout)} == {"held_out"}
-    assert rows[("phylo", "3")] > rows[("nonphylo", "3")] and rows[("phylo", "3")] > 0.5, rows
-
-
 def _dry_run_jobs(config, cwd, *snakemake_args):
     """(rule, shard, method) of every job a dry run would run (None where a rule has no such wildcard; the
     method is also the map product of the trait rules)."""

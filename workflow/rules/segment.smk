@@ -18,6 +18,9 @@ rule sam2_train:
     resources:
         gpu=GPU,
     threads: job_threads("sam2_train")
+    # The longest step, and the segmentation path waits on it: started before the other training steps, or the
+    # one-thread jobs of a CPU run (config threads) would keep two cores from ever being free for it.
+    priority: 1
     shell:
         "traitpipe job sam2_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
         " --weights {output.weights:q} --description {output.description:q} > {log:q} 2>&1"
