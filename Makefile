@@ -27,11 +27,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/traitpipe demo
 
-# Two test processes (pytest-xdist): a workflow test's serial stretches (Snakemake's start, one training job)
-# leave a core idle that the other process uses. worksteal: the slow workflow tests, last in the order, are
-# shared out as well.
+# Three test processes (pytest-xdist) on a 2-core machine: a workflow test's serial stretches (Snakemake's
+# start, one training job) leave a core idle that another process uses (with two, the cores were busy 78% of
+# the time). worksteal: the slow workflow tests, last in the order, are shared out as well.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 3 --dist worksteal
 
 # The workflow through the slurm profile on a real one-node SLURM started here (installs slurm-wlm and
 # munge with apt-get: root, or sudo). Not part of `make test`.

@@ -18,8 +18,8 @@ rule sam2_train:
     resources:
         gpu=GPU,
     threads: job_threads("sam2_train")
-    # The longest step, and the segmentation path waits on it: started before the other training steps, or the
-    # one-thread jobs of a CPU run (config threads) would keep two cores from ever being free for it.
+    # The longest step, and the segmentation path waits on it: started before the other training steps (a job
+    # with more threads than are free would otherwise wait until the one-thread jobs are all done).
     priority: 1
     shell:
         "traitpipe job sam2_train --config {params.run_config:q} --threads {threads} --images {input.images:q}"
