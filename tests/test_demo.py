@@ -1,5 +1,5 @@
 """The demo's answers, read from the tables `make demo` wrote to results/. Not part of `make test` (they need the
-demo's run, 13 to 15 minutes); CI runs them after `make demo` with `pytest -m demo tests/test_demo.py`."""
+demo's run, about 12 minutes); CI runs them after `make demo` with `pytest -m demo tests/test_demo.py`."""
 
 import pytest
 
