@@ -42,7 +42,7 @@ def _truth_as_prediction(tmp_path, collection, canvas=48):
     ids = rows["image_id"].tolist()
     sizes = rows[["height", "width"]].to_numpy(np.int32)
     prov = {"models": {}}
-    write_maps(tmp_path / "segment.zarr", ids, {"labels": (np.stack(labels), ("y", "x")),
+    write_maps(tmp_path / "segment.zarr", ids, {"part_labels": (np.stack(labels), ("y", "x")),
                                                 "image_size": (sizes, ("hw",)),
                                                 "canvas_transform": (np.stack(transforms), ("transform",))},
                {"provenance": prov, "parts": PARTS, "canvas": canvas})

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     names = {int(k): v for k, v in labels.attrs["parts"].items()}
     frames = pd.read_parquet(args.parts).drop_duplicates("image_id").set_index("image_id")["frame_index"]
     step.record(models=labels.attrs["provenance"].get("models", {}))
-    placed, sizes = labels["labels"][:], labels["image_size"][:]
+    placed, sizes = labels["part_labels"][:], labels["image_size"][:]
     records, failed = [], []
     for j, image_id in enumerate(tqdm(labels["image_id"][:].tolist(), desc="part truth", unit="img",
                                       file=sys.stderr)):

@@ -107,7 +107,7 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
     found = index.get("segment", image_id)
     if found is not None:
         group, i = found
-        labels = from_canvas(group["labels"][i], group["canvas_transform"][i], size)
+        labels = from_canvas(group["part_labels"][i], group["canvas_transform"][i], size)
         panels.append(Panel(image, labels=labels, title="SST parts", warning=RANDOM if random["segment"] else ""))
     for product in index.products():
         found = index.get(product, image_id)

@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> None:
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
                      "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}
     with map_writer(args.maps, rows["image_id"][done].tolist(),
-                    {"labels": ((canvas, canvas), "uint8", ("y", "x")),
+                    {"part_labels": ((canvas, canvas), "uint8", ("y", "x")),
                      "image_size": ((2,), "int32", ("hw",)),
                      "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as group:
         if done.any():
-            group["labels"][:] = placed[done]
+            group["part_labels"][:] = placed[done]
             group["image_size"][:] = sizes[done]
             group["canvas_transform"][:] = transforms[done]
     step.write("parts", part_rows, args.parts)

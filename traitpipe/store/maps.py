@@ -4,13 +4,15 @@ files, not millions).
 
 Every array's first dimension is ``image``; the ``image_id`` array says which
 image each index holds; provenance sits in the group attributes. A store is
-written under a temporary name and renamed when complete.
+written under a temporary name, its metadata consolidated, and renamed when complete: zarr, dask and
+xarray (``xarray.open_zarr``) open it without a warning.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -78,6 +80,16 @@ def map_writer(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
                                compressors=_compressor(), dimension_names=(index, *dims),
                                fill_value=0)
         yield group
+        _consolidate(tmp)
+
+
+def _consolidate(path: Path) -> None:
+    """Gather the store's metadata into its root ``zarr.json``: xarray's ``open_zarr`` then opens it in one
+    read and without its fall-back warning. zarr warns that consolidated metadata is not yet in the Zarr v3
+    specification; zarr, xarray and dask read it, and a reader without it still reads every array."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        zarr.consolidate_metadata(str(path), zarr_format=3)
 
 
 @contextlib.contextmanager
@@ -154,17 +166,18 @@ def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
     return Path(path)
 
 
-def ome_label_attrs(parts: Mapping[int, str], array: str = "labels") -> dict:
+def ome_label_attrs(parts: Mapping[int, str], array: str = "part_labels") -> dict:
     """OME-Zarr 0.5 metadata that makes a store of part labels an NGFF label image (napari opens it).
 
     The store's ``array`` (image, y, x) is the label image's one resolution level; ``image-label`` gives
     each part its name and the colour the report draws it in (matplotlib's tab10, by label value); 0 is
-    the background, transparent.
+    the background, transparent. NGFF reserves the name ``labels`` in an image group (for a group of
+    label images), so ``array`` must be another name.
 
     Parameters
     ----------
     parts : mapping of int to str
-        Label value -> part name (label 0, the background, excluded).
+        Label value -> part name; label 0 is the background, named ``background`` here.
     array : str
         The labels array's path in the store.
 
@@ -177,16 +190,16 @@ def ome_label_attrs(parts: Mapping[int, str], array: str = "labels") -> dict:
     --------
     >>> meta = ome_label_attrs({1: "head", 2: "thorax"})["ome"]
     >>> meta["version"], [p["part"] for p in meta["image-label"]["properties"]]
-    ('0.5', ['head', 'thorax'])
+    ('0.5', ['background', 'head', 'thorax'])
     >>> meta["image-label"]["colors"][0]
     {'label-value': 0, 'rgba': [0, 0, 0, 0]}
     """
     from matplotlib import colormaps
 
     tab10 = colormaps["tab10"]
-    parts = {int(value): name for value, name in parts.items()}
-    colours = [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
-        {"label-value": value, "rgba": [round(255 * c) for c in tab10(value % 10)]} for value in sorted(parts)]
+    parts = {0: "background"} | {int(value): name for value, name in parts.items()}
+    colours = [{"label-value": value, "rgba": [round(255 * c) for c in tab10(value % 10)] if value else [0, 0, 0, 0]}
+               for value in sorted(parts)]
     return {"ome": {
         "version": "0.5",
         "multiscales": [{"name": array,
