@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -122,43 +124,57 @@ def test_the_authors_param_groups_leave_the_stem_and_first_stage_untrained():
     assert len(param_groups(model, 0)) == 1  # backbone_lr 0: the backbone frozen
 
 
-def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(small_collection, tmp_path):
-    import json
-
-    import numpy as np
-    import pandas as pd
-    import zarr
-
+def _authors_intr(tmp_path, collection, config=(), **intr):
+    """A random INTR saved in the authors' checkpoint layout, a run config using it (``intr`` and ``config``
+    override its settings), the shards' images tables, and ``intr_train`` run on it (it loads the checkpoint):
+    (original model, run config, tables, models folder, species)."""
     from conftest import ingest_shards, write_config
     from traitpipe.config import canonical_json, load_config
-    from traitpipe.jobs import intr, intr_train
-    from traitpipe.jobs.common import load_pixels, read_rows
-    from traitpipe.jobs.intr_train import MEAN, STD
-    from traitpipe.models.transforms import to_batch
+    from traitpipe.jobs import intr_train
 
-    species = sorted(pd.read_csv(small_collection / "manifest.csv")["species"].unique())
+    species = sorted(pd.read_csv(collection / "manifest.csv")["species"].unique())
     torch.manual_seed(0)
     original = INTR(len(species), **TINY).eval()
     authors = {("backbone.0.body." + k[len("backbone."):] if k.startswith("backbone.") else k): v
                for k, v in original.state_dict().items()}
     checkpoint = tmp_path / "checkpoint.pth"
     torch.save({"model": authors, "epoch": 139, "args": argparse.Namespace(num_queries=len(species))}, checkpoint)
-    settings = {**TINY, "enabled": True, "checkpoint": str(checkpoint), "input_size": 64, "batch_size": 8}  # no
+    settings = {**TINY, "enabled": True, "checkpoint": str(checkpoint), "input_size": 64, "batch_size": 8, **intr}  # no
     # class list: their file carries none, so the sorted species are assumed (with a warning), as for a classifier
     run_config = tmp_path / "run.json"
-    run_config.write_text(canonical_json(load_config(write_config(tmp_path, small_collection, intr=settings))))
+    run_config.write_text(canonical_json(load_config(write_config(tmp_path, collection, intr=settings, **dict(config)))))
     images = ingest_shards(run_config, tmp_path / "tables")
     models = tmp_path / "models"
     intr_train.main(["--config", str(run_config), "--images", *images, "--weights", str(models / "intr.pt"),
                      "--description", str(models / "intr.json"), "--evaluation", str(tmp_path / "evaluation.parquet"),
                      "--failures", str(tmp_path / "failures.parquet")])
+    return original, run_config, images, models, species
+
+
+def _intr_job(run_config, images, models, out):
+    from traitpipe.jobs import intr
+
+    intr.main(["--config", str(run_config), "--images", images, "--weights", str(models / "intr.pt"),
+               "--description", str(models / "intr.json"), "--maps", str(out / "maps.zarr"),
+               "--cams", str(out / "cams.parquet"), "--failures", str(out / "failures.parquet")])
+
+
+def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(small_collection, tmp_path):
+    import json
+
+    import zarr
+
+    from traitpipe.jobs.common import load_pixels, read_rows
+    from traitpipe.jobs.intr_train import MEAN, STD
+    from traitpipe.models.transforms import to_batch
+
+    original, run_config, images, models, species = _authors_intr(tmp_path, small_collection)
+    checkpoint = tmp_path / "checkpoint.pth"
     description = json.loads((models / "intr.json").read_text())
     assert description["arch"] == {"backbone": "test_resnet", "nheads": 2, "num_classes": 4, "d_model": 16,
                                    "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 32}
     assert description["classes"] == species and description["source"] == f"checkpoint {checkpoint}"
-    intr.main(["--config", str(run_config), "--images", images[0], "--weights", str(models / "intr.pt"),
-               "--description", str(models / "intr.json"), "--maps", str(tmp_path / "maps.zarr"),
-               "--cams", str(tmp_path / "cams.parquet"), "--failures", str(tmp_path / "f.parquet")])
+    _intr_job(run_config, images[0], models, tmp_path)
     cams = pd.read_parquet(tmp_path / "cams.parquet")
     rows = read_rows([images[0]])
     pixels, _, _ = load_pixels(json.loads(run_config.read_text()), rows)
@@ -169,6 +185,40 @@ def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(sm
     maps = zarr.open_group(str(tmp_path / "maps.zarr"), mode="r")
     assert maps["cam"].shape == (len(rows), 2, 2, 2) and maps.attrs["method"] == "intr"
     np.testing.assert_allclose(maps["cam"][:].astype(np.float32).sum((-2, -1)), 1.0, atol=5e-3)
+
+
+def test_a_shard_job_reads_each_image_once_and_leaves_out_one_that_breaks(small_collection, tmp_path, monkeypatch):
+    from traitpipe.collection.images import ImageError
+    from traitpipe.jobs.common import ImageInputs, read_rows
+    from traitpipe.store.maps import open_maps
+
+    _, run_config, images, models, _ = _authors_intr(tmp_path, small_collection, {"loader": {"workers": 0}},
+                                                     batch_size=3)  # reads in this process, where they are counted
+    rows = read_rows([images[0]])
+    whole = tmp_path / "whole"
+    _intr_job(run_config, images[0], models, whole)
+    victim = rows["image_id"].iloc[1]  # in the first of two batches: the rows after it move
+    reads = pd.Series(0, index=rows["image_id"])
+    read = ImageInputs.pixels
+
+    def counted(self, i):
+        reads[self.ids[i]] += 1
+        if self.ids[i] == victim:
+            raise ImageError("changed since ingest (test)")
+        return read(self, i)
+
+    monkeypatch.setattr(ImageInputs, "pixels", counted)
+    broken = tmp_path / "broken"
+    _intr_job(run_config, images[0], models, broken)
+    assert (reads == 1).all() and len(rows) == 5  # one read per image, the broken one's too
+    kept = (rows["image_id"] != victim).to_numpy()
+    maps, expected = open_maps(broken / "maps.zarr"), open_maps(whole / "maps.zarr")
+    assert maps["image_id"][:].tolist() == rows["image_id"][kept].tolist()
+    np.testing.assert_array_equal(maps["cam"][:], expected["cam"][:][kept])  # each kept image's own maps
+    cams, failures = pd.read_parquet(broken / "cams.parquet"), pd.read_parquet(broken / "failures.parquet")
+    assert cams.drop(columns="run_id").equals(
+        pd.read_parquet(whole / "cams.parquet").drop(columns="run_id")[kept].reset_index(drop=True))
+    assert failures["image_id"].tolist() == [victim] and failures["reason"].tolist() == ["changed since ingest (test)"]
 
 
 def test_a_config_names_what_intr_cannot_use():

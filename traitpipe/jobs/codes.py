@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
-from traitpipe.jobs.common import phylo_images, read_rows
+from traitpipe.jobs.common import PHYLO_MEAN_STD, ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.models.load import load_phylonn
 from traitpipe.jobs.step import Step
 from traitpipe.phylo.training import generate_codes
@@ -15,17 +13,21 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("codes", argv, paths=("images", "weights", "description", "codes", "failures"))
     args, config, device = step.args, step.config, step.device
     base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
-    rows, images, failures = phylo_images(config, read_rows(args.images))
-    table = []  # a shard whose images all failed is a shard with no codes
+    rows, settings = read_rows(args.images), config["phylo"]
+    batches, problems = read_once(ImageInputs(config, rows, settings["image_size"], *PHYLO_MEAN_STD),
+                                  settings["batch_size"], config["loader"]["workers"], device)
+    records = []
     if len(rows):
-        codes = generate_codes(base, model, images, batch_size=config["phylo"]["batch_size"], device=device,
-                               precision=config["phylo"]["precision"], workers=config["loader"]["workers"])
-        table = pd.DataFrame({"image_id": rows["image_id"], "species": rows["species"],
-                              "phylo_codes": list(codes["phylo"].numpy()),
-                              "nonphylo_codes": list(codes["nonphylo"].numpy()),
-                              "reconstruction_error": codes["reconstruction_error"].numpy()})
+        codes = generate_codes(base, model, batches, batch_size=settings["batch_size"], device=device,
+                               precision=settings["precision"])
+        records = [{"image_id": image_id, "species": species, "phylo_codes": phylo, "nonphylo_codes": nonphylo,
+                    "reconstruction_error": error}
+                   for image_id, species, phylo, nonphylo, error in zip(
+                       rows["image_id"], rows["species"], codes["phylo"].numpy(), codes["nonphylo"].numpy(),
+                       codes["reconstruction_error"].tolist())]
+    read, records, failures = leave_out_unread(rows, problems, records)  # all failed: a shard with no codes
     step.record(precision=config["phylo"]["precision"],
                 models={"phylonn": {"sha256": meta["sha256"], "random_weights": False}})
-    step.write("codes", table, args.codes)
+    step.write("codes", records, args.codes)
     step.write_failures(failures)
-    step.finish(f"{len(rows)} images")
+    step.finish(f"{read.sum()} images")

@@ -17,6 +17,8 @@ from traitpipe.segment.references import reference_origin
 
 #: Images checked per DataLoader batch in :func:`readable`.
 CHECK_BATCH = 64
+#: Phylo-NN's input normalisation (mean, std per channel): pixels in [-1, 1].
+PHYLO_MEAN_STD = ([0.5] * 3, [0.5] * 3)
 
 
 def read_rows(tables: str | Sequence[str]) -> pd.DataFrame:
@@ -66,8 +68,9 @@ def image_files(config: dict, rows: pd.DataFrame) -> list[str]:
     return [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
 
 
-def failure_rows(rows: pd.DataFrame, reason: str) -> pd.DataFrame:
-    """``failures`` rows (without ``stage``, the table's partition) for some ``images`` rows, one reason for all."""
+def failure_rows(rows: pd.DataFrame, reason: str | np.ndarray) -> pd.DataFrame:
+    """``failures`` rows (without ``stage``, the table's partition) for some ``images`` rows: one reason for all,
+    or one per row (an array as long as ``rows``)."""
     return rows[["path", "image_id", "species", "shard", "row"]].assign(reason=reason).reset_index(drop=True)
 
 
@@ -212,6 +215,93 @@ def readable(inputs: ImageInputs, workers: int = 0) -> np.ndarray:
     return problems
 
 
+class _Checked:
+    """Map-style dataset: item ``i`` is (image ``i`` of some sized :class:`ImageInputs`, "") when it can be read,
+    (zeros of the same shape, why not) when it cannot."""
+
+    def __init__(self, inputs: ImageInputs):
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        try:
+            return self.inputs[i], ""
+        except ImageError as error:
+            return torch.zeros((3, self.inputs.size, self.inputs.size)), str(error)
+
+
+def read_once(inputs: ImageInputs, batch_size: int, workers: int = 0, device=None):
+    """Batches of model inputs that read each image once: the shard jobs' one pass over their images.
+
+    An image that cannot be read (or changed since ingest) enters its batch as zeros, so the batch keeps its
+    place in the shard; the returned ``problems`` says which, once its batch has been yielded, and the job
+    leaves those images out of what it writes (:func:`traitpipe.store.maps.keep_images`, ``failures`` rows).
+
+    Parameters
+    ----------
+    inputs : ImageInputs
+        With a ``size``: item float32 (3, size, size).
+    batch_size, workers, device
+        As :class:`traitpipe.models.batches.Batches`.
+
+    Returns
+    -------
+    batches : callable
+        ``batches()`` yields (index int64 (B,), batch float32 (B, 3, size, size)) in image order.
+    problems : numpy.ndarray of object (str), shape (N,)
+        Filled as batches are yielded: why each image could not be read, "" for the read ones.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> rows = pd.DataFrame({"path": ["gone.png"], "image_id": ["0" * 64]})
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     config = {"collection": {"root": root, "max_pixels": MAX_PIXELS}}
+    ...     batches, problems = read_once(ImageInputs(config, rows, 8, [0.5] * 3, [0.5] * 3), batch_size=4)
+    ...     [tuple(batch.shape) for _, batch in batches()], problems[0].startswith("missing file")
+    ([(1, 3, 8, 8)], True)
+    """
+    from traitpipe.models.batches import Batches
+
+    problems = np.full(len(inputs), "", dtype=object)
+    loader = Batches(_Checked(inputs), batch_size, workers, device)
+
+    def batches():
+        for index, (batch, reasons) in loader():
+            problems[index.numpy()] = reasons
+            yield index, batch
+    return batches, problems
+
+
+def leave_out_unread(rows: pd.DataFrame, problems: np.ndarray, records: list[dict]):
+    """After :func:`read_once`'s pass: which images were read, their records, and ``failures`` rows of the others.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        The N ``images`` rows the pass read.
+    problems : numpy.ndarray of object (str), shape (N,)
+        ``read_once``'s problems.
+    records : list of dict
+        Table rows, each with an ``image_id``.
+
+    Returns
+    -------
+    read : numpy.ndarray of bool, shape (N,)
+    records : list of dict
+        Those of the images read.
+    failures : pandas.DataFrame
+        One row per image not read, with its reason.
+    """
+    read = problems == ""
+    kept = set(rows.loc[read, "image_id"])
+    return read, [r for r in records if r["image_id"] in kept], failure_rows(rows[~read], problems[~read])
+
+
 def readable_inputs(config: dict, rows: pd.DataFrame, size: int | None = None, mean=None, std=None):
     """The readable ``images`` rows (re-indexed), their :class:`ImageInputs` and the ``failures`` rows of the
     others (every image read once here, in ``loader.workers`` processes)."""
@@ -315,7 +405,7 @@ def sam2_split(description: str | None) -> dict[str, set[str]]:
 def phylo_images(config: dict, rows: pd.DataFrame):
     """Phylo-NN's input: the readable rows, their images in [-1, 1] at ``phylo.image_size`` as a streamed
     dataset (item: float32 (3, S, S)) and ``failures`` rows for the others (see :func:`readable_inputs`)."""
-    return readable_inputs(config, rows, config["phylo"]["image_size"], [0.5] * 3, [0.5] * 3)
+    return readable_inputs(config, rows, config["phylo"]["image_size"], *PHYLO_MEAN_STD)
 
 
 def species_ranks(config: dict, rows: pd.DataFrame) -> pd.DataFrame | None:

@@ -13,13 +13,12 @@ from tqdm import tqdm
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.explain.faithfulness import DROP_COLUMNS
-from traitpipe.jobs.common import read_rows, readable_inputs
+from traitpipe.jobs.common import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
-from traitpipe.models.batches import Batches
-from traitpipe.store.maps import background_writes, map_writer
+from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 def method_spec(config: dict, name: str, section: str = "explain") -> dict:
     """The ``<section>.methods`` entry called ``name`` (section ``explain`` or ``clip``)."""
@@ -53,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         used = {"clip": {**meta["source"], "sha256": meta["sha256"], "random_weights": meta["random_weights"]}}
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
-    rows, images, failures = readable_inputs(config, read_rows(args.images), meta["input_size"], meta["mean"],
-                                             meta["std"])
+    rows = read_rows(args.images)
+    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], meta["mean"], meta["std"]),
+                                  batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], species_class, settings["target"])
     grid = _layer_grid(model, layers, meta["input_size"], device)
     prov = step.record(precision=precision, models=used)
@@ -65,22 +65,24 @@ def main(argv: list[str] | None = None) -> None:
                      "resize a map to the image's (height, width) from the images table to overlay it"}
     records = []
     with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group, \
-            background_writes(group) as write:  # the write overlaps the next batch
-        for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
-                                 total=math.ceil(len(rows) / batch_size), desc=product, unit="batch", file=sys.stderr):
-            start = int(index[0])
-            target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
-            with autocast(device, precision):
-                out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
-                                    n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
-                                    target=target)
-            write("cam", start, out.raw.cpu().numpy().astype(np.float16))
-            records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
-                                settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0, prompts)
+                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
+        with background_writes(group) as write:  # the write overlaps the next batch
+            for index, batch in tqdm(batches(), total=math.ceil(len(rows) / batch_size), desc=product, unit="batch",
+                                     file=sys.stderr):
+                start = int(index[0])
+                target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
+                with autocast(device, precision):
+                    out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
+                                        n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
+                                        target=target)
+                write("cam", start, out.raw.cpu().numpy().astype(np.float16))
+                records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
+                                    settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0, prompts)
+        read, records, failures = leave_out_unread(rows, problems, records)
+        keep_images(group, read)
     step.write("cams", records, args.cams)
     step.write_failures(failures)
-    step.finish(f"{product}: {len(rows)} images x {len(alphas)} alphas")
+    step.finish(f"{product}: {read.sum()} images x {len(alphas)} alphas")
 
 
 def _layer_grid(model: torch.nn.Module, layers: list[str], size: int, device: torch.device) -> tuple[int, int]:

@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from traitpipe.jobs.common import read_rows, readable_inputs
+from traitpipe.jobs.common import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.load import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
-from traitpipe.models.batches import Batches
-from traitpipe.store.maps import background_writes, map_writer
+from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     info = json.loads(Path(args.description).read_text())
     classes, heads = info["classes"], model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
-    rows, images, failures = readable_inputs(config, read_rows(args.images), meta["input_size"], meta["mean"],
-                                             meta["std"])
+    rows, batch_size = read_rows(args.images), config["prompt_cam"]["batch_size"]
+    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], meta["mean"], meta["std"]),
+                                  batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=config["prompt_cam"]["precision"],
                        models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
@@ -42,24 +42,26 @@ def main(argv: list[str] | None = None) -> None:
              "target": config["explain"]["target"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
-    records, batch_size = [], config["prompt_cam"]["batch_size"]
+    records = []
     with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group, \
-            background_writes(group) as write:  # the write overlaps the next batch
-        for index, batch in tqdm(Batches(images, batch_size, config["loader"]["workers"], device)(),
-                                 total=math.ceil(len(rows) / batch_size), desc="promptcam", unit="batch",
-                                 file=sys.stderr):
-            start, batch = int(index[0]), to_device(batch, device)
-            with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
-                target, maps, ranking, probability = model.explain(  # one pass through the backbone
-                    batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))
-            write("cam", start, maps.float().cpu().numpy().astype(np.float16))
-            for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
-                for rank in range(heads):
-                    records.append({"image_id": image_id, "class": int(target[i]), "species": classes[int(target[i])],
-                                    "target_source": "true" if targets[start + i] >= 0 else "predicted",
-                                    "rank": rank, "head": int(ranking[i, rank]),
-                                    "probability": float(probability[i, rank])})
+                    {"cam": ((heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
+        with background_writes(group) as write:  # the write overlaps the next batch
+            for index, batch in tqdm(batches(), total=math.ceil(len(rows) / batch_size), desc="promptcam", unit="batch",
+                                     file=sys.stderr):
+                start, batch = int(index[0]), to_device(batch, device)
+                with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
+                    target, maps, ranking, probability = model.explain(  # one pass through the backbone
+                        batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))
+                write("cam", start, maps.float().cpu().numpy().astype(np.float16))
+                for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
+                    for rank in range(heads):
+                        records.append({"image_id": image_id, "class": int(target[i]),
+                                        "species": classes[int(target[i])],
+                                        "target_source": "true" if targets[start + i] >= 0 else "predicted",
+                                        "rank": rank, "head": int(ranking[i, rank]),
+                                        "probability": float(probability[i, rank])})
+        read, records, failures = leave_out_unread(rows, problems, records)
+        keep_images(group, read)
     step.write("prompt_heads", records, args.heads)
     step.write_failures(failures)
-    step.finish(f"{len(rows)} images, {heads} heads ranked")
+    step.finish(f"{read.sum()} images, {heads} heads ranked")

@@ -174,9 +174,11 @@ def generate_codes(base: nn.Module, model: Disentangler, images: Dataset | torch
 
     Parameters
     ----------
-    images : torch.utils.data.Dataset or torch.Tensor
-        Images in [-1, 1]: a dataset of float32 (3, S, S) items (read in ``workers`` DataLoader processes)
-        or a tensor (N, 3, S, S) on the CPU.
+    images : torch.utils.data.Dataset, torch.Tensor or callable
+        Images in [-1, 1]: a dataset of float32 (3, S, S) items (read in ``workers`` DataLoader processes),
+        a tensor (N, 3, S, S) on the CPU, or batches already set up: a callable yielding
+        (index int64 (B,), images float32 (B, 3, S, S)) in image order (a shard job's
+        :func:`traitpipe.jobs.common.read_once`).
 
     Returns
     -------
@@ -190,7 +192,8 @@ def generate_codes(base: nn.Module, model: Disentangler, images: Dataset | torch
     keys = ("phylo", "nonphylo", "reconstruction_error")
     out: dict[str, list] = {k: [] for k in keys}
     logits: list[list[torch.Tensor]] = [[] for _ in range(model.levels)]
-    for _, x in Batches(images, batch_size, workers, device)():
+    batches = images if callable(images) else Batches(images, batch_size, workers, device)
+    for _, x in batches():
         x = x.to(device, non_blocking=True)
         with autocast(device, precision):
             h = base.encode(x).float()

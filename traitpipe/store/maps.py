@@ -145,6 +145,41 @@ def background_writes(group: zarr.Group, depth: int = 4):
                 future.cancel()
 
 
+def keep_images(group: zarr.Group, keep: np.ndarray) -> None:
+    """Leave out the images not kept, in a store still being written (inside :func:`map_writer`'s block).
+
+    A shard job writes every image's row as it goes, an unreadable image's too (its maps of a blank input),
+    because it learns which images cannot be read only when their batch is read. At the end, when some could
+    not, every array moves its kept rows forward in place, in order, and is shortened to their count.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A store from :func:`map_writer`: every array's first dimension is the N images.
+    keep : numpy.ndarray of bool, shape (N,)
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with map_writer(f"{folder}/m.zarr", ["a", "b", "c"], {"cam": ((2,), "float32", ("x",))}, {}) as group:
+    ...         group["cam"][:] = np.arange(6, dtype=np.float32).reshape(3, 2)
+    ...         keep_images(group, np.array([True, False, True]))
+    ...     stored = open_maps(f"{folder}/m.zarr")
+    ...     stored["image_id"][:].tolist(), stored["cam"][:].tolist()
+    (['a', 'c'], [[0.0, 1.0], [4.0, 5.0]])
+    """
+    kept = np.flatnonzero(keep)
+    if len(kept) == len(keep):
+        return
+    for name in group.array_keys():
+        array = group[name]
+        for start in range(0, len(kept), IMAGES_PER_FILE):  # a file's worth at a time; a row moves only forward,
+            rows = kept[start:start + IMAGES_PER_FILE]      # onto rows already read
+            array[start:start + len(rows)] = array.oindex[rows]
+        array.resize((len(kept), *array.shape[1:]))
+
+
 def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, tuple[np.ndarray, tuple[str, ...]]],
                attrs: dict, index: str = "image") -> Path:
     """Write whole arrays at once (see :func:`map_writer`).
