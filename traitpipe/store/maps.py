@@ -202,7 +202,7 @@ def write_maps(path: str | Path, image_ids: Sequence[str], arrays: Mapping[str, 
 
 
 def ome_label_attrs(parts: Mapping[int, str], array: str = "part_labels") -> dict:
-    """OME-Zarr 0.5 metadata that makes a store of part labels an NGFF label image (napari opens it).
+    """OME-Zarr 0.5 metadata that makes a store of part labels an NGFF label image (ome-zarr-models validates it).
 
     The store's ``array`` (image, y, x) is the label image's one resolution level; ``image-label`` gives
     each part its name and the colour the report draws it in (matplotlib's tab10, by label value); 0 is
