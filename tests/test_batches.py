@@ -1,6 +1,8 @@
 """Training streams its images: epochs drawn per species, batches read by DataLoader workers, never the collection
 in memory."""
 
+import numpy as np
+import pytest
 import torch
 from torch.utils.data import Dataset
 
@@ -98,41 +100,76 @@ def test_training_inputs_stream_from_the_files_and_leave_out_changed_ones(collec
     assert streamed.dtype == torch.float32 and torch.equal(streamed, expected)
 
 
-def test_an_image_that_breaks_while_sam2_tracks_it_fails_its_species_alone(collection_copy, tmp_path, monkeypatch):
-    from traitpipe.collection.images import ImageError
-    from traitpipe.collection.manifest import load_manifest
+def _segment_job(run_config, tables, references, out):
     from traitpipe.jobs import segment
-    from traitpipe.jobs.common import ImageInputs
-    from traitpipe.segment.references import find_references
     from traitpipe.store.tables import table_path
 
-    config = load_config(write_config(tmp_path, collection_copy, shard_size=100))
-    (tmp_path / "run.json").write_text(canonical_json(config))
-    tables = ingest_shards(tmp_path / "run.json", tmp_path / "results")
+    segment.main(["--config", str(run_config), "--images", *tables, "--maps", str(out / "maps.zarr"),
+                  "--parts", str(table_path(out, "parts", "0")), "--retrieval", str(table_path(out, "retrieval", "0")),
+                  "--failures", str(table_path(out, "failures", "0", "segment"))]
+                 + [a for name, (image, mask) in references.items() for a in ("--reference", name, image, mask)])
+
+
+@pytest.mark.parametrize("second_read", ["works", "breaks"])
+def test_segment_reads_an_image_once_and_tracks_a_species_as_if_one_it_cannot_read_were_not_there(
+        small_collection, tmp_path, monkeypatch, second_read):
+    """SAM 2 tracks frames read once, ahead of it; an image that cannot be read leaves its species' pseudo-video
+    (the species is tracked again without it: the maps of a run without that image). If a frame read fine the
+    first time breaks on its second read, its species fails alone."""
+    import pandas as pd
+
+    from traitpipe.collection.images import ImageError
+    from traitpipe.collection.manifest import load_manifest
+    from traitpipe.jobs.common import ImageInputs, read_rows
+    from traitpipe.segment.references import find_references
+    from traitpipe.store.maps import open_maps
+
+    segment = {"image_size": 128, "canvas": 64, "parts": "masks/parts.json", "retrieval": {"part": "left_forewing"}}
+    config = load_config(write_config(tmp_path, small_collection, shard_size=100, segment=segment,
+                                      loader={"workers": 0}))  # reads in this process, where they are counted
+    run_config = tmp_path / "run.json"
+    run_config.write_text(canonical_json(config))
+    tables = ingest_shards(run_config, tmp_path / "results")
     references = find_references(load_manifest(config), None, config["collection"]["root"])
-    rows = read_table(tmp_path / "results", "images").sort_values(["species", "image_id"])
+    rows = read_rows(tables)
+    reference = rows["path"].map(lambda p: str(small_collection / p)).isin([image for image, _ in references.values()])
     species = sorted(references)[1]
-    queries = rows[(rows["species"] == species)
-                   & (rows["path"].map(lambda p: str(collection_copy / p)) != str(references[species][0]))]
-    victim = queries.iloc[-1]  # a query, not the reference (frame 0)
-    reads = {"n": 0}
+    queries = rows.index[(rows["species"] == species) & ~reference]
+    victim, other = rows.at[queries[1], "image_id"], rows.at[queries[-1], "image_id"]  # later frames move up one
+
+    reads = pd.Series(0, index=rows["image_id"])
     read = ImageInputs.pixels
 
-    def breaks_on_its_second_read(self, i):  # the check before tracking reads it whole; SAM 2's read fails
-        if self.ids[i] == victim.image_id:
-            reads["n"] += 1
-            if reads["n"] > 1:
-                raise ImageError("changed since ingest (test)")
+    def counted(self, i):
+        reads[self.ids[i]] += 1
+        if self.ids[i] == victim or (second_read == "breaks" and self.ids[i] == other and reads[other] == 2):
+            raise ImageError("changed since ingest (test)")
         return read(self, i)
 
-    monkeypatch.setattr(ImageInputs, "pixels", breaks_on_its_second_read)
-    out = tmp_path / "out"
-    segment.main(["--config", str(tmp_path / "run.json"), "--images", *tables, "--maps", str(out / "maps.zarr"),
-                  "--parts", str(table_path(out, "parts", "0")), "--failures", str(table_path(out, "failures", "0", "segment"))]
-                 + [a for name, (image, mask) in references.items() for a in ("--reference", name, image, mask)])
-    failures = read_table(out, "failures")
-    assert reads["n"] == 2 and set(failures["image_id"]) == set(rows.loc[rows["species"] == victim.species,
-                                                                          "image_id"])
-    assert failures["reason"].str.contains("changed since ingest \\(test\\)").all()
-    parts = read_table(out, "parts")
-    assert set(parts["species"]) == set(references) - {victim.species} and parts["image_id"].nunique() == 15
+    monkeypatch.setattr(ImageInputs, "pixels", counted)
+    broken = tmp_path / "broken"
+    _segment_job(run_config, tables, references, broken)
+    failures = read_table(broken, "failures")
+    if second_read == "breaks":
+        assert set(failures["image_id"]) == set(rows.loc[rows["species"] == species, "image_id"])
+        assert (failures["reason"] == f"segmenting {species}: changed since ingest (test)").all()
+        assert species not in set(read_table(broken, "parts")["species"])
+        return
+    monkeypatch.undo()
+    without = tmp_path / "without.parquet"
+    rows[rows["image_id"] != victim].to_parquet(without)
+    _segment_job(run_config, [str(without)], references, tmp_path / "without")
+    # a query is read for tracking, then for the round trip (the reference images by load_support, not here);
+    # the species with the unreadable image reads its other queries again to be tracked without it
+    expected = pd.Series(np.where(reference, 0, 2), index=rows["image_id"])
+    expected[rows.loc[queries, "image_id"]] = 3
+    expected[victim] = 2  # by each stream, which reads past it
+    assert reads.equals(expected)
+    assert failures[["image_id", "reason"]].values.tolist() == [[victim, "changed since ingest (test)"]]
+    for table in ("parts", "retrieval"):
+        assert read_table(broken, table).drop(columns="run_id").equals(
+            read_table(tmp_path / "without", table).drop(columns="run_id"))
+    maps, alone = open_maps(broken / "maps.zarr"), open_maps(tmp_path / "without" / "maps.zarr")
+    kept = rows["image_id"][rows["image_id"] != victim].tolist()
+    assert maps["image_id"][:].tolist() == alone["image_id"][:].tolist() == kept
+    np.testing.assert_array_equal(maps["part_labels"][:], alone["part_labels"][:])

@@ -216,8 +216,9 @@ def readable(inputs: ImageInputs, workers: int = 0) -> np.ndarray:
 
 
 class _Checked:
-    """Map-style dataset: item ``i`` is (image ``i`` of some sized :class:`ImageInputs`, "") when it can be read,
-    (zeros of the same shape, why not) when it cannot."""
+    """Map-style dataset: item ``i`` is (image ``i`` of some :class:`ImageInputs`, "") when it can be read,
+    (zeros, why not) when it cannot: zeros of the model input's shape, or uint8 (0, 0, 3) when ``inputs`` has no
+    ``size``."""
 
     def __init__(self, inputs: ImageInputs):
         self.inputs = inputs
@@ -231,7 +232,8 @@ class _Checked:
         try:
             return self.inputs[i], ""
         except ImageError as error:
-            return torch.zeros((3, self.inputs.size, self.inputs.size)), str(error)
+            size = self.inputs.size
+            return (np.zeros((0, 0, 3), np.uint8) if size is None else torch.zeros((3, size, size))), str(error)
 
 
 def read_once(inputs: ImageInputs, batch_size: int, workers: int = 0, device=None):
@@ -275,6 +277,71 @@ def read_once(inputs: ImageInputs, batch_size: int, workers: int = 0, device=Non
             problems[index.numpy()] = reasons
             yield index, batch
     return batches, problems
+
+
+class ReadAhead:
+    """The images of some :class:`ImageInputs` (without a ``size``), read in a fixed order by ``workers``
+    DataLoader processes a few images ahead of a reader that asks for each in turn: SAM 2 tracking one
+    species' pseudo-video after another, each image read once.
+
+    ``stream[i]`` is image ``i`` (uint8 (H, W, 3)); it raises :class:`ImageError` when that image cannot be
+    read, and :class:`ValueError` when an image later in the order was already asked for (the images before
+    ``i`` that nobody asked for are read and dropped). ``problems`` maps each image read that could not be
+    read to why.
+
+    Parameters
+    ----------
+    inputs : ImageInputs
+        With ``size`` None.
+    order : sequence of int
+        Indices into ``inputs``, each at most once, in the order the reader will ask for them.
+    workers : int
+        DataLoader worker processes (0: read in this process, when asked).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from traitpipe.collection.images import image_id
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     Image.new("RGB", (4, 2)).save(f"{root}/a.png")
+    ...     ids = [image_id(Path(f"{root}/a.png").read_bytes()), "0" * 64, "0" * 64]
+    ...     config = {"collection": {"root": root, "max_pixels": MAX_PIXELS}}
+    ...     stream = ReadAhead(ImageInputs(config, pd.DataFrame({"path": ["a.png"] * 3, "image_id": ids})), [2, 0, 1])
+    ...     stream[0].shape, sorted(stream.problems), stream.problems[2].startswith("changed since ingest")
+    ((2, 4, 3), [2], True)
+    """
+
+    def __init__(self, inputs: ImageInputs, order: Sequence[int], workers: int = 0):
+        import torch
+
+        from traitpipe.models.batches import Batches
+
+        self.order = list(order)
+        self.problems: dict[int, str] = {}
+        self._place = {i: place for place, i in enumerate(self.order)}
+        self._items = iter(Batches(_Checked(inputs), 1, workers)(torch.tensor(self.order, dtype=torch.long)))
+        self._read = 0  # how many images of the order have been read
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        self.read_through(i)
+        if i in self.problems:
+            raise ImageError(self.problems[i])
+        return self._last[1]
+
+    def read_through(self, i: int) -> None:
+        """Read the order up to and including image ``i`` (the last one read is kept for ``stream[i]``)."""
+        place = self._place[i]
+        if place < self._read - 1:
+            raise ValueError(f"image {i} comes before the last image read: ReadAhead reads forward only")
+        while self._read <= place:
+            index, (pixels, reasons) = next(self._items)
+            if reasons[0]:
+                self.problems[int(index[0])] = reasons[0]
+            self._last, self._read = (int(index[0]), pixels[0].numpy()), self._read + 1
 
 
 def leave_out_unread(rows: pd.DataFrame, problems: np.ndarray, records: list[dict]):

@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import failure_rows, load_support, read_rows, readable_inputs
+from traitpipe.jobs.common import ImageInputs, ReadAhead, failure_rows, load_support, read_rows
 from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
@@ -31,23 +31,29 @@ def main(argv: list[str] | None = None) -> None:
     settings = config["segment"]
     step.checkpoint("segment")  # its sha256, when the config gives one, before any image or SAM 2 is loaded
     names = part_names(settings["parts"], config["collection"]["root"])
-    # the readable images, found in loader.workers processes; SAM 2 reads each frame again when it tracks it
-    rows, images, failures = readable_inputs(config, read_rows(args.images))
-    files = images.files
+    rows = read_rows(args.images)
+    images = ImageInputs(config, rows)
+    files, groups = images.files, list(rows.groupby("species", sort=True))
+    # each species' queries (its images but the reference, frame 0), read once, ahead of SAM 2, in the order it
+    # tracks them; the round trip, when asked for, reads them again through a stream of its own
+    queries_of = {species: [i for i in group.index if files[i] != args.reference[species][0]]
+                  for species, group in groups if species in args.reference}
+    order, workers = [i for queries in queries_of.values() for i in queries], config["loader"]["workers"]
+    tracked = ReadAhead(images, order, workers)
 
     segmenter = load_segmenter(settings, device, args.tuned, args.trained)
     random = segmenter.description["random_weights"]
     prov = step.record(precision=segmenter.precision, models={"sam2": segmenter.description})
     retrieval_part = settings["retrieval"]["part"]
+    round_trips = ReadAhead(images, order, workers) if retrieval_part is not None else None
 
     canvas = settings["canvas"]
     placed = np.zeros((len(rows), canvas, canvas), np.uint8)
     transforms = np.zeros((len(rows), 3), np.float32)
     frame_index = np.full(len(rows), -1, np.int32)
     chunk_index = np.full(len(rows), -1, np.int32)
-    part_rows, retrieval_rows, failed, found = [], [], [failures], dict(names or {})
-    for species, group in tqdm(rows.groupby("species", sort=True), desc="segment",
-                               unit="species", file=sys.stderr):
+    part_rows, retrieval_rows, failed, found = [], [], [], dict(names or {})
+    for species, group in tqdm(groups, desc="segment", unit="species", file=sys.stderr):
         index = group.index.to_numpy()
         try:
             support, support_labels, image_file, parts = load_support(config, species, args.reference, names)
@@ -55,14 +61,15 @@ def main(argv: list[str] | None = None) -> None:
         except ImageError as error:
             failed.append(failure_rows(rows.loc[index], str(error)))
             continue
-        queries = [i for i in index if files[i] != image_file]  # the reference is frame 0, not a query
         try:
-            maps, chunk_of = segmenter.segment(support, support_labels, Subset(images, queries))
-        except ImageError as error:  # an image broke or changed since it was checked: its species fails alone
+            maps, chunk_of, queries, unread = _track(segmenter, support, support_labels, tracked, images,
+                                                     queries_of[species])
+        except ImageError as error:  # an image changed between two reads: its species fails alone
             failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
             continue
-        for i in index:
-            frame = 1 + queries.index(i) if i in queries else 0
+        failed.append(failure_rows(rows.loc[list(unread)], np.array(list(unread.values()), dtype=object)))
+        frame_of = {i: 1 + k for k, i in enumerate(queries)} | {i: 0 for i in index if files[i] == image_file}
+        for i, frame in frame_of.items():
             labels = maps[frame]
             placed[i], transforms[i] = to_canvas(labels, canvas)
             frame_index[i], chunk_index[i] = frame, chunk_of[frame]
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             part_id = _part_id(retrieval_part, parts)
             for i in queries:
                 try:
-                    query = images.pixels(i)
+                    query = round_trips[i]
                 except ImageError as error:  # broke or changed since it was tracked
                     failed.append(failure_rows(rows.loc[[i]], f"round trip: {error}"))
                     continue
@@ -99,9 +106,36 @@ def main(argv: list[str] | None = None) -> None:
     step.write("parts", part_rows, args.parts)
     if retrieval_part is not None:
         step.write("retrieval", retrieval_rows, args.retrieval)
-    step.write_failures(pd.concat(failed, ignore_index=True))
+    step.write_failures(pd.concat(failed, ignore_index=True) if failed else failure_rows(rows.iloc[:0], ""))
     step.finish(f"{int(done.sum())} images segmented, "
                 f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}")
+
+
+def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: ReadAhead, images: ImageInputs,
+           queries: list[int]) -> tuple[list[np.ndarray], list[int], list[int], dict[int, str]]:
+    """One species' label maps, its queries read from ``stream``.
+
+    When a query cannot be read, the rest of the species' queries are read from the stream (to learn which
+    others cannot) and the species is tracked again without them, its readable queries read a second time
+    from their files: its maps are those of a run without the unreadable images.
+
+    Returns
+    -------
+    maps, chunk_of
+        As ``segmenter.segment``: frame 0 the support, then the queries tracked.
+    tracked : list of int
+        The queries tracked (row indices).
+    unread : dict of int to str
+        The queries left out, and why.
+    """
+    try:
+        return (*segmenter.segment(support, support_labels, Subset(stream, queries)), queries, {})
+    except ImageError:
+        if queries:
+            stream.read_through(queries[-1])
+    unread = {i: stream.problems[i] for i in queries if i in stream.problems}
+    kept = [i for i in queries if i not in unread]
+    return (*segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread)
 
 
 def _part_id(part: int | str, parts: dict[int, str]) -> int:
