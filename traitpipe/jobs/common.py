@@ -316,21 +316,17 @@ class ReadAhead:
 
         from traitpipe.models.batches import Batches
 
-        self.order = list(order)
         self.problems: dict[int, str] = {}
-        self._place = {i: place for place, i in enumerate(self.order)}
-        self._items = iter(Batches(_Checked(inputs), 1, workers)(torch.tensor(self.order, dtype=torch.long)))
+        self._place = {i: place for place, i in enumerate(order)}
+        self._items = iter(Batches(_Checked(inputs), 1, workers)(torch.tensor(list(order), dtype=torch.long)))
         self._read = 0  # how many images of the order have been read
-        self._last: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return len(self.order)
+        self._last: np.ndarray | None = None  # the last one's pixels
 
     def __getitem__(self, i: int) -> np.ndarray:
         self.read_through(i)
         if i in self.problems:
             raise ImageError(self.problems[i])
-        return self._last[1]
+        return self._last
 
     def read_through(self, i: int) -> None:
         """Read the order up to and including image ``i`` (the last one read is kept for ``stream[i]``)."""
@@ -341,7 +337,7 @@ class ReadAhead:
             index, (pixels, reasons) = next(self._items)
             if reasons[0]:
                 self.problems[int(index[0])] = reasons[0]
-            self._last, self._read = (int(index[0]), pixels[0].numpy()), self._read + 1
+            self._last, self._read = pixels[0].numpy(), self._read + 1
 
 
 def leave_out_unread(rows: pd.DataFrame, problems: np.ndarray, records: list[dict]):

@@ -130,9 +130,8 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
     """
     try:
         return (*segmenter.segment(support, support_labels, Subset(stream, queries)), queries, {})
-    except ImageError:
-        if queries:
-            stream.read_through(queries[-1])
+    except ImageError:  # only a query is read here, so there is one
+        stream.read_through(queries[-1])
     unread = {i: stream.problems[i] for i in queries if i in stream.problems}
     kept = [i for i in queries if i not in unread]
     return (*segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread)
