@@ -88,10 +88,10 @@ def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collect
     assert done.returncode == 0, done.stderr
     images = read_table(tmp_path / "out", "images")
     assert len(images) == len(manifest) and images["path"].str.contains(".parquet#image/").all()
-    reader._row_group.cache_clear()
+    reader._ROW_GROUPS.clear()
     shuffled = images.sample(frac=1.0, random_state=1).reset_index(drop=True)  # a shard's order: not the files'
     pixels, ok, _ = load_pixels(config, shuffled)
-    assert ok.all() and reader._row_group.cache_info().misses == 5  # 12 + 8 rows: 3 + 2 row groups, each once
+    assert ok.all() and reader._ROW_GROUPS.reads == 5  # 12 + 8 rows: 3 + 2 row groups, each once
     path_of = manifest.set_index("specimen_id")["path"]
     for got, specimen in zip(pixels, shuffled["specimen_id"]):
         np.testing.assert_array_equal(got, reader.read_image(small_collection / path_of[specimen]))
@@ -101,3 +101,33 @@ def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collect
         read_manifest(tmp_path / "pq", {**columns, "image": "pixels"}, tmp_path)
     with pytest.raises(ManifestError, match="column 'species' is string, not binary"):
         read_manifest(tmp_path / "pq", {**columns, "image": "species"}, tmp_path)
+
+
+def test_parquet_row_groups_read_in_another_order_are_read_once_while_they_fit(small_collection, tmp_path,
+                                                                               monkeypatch):
+    """SST reads a species' frames by image id, not in storage order: the row groups it comes back to stay in
+    memory, up to ROW_GROUP_CACHE_BYTES (the oldest dropped first), instead of being read again for each image."""
+    from traitpipe.collection import images as reader
+
+    manifest = write_parquet_images(small_collection, tmp_path / "pq")  # shuffled; 12 + 8 rows in row groups of 4
+    columns = {"path": "path", "species": "species", "image": "image", "ranks": ["family", "genus"]}
+    read = read_manifest(tmp_path / "pq", columns, tmp_path)
+    read["original"] = manifest["path"].tolist()  # in the Parquet files' order
+    read["image_id"] = [reader.image_id(reader.read_bytes(f)) for f in read["file"]]
+    files = read.sort_values(["species", "image_id"])["file"].tolist()  # the segment job's order
+    groups = [(f.split("#")[0], int(f.rsplit("/", 1)[1]) // 4) for f in files]
+    changes = 1 + sum(a != b for a, b in zip(groups, groups[1:]))
+    assert changes > len(set(groups)) == 5  # the order comes back to row groups it left
+
+    reader._ROW_GROUPS.clear()
+    assert [reader.read_bytes(f) for f in files] == [(small_collection / p).read_bytes()
+                                                     for p in read.set_index("file").loc[files, "original"]]
+    assert reader._ROW_GROUPS.reads == 5  # each once
+
+    one = max(c.nbytes for c in reader._ROW_GROUPS._groups.values())
+    monkeypatch.setattr(reader._ROW_GROUPS, "max_bytes", one)  # room for one row group: read at each change
+    reader._ROW_GROUPS.clear()
+    for f in files:
+        reader.read_bytes(f)
+        assert len(reader._ROW_GROUPS._groups) == 1
+    assert reader._ROW_GROUPS.reads == changes

@@ -9,6 +9,7 @@ its EXIF orientation applied. Anything that cannot become such an array raises
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import hashlib
 import io
@@ -73,7 +74,6 @@ def image_id(data: bytes) -> str:
 
 #: An image stored in a Parquet file's binary column: ``<file>.parquet#<column>/<row>`` (row: 0-based, in the file).
 _PARQUET_CELL = re.compile(r"^(?P<file>.+\.parquet)#(?P<column>[^/]+)/(?P<row>\d+)$")
-_ROW_GROUPS = threading.Lock()
 
 
 def source_file(path: str | Path) -> str:
@@ -105,10 +105,41 @@ def read_order(paths: Sequence[str]) -> list[int]:
     return sorted(range(len(paths)), key=key)
 
 
-@functools.lru_cache(maxsize=2)
-def _row_group(file: str, column: str, group: int, mtime: float) -> list:
-    """One row group's cells of a binary column (``mtime``: a file rewritten is read again)."""
-    return pq.ParquetFile(file).read_row_group(group, columns=[column]).column(0).to_pylist()
+#: Bytes of Parquet row groups a process keeps, the most recently used: images are not always read in storage
+#: order (SST tracks a species' frames by image id; training draws at random), and a row group read again
+#: costs all its images. A species whose row groups fit is then read once per reading process.
+ROW_GROUP_CACHE_BYTES = 256 * 2**20
+
+
+class _RowGroups:
+    """The binary column chunks of the Parquet row groups read last, up to ``max_bytes`` in all (the last one
+    read is always kept); ``reads`` counts the row groups read from disk."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.reads = max_bytes, 0
+        self._groups: collections.OrderedDict[tuple, pyarrow.ChunkedArray] = collections.OrderedDict()
+        self._lock = threading.Lock()  # threads asking for the same group wait for one read, not each their own
+
+    def cell(self, file: str, column: str, group: int, mtime: float, row: int):
+        """Row ``row`` (in the group) of one row group's column (``mtime``: a file rewritten is read again)."""
+        key = (file, column, group, mtime)
+        with self._lock:
+            if key in self._groups:
+                self._groups.move_to_end(key)
+            else:
+                self._groups[key] = pq.ParquetFile(file).read_row_group(group, columns=[column]).column(0)
+                self.reads += 1
+                while len(self._groups) > 1 and sum(c.nbytes for c in self._groups.values()) > self.max_bytes:
+                    self._groups.popitem(last=False)
+            return self._groups[key][row].as_py()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self.reads = 0
+
+
+_ROW_GROUPS = _RowGroups(ROW_GROUP_CACHE_BYTES)
 
 
 @functools.lru_cache(maxsize=16)
@@ -123,7 +154,8 @@ def _row_group_starts(file: str, mtime: float) -> tuple[tuple[str, ...], list[in
 
 
 def _parquet_cell(file: str, column: str, row: int) -> bytes:
-    """The bytes of one cell, reading only the row group that holds it (the last two stay cached)."""
+    """The bytes of one cell, reading only the row group that holds it (kept while it fits in
+    ``ROW_GROUP_CACHE_BYTES`` with the others read since)."""
     try:
         mtime = os.path.getmtime(file)
         names, starts = _row_group_starts(file, mtime)
@@ -132,8 +164,7 @@ def _parquet_cell(file: str, column: str, row: int) -> bytes:
         if row >= starts[-1]:
             raise ImageError(f"missing file: {file} has {starts[-1]} rows, none numbered {row}")
         group = bisect.bisect_right(starts, row) - 1
-        with _ROW_GROUPS:  # threads reading the same group wait for one read, not each their own
-            cell = _row_group(file, column, group, mtime)[row - starts[group]]
+        cell = _ROW_GROUPS.cell(file, column, group, mtime, row - starts[group])
         if cell is None:
             raise ImageError(f"empty file (no bytes in {file} column {column!r} row {row})")
         return bytes(cell)
