@@ -94,6 +94,9 @@ def main() -> None:
                              "at 512 px on 128 frames six times")
     parser.add_argument("--jobs", nargs="+", choices=SHARD_JOBS, default=list(SHARD_JOBS),
                         help="the shard jobs to time (default: all)")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help=f"timed runs of each, after one warm-up, the fastest kept (default {REPEATS}); 1 for "
+                             "a 512-image shard of the segment job on a CPU (each run about 20 minutes here)")
     options = parser.parse_args()
     per_species = options.per_species
     results = {}
@@ -113,8 +116,8 @@ def main() -> None:
         references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
         for job in options.jobs:
             job_main = import_module(f"traitpipe.jobs.{job}").main
-            whole = best_time(lambda: job_main(arguments[job]), REPEATS)
-            bare = best_time(bare_compute(job, config, r, rows, pixels, references), REPEATS)
+            whole = best_time(lambda: job_main(arguments[job]), options.repeats)
+            bare = best_time(bare_compute(job, config, r, rows, pixels, references), options.repeats)
             results[job] = {"job": job, "images": len(rows), "end_to_end_images_per_s": round(len(rows) / whole, 1),
                             "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
                             "goal": GOAL}
