@@ -173,3 +173,30 @@ def test_segment_reads_an_image_once_and_tracks_a_species_as_if_one_it_cannot_re
     kept = rows["image_id"][rows["image_id"] != victim].tolist()
     assert maps["image_id"][:].tolist() == alone["image_id"][:].tolist() == kept
     np.testing.assert_array_equal(maps["part_labels"][:], alone["part_labels"][:])
+
+
+def test_read_ahead_hands_out_frames_read_by_workers_in_the_order_asked_and_names_the_unreadable(small_collection):
+    """The segment job's stream with DataLoader workers: each frame asked for is that image's pixels (not a
+    neighbour's), an unreadable one (changed since ingest) comes through a worker as its reason, the last
+    frame can be asked again and an earlier one cannot."""
+    import pandas as pd
+
+    from traitpipe.collection.images import MAX_PIXELS, ImageError, image_id, read_image
+    from traitpipe.jobs.common import ImageInputs, ReadAhead
+
+    paths = pd.read_csv(small_collection / "manifest.csv")["path"].tolist()[:9]
+    ids = [image_id((small_collection / p).read_bytes()) for p in paths]
+    ids[4] = "0" * 16
+    config = {"collection": {"root": str(small_collection), "max_pixels": MAX_PIXELS}}
+    order = [8, 2, 4, 0, 7, 1]  # not every image, not in file order
+    stream = ReadAhead(ImageInputs(config, pd.DataFrame({"path": paths, "image_id": ids})), order, workers=2)
+    for i in order:
+        if i == 4:
+            with pytest.raises(ImageError, match="changed since ingest"):
+                stream[i]
+        else:
+            np.testing.assert_array_equal(stream[i], read_image(small_collection / paths[i]))
+    np.testing.assert_array_equal(stream[1], read_image(small_collection / paths[1]))
+    assert list(stream.problems) == [4]
+    with pytest.raises(ValueError, match="reads forward only"):
+        stream[7]

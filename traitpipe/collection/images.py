@@ -107,8 +107,9 @@ def read_order(paths: Sequence[str]) -> list[int]:
 
 #: Bytes of Parquet row groups a process keeps, the most recently used: images are not always read in storage
 #: order (SST tracks a species' frames by image id; training draws at random), and a row group read again
-#: costs all its images. A species whose row groups fit is then read once per reading process.
-ROW_GROUP_CACHE_BYTES = 256 * 2**20
+#: costs all its images. A species whose row groups fit is then read once per reading process (a job and
+#: each of its DataLoader workers: the segment job has up to 1 + 2 x loader.workers).
+ROW_GROUP_CACHE_BYTES = 128 * 2**20
 
 
 class _RowGroups:

@@ -6,8 +6,9 @@ a torch device, a fine-tuned weights file or None) with:
 
 - ``description`` (dict): what provenance records of the model (``random_weights`` included);
 - ``segment(support, support_labels, queries)`` -> (label maps, chunk of each frame), frame 0 the support;
-  ``queries`` is a sequence read one item at a time (``queries[k]``, ``len``; no slices), each item read
-  from its file when asked for, so it may raise :class:`traitpipe.collection.images.ImageError`;
+  ``queries`` is a sequence read one item at a time and in order (``queries[k]`` for k = 0, 1, ..., the
+  last one again allowed; ``len``; no slices): the segment job streams them (:class:`traitpipe.jobs.common.ReadAhead`),
+  so an item may raise :class:`traitpipe.collection.images.ImageError`, and going back raises ValueError;
 - ``round_trip_iou(support, query, support_labels, part)`` -> float, SST's retrieval score.
 
 SAM 2's video predictor (SST: one pseudo-video per species) is the first. A second (say SAM 2's
