@@ -1,13 +1,15 @@
 """Throughput of the shard jobs: one shard end to end, as a fraction of the bare model compute on the same images.
 
-One synthetic shard of 128 images at 224 px (4 species x 32; ``--per-species`` sets the 32), CPU, models of the size users run
+One synthetic shard of 128 images at 224 px (4 species x 32; ``--per-species`` sets the 32), on the CPU (``--device``
+cuda: a GPU, the jobs' device too), models of the size users run
 (``run_jobs.USER_SIZE``: ViT-S/16 trained here for one epoch, Phylo-NN at its default widths, SAM 2.1 hiera_t
 with random weights at 512 px). For each shard job (segment, explain, prompt_cam, codes):
 
 (a) end to end: the job's ``main`` (the code a rule runs) in this process, best of two after a warm-up: read,
     decode, preprocess, compute, write Zarr and Parquet. Python start-up and imports are left out: they
     are paid once per job, not per image.
-(b) bare compute: the same model calls on the same images, already decoded and preprocessed in memory.
+(b) bare compute: the same model calls on the same images, already decoded and preprocessed in memory (on
+    the device, but for Phylo-NN's codes, whose loop copies each batch over itself).
 
 Ratio = (images/s of a) / (images/s of b) = time(b) / time(a). Goal: >= 0.8 for every job. One JSON line
 per job, then a last line with every ratio and the worst.
@@ -29,6 +31,7 @@ from run_jobs import ORDER, job_arguments, run_config
 from traitpipe.collection.synthetic import synthesize
 from traitpipe.jobs.common import image_files, load_pixels, load_support, read_rows
 from traitpipe.models.classes import explained_classes
+from traitpipe.models.device import resolve_device
 from traitpipe.models.transforms import to_batch
 
 SPECIES, PER_SPECIES, GOAL, REPEATS = 4, 32, 0.8, 2
@@ -36,8 +39,9 @@ SHARD_JOBS = ("segment", "explain", "prompt_cam", "codes")
 
 
 def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray], references: dict):
-    """A function running ``job``'s model calls on ``pixels`` already in memory (models loaded before)."""
-    device = torch.device("cpu")
+    """A function running ``job``'s model calls on ``pixels`` already in memory (models loaded before), on the
+    config's device."""
+    device = resolve_device(config["device"])
     if job == "segment":
         from traitpipe.segment.backends import load_segmenter
         from traitpipe.segment.references import part_names
@@ -65,8 +69,8 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
         settings = config["explain"]
         size = settings["batch_size"]
         targets = torch.from_numpy(explained_classes(rows["species"], meta["classes"], settings["target"]))
-        batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]), targets[s:s + size])
-                   for s in range(0, len(pixels), size)]
+        batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]).to(device),
+                    targets[s:s + size].to(device)) for s in range(0, len(pixels), size)]
         layers = default_layers(model)
         return lambda: [explain_batch(model, batch, layers, method="gradcam", alphas=[None],
                                       n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
@@ -74,17 +78,26 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
     from traitpipe.models.load import load_prompt_cam
 
     model, meta = load_prompt_cam(r / "classifier.pt", r / "classifier.json", r / "prompt_cam.pt")
-    model.eval()
+    model.to(device).eval()
     classes = json.loads((r / "prompt_cam.json").read_text())["classes"]
     size = config["prompt_cam"]["batch_size"]
     targets = torch.from_numpy(explained_classes(rows["species"], classes, config["explain"]["target"]))
-    batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]), targets[s:s + size])
-               for s in range(0, len(pixels), size)]
+    batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]).to(device),
+                targets[s:s + size].to(device)) for s in range(0, len(pixels), size)]
 
     def run():
         with torch.no_grad():
             return [model.explain(batch, target) for batch, target in batches]
     return run
+
+
+def synchronized(run):
+    """``run``, then a wait for the GPU's queued work (none on a CPU): a timing covers the work, not its launch."""
+    def run_and_wait():
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    return run_and_wait
 
 
 def main() -> None:
@@ -94,6 +107,8 @@ def main() -> None:
                              "at 512 px on 128 frames six times")
     parser.add_argument("--jobs", nargs="+", choices=SHARD_JOBS, default=list(SHARD_JOBS),
                         help="the shard jobs to time (default: all)")
+    parser.add_argument("--device", default="cpu",
+                        help="the jobs' and the bare compute's device: cpu (default), cuda, auto")
     parser.add_argument("--repeats", type=int, default=REPEATS,
                         help=f"timed runs of each, after one warm-up, the fastest kept (default {REPEATS}); 1 for "
                              "a 512-image shard of the segment job on a CPU (each run about 20 minutes here)")
@@ -103,7 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         collection = synthesize(folder / "collection", n_species=SPECIES, per_species=per_species, size=224, seed=0)
-        config_file = run_config(folder, collection, user_size=True)
+        config_file = run_config(folder, collection, user_size=True, device=options.device)
         arguments = job_arguments(folder, collection)
         for job in ORDER[:4]:  # ingest and the models the shard jobs use
             import_module(f"traitpipe.jobs.{job}").main(arguments[job])
@@ -116,10 +131,10 @@ def main() -> None:
         references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
         for job in options.jobs:
             job_main = import_module(f"traitpipe.jobs.{job}").main
-            whole = best_time(lambda: job_main(arguments[job]), options.repeats)
-            bare = best_time(bare_compute(job, config, r, rows, pixels, references), options.repeats)
-            results[job] = {"job": job, "images": len(rows), "end_to_end_images_per_s": round(len(rows) / whole, 1),
-                            "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
+            whole = best_time(synchronized(lambda: job_main(arguments[job])), options.repeats)
+            bare = best_time(synchronized(bare_compute(job, config, r, rows, pixels, references)), options.repeats)
+            results[job] = {"job": job, "device": config["device"], "images": len(rows),
+                            "end_to_end_images_per_s": round(len(rows) / whole, 1), "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
                             "goal": GOAL}
             print(json.dumps(results[job]), flush=True)
     ratios = {job: result["ratio"] for job, result in results.items()}

@@ -30,13 +30,13 @@ USER_SIZE = {"segment": {"image_size": 512, "canvas": 128},
              "phylo": {"model": {}}}
 
 
-def run_config(folder: Path, collection: Path, user_size: bool = False) -> Path:
+def run_config(folder: Path, collection: Path, user_size: bool = False, device: str = "cpu") -> Path:
     """Write the run config (``folder/run.json``) of one collection and return its path: tiny models, or
-    with ``user_size`` the models of :data:`USER_SIZE`."""
+    with ``user_size`` the models of :data:`USER_SIZE`, on ``device`` (the config's ``device``)."""
     config = {
         "collection": {"root": str(collection), "manifest": "manifest.csv", "phylogeny": "phylogeny.nwk",
                        "columns": {"specimen": "specimen_id", "mask": "mask", "ranks": ["family", "genus"]}},
-        "results": str(folder / "results"), "shard_size": 100_000, "device": "cpu",
+        "results": str(folder / "results"), "shard_size": 100_000, "device": device,
         "segment": {"image_size": 128, "canvas": 128, "parts": "masks/parts.json"},
         "classifier": {"arch": "vit_tiny_patch16_224", "input_size": SIZE,
                        "kwargs": {"img_size": SIZE, "depth": 1, "embed_dim": 32, "num_heads": 2},
