@@ -15,7 +15,7 @@ from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
 from traitpipe.segment.sst import Subset
-from traitpipe.store.maps import map_writer, ome_label_attrs
+from traitpipe.store.maps import background_writes, keep_images, map_writer, ome_label_attrs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,62 +47,54 @@ def main(argv: list[str] | None = None) -> None:
     retrieval_part = settings["retrieval"]["part"]
     round_trips = ReadAhead(images, order, workers) if retrieval_part is not None else None
 
-    canvas = settings["canvas"]
-    placed = np.zeros((len(rows), canvas, canvas), np.uint8)
-    transforms = np.zeros((len(rows), 3), np.float32)
-    frame_index = np.full(len(rows), -1, np.int32)
-    chunk_index = np.full(len(rows), -1, np.int32)
+    canvas, sizes = settings["canvas"], rows[["height", "width"]].to_numpy(np.int32)
+    done = np.zeros(len(rows), bool)
     part_rows, retrieval_rows, failed, found = [], [], [], dict(names or {})
-    for species, group in tqdm(groups, desc="segment", unit="species", file=sys.stderr):
-        index = group.index.to_numpy()
-        try:
-            support, support_labels, image_file, parts = load_support(config, species, args.reference, names)
-            found.update(parts)  # undeclared parts (segment.parts: null) are named from the reference masks
-        except ImageError as error:
-            failed.append(failure_rows(rows.loc[index], str(error)))
-            continue
-        try:
-            maps, chunk_of, queries, unread = _track(segmenter, support, support_labels, tracked, images,
-                                                     queries_of[species])
-        except ImageError as error:  # an image changed between two reads: its species fails alone
-            failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
-            continue
-        failed.append(failure_rows(rows.loc[list(unread)], np.array(list(unread.values()), dtype=object)))
-        frame_of = {i: 1 + k for k, i in enumerate(queries)} | {i: 0 for i in index if files[i] == image_file}
-        for i, frame in frame_of.items():
-            labels = maps[frame]
-            placed[i], transforms[i] = to_canvas(labels, canvas)
-            frame_index[i], chunk_index[i] = frame, chunk_of[frame]
-            for part in part_statistics(labels, parts):
-                part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
-                                  "frame_index": frame, "chunk": chunk_of[frame]})
-        if retrieval_part is not None:
-            part_id = _part_id(retrieval_part, parts)
-            for i in queries:
-                try:
-                    query = round_trips[i]
-                except ImageError as error:  # broke or changed since it was tracked
-                    failed.append(failure_rows(rows.loc[[i]], f"round trip: {error}"))
-                    continue
-                retrieval_rows.append({"image_id": rows.at[i, "image_id"], "species": species, "part_id": part_id,
-                                       "part": parts[part_id], "round_trip_iou": segmenter.round_trip_iou(
-                                           support, query, support_labels, part_id)})
-
-    done = frame_index >= 0
-    sizes = rows[["height", "width"]].to_numpy(np.int32)
-    attrs = {"provenance": prov, "parts": {str(k): v for k, v in sorted(found.items())}, "canvas": canvas,
-             **ome_label_attrs(found),
-             "random_weights": random,
+    attrs = {"provenance": prov, "canvas": canvas, "random_weights": random,
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
                      "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}
-    with map_writer(args.maps, rows["image_id"][done].tolist(),
+    with map_writer(args.maps, rows["image_id"].tolist(),
                     {"part_labels": ((canvas, canvas), "uint8", ("y", "x")),
                      "image_size": ((2,), "int32", ("hw",)),
-                     "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as group:
-        if done.any():
-            group["part_labels"][:] = placed[done]
-            group["image_size"][:] = sizes[done]
-            group["canvas_transform"][:] = transforms[done]
+                     "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as store:
+        # one species' maps at a time: written while SAM 2 tracks the next species
+        with background_writes(store, depth=1) as write:
+            for species, members in tqdm(groups, desc="segment", unit="species", file=sys.stderr):
+                index = members.index.to_numpy()  # a range: the rows are in species order
+                try:
+                    support, support_labels, image_file, parts = load_support(config, species, args.reference,
+                                                                              names)
+                    found.update(parts)  # undeclared parts (segment.parts: null) are named from the reference masks
+                except ImageError as error:
+                    failed.append(failure_rows(rows.loc[index], str(error)))
+                    continue
+                try:
+                    maps, chunk_of, queries, unread = _track(segmenter, support, support_labels, tracked, images,
+                                                             queries_of[species])
+                except ImageError as error:  # an image changed between two reads: its species fails alone
+                    failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
+                    continue
+                failed.append(failure_rows(rows.loc[list(unread)], np.array(list(unread.values()), dtype=object)))
+                frame_of = {i: 1 + k for k, i in enumerate(queries)} | {i: 0 for i in index if files[i] == image_file}
+                placed = np.zeros((len(index), canvas, canvas), np.uint8)
+                transforms = np.zeros((len(index), 3), np.float32)
+                for i, frame in frame_of.items():
+                    labels = maps[frame]
+                    placed[i - index[0]], transforms[i - index[0]] = to_canvas(labels, canvas)
+                    done[i] = True
+                    for part in part_statistics(labels, parts):
+                        part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
+                                          "frame_index": frame, "chunk": chunk_of[frame]})
+                write("part_labels", index[0], placed)
+                write("canvas_transform", index[0], transforms)
+                write("image_size", index[0], sizes[index])
+                if retrieval_part is not None:
+                    scores, broke = _round_trips(segmenter, round_trips, rows, queries, support, support_labels,
+                                                 _part_id(retrieval_part, parts), parts)
+                    retrieval_rows += scores
+                    failed += broke
+        keep_images(store, done)  # the rows of images not segmented leave the store
+        store.attrs.update({"parts": {str(k): v for k, v in sorted(found.items())}, **ome_label_attrs(found)})
     step.write("parts", part_rows, args.parts)
     if retrieval_part is not None:
         step.write("retrieval", retrieval_rows, args.retrieval)
@@ -135,6 +127,23 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
     unread = {i: stream.problems[i] for i in queries if i in stream.problems}
     kept = [i for i in queries if i not in unread]
     return (*segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread)
+
+
+def _round_trips(segmenter, stream: ReadAhead, rows: pd.DataFrame, queries: list[int], support: np.ndarray,
+                 support_labels: np.ndarray, part_id: int, parts: dict[int, str]) -> tuple[list[dict], list[pd.DataFrame]]:
+    """SST's retrieval score of one species' tracked queries (read from ``stream``): ``retrieval`` records, and
+    ``failures`` rows of the queries that broke or changed since they were tracked."""
+    scores, failed = [], []
+    for i in queries:
+        try:
+            query = stream[i]
+        except ImageError as error:
+            failed.append(failure_rows(rows.loc[[i]], f"round trip: {error}"))
+            continue
+        scores.append({"image_id": rows.at[i, "image_id"], "species": rows.at[i, "species"], "part_id": part_id,
+                       "part": parts[part_id],
+                       "round_trip_iou": segmenter.round_trip_iou(support, query, support_labels, part_id)})
+    return scores, failed
 
 
 def _part_id(part: int | str, parts: dict[int, str]) -> int:
