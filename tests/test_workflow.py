@@ -64,7 +64,7 @@ def test_dry_run_of_the_demo_config(tmp_path):
 
 def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collection, tmp_path):
     """pip install . (not editable) into a fresh environment: the workflow ships inside the package, and
-    traitpipe run works from a folder that is not the source tree (its ingest jobs run)."""
+    traitpipe run works from a folder that is not the source tree (its ingest jobs run); so does traitpipe profile."""
     import site
 
     from traitpipe.cli import REPO
@@ -88,6 +88,13 @@ def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collecti
     assert done.returncode == 0, done.stderr[-3000:]
     assert str(env / "lib") in done.stderr  # Snakemake ran the installed package's workflow
     assert len(list((folder / "results" / "tables" / "images").glob("part-*.parquet"))) == 4  # one per species
+    # the cluster profile, to edit: a copy of the one the package ships, never over an existing folder
+    copy = [str(env / "bin" / "traitpipe"), "profile", "slurm", "my-slurm"]
+    done = subprocess.run(copy, cwd=folder, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--profile my-slurm" in done.stdout, done.stderr
+    assert (folder / "my-slurm" / "config.yaml").read_text() == (REPO / "workflow/profiles/slurm/config.yaml").read_text()
+    done = subprocess.run(copy, cwd=folder, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "my-slurm exists" in done.stderr
 
 
 GPU_RULES = {"sam2_train", "sst_finetune", "segment", "classifier", "explain", "prompt_cam_train", "prompt_cam",

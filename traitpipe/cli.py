@@ -1,4 +1,4 @@
-"""The ``traitpipe`` command: synth, run, demo, query, validate, and the workflow's jobs."""
+"""The ``traitpipe`` command: synth, run, demo, query, validate, profile, and the workflow's jobs."""
 
 from __future__ import annotations
 
@@ -186,6 +186,17 @@ def cmd_validate(args: argparse.Namespace) -> None:
         _fail("no usable image: see the reasons above (and the failures table)")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    import shutil
+
+    source, out = SNAKEFILE.parent / "profiles" / args.name, Path(args.out)
+    if out.exists():
+        _fail(f"{out} exists: name a new folder for the profile (nothing was written)")
+    shutil.copytree(source, out)
+    print(f"{out}: a copy of traitpipe's {args.name} profile; set its partitions, memory and run times, then\n"
+          f"  traitpipe run --config my.yaml -- --profile {out}")
+
+
 def cmd_check_report(args: argparse.Namespace) -> None:
     from traitpipe.report.browser import check_page, find_chromium
 
@@ -254,6 +265,12 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", default="results", help="where the tables go (default: results)")
     validate.add_argument("--show", action="store_true")
     validate.set_defaults(func=cmd_validate)
+
+    profile = sub.add_parser("profile", help="copy a Snakemake profile shipped with traitpipe (slurm: the cluster "
+                                            "settings; default: one machine) into a folder, to edit and run with")
+    profile.add_argument("name", choices=("slurm", "default"))
+    profile.add_argument("out", help="a new folder")
+    profile.set_defaults(func=cmd_profile)
 
     check = sub.add_parser("check-report", help="open a report in headless chromium: console errors, broken images, "
                                                 "a screenshot (exit 1 on any problem)")
