@@ -1,6 +1,7 @@
 """Throughput of the shard jobs: one shard end to end, as a fraction of the bare model compute on the same images.
 
-One synthetic shard of 128 images at 224 px (4 species x 32; ``--per-species`` sets the 32), on the CPU (``--device``
+One synthetic shard of 512 images at 224 px, the default shard_size (4 species x 128; ``--per-species`` sets the 128;
+about 3 hours on a 2-core CPU, most of them for the segment job's SAM 2 at 512 px), on the CPU (``--device``
 cuda: a GPU, the jobs' device too), models of the size users run
 (``run_jobs.USER_SIZE``: ViT-S/16 trained here for one epoch, Phylo-NN at its default widths, SAM 2.1 hiera_t
 with random weights at 512 px). For each shard job (segment, explain, prompt_cam, codes):
@@ -34,7 +35,7 @@ from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import resolve_device
 from traitpipe.models.transforms import to_batch
 
-SPECIES, PER_SPECIES, GOAL, REPEATS = 4, 32, 0.8, 2
+SPECIES, PER_SPECIES, GOAL, REPEATS = 4, 128, 0.8, 2
 SHARD_JOBS = ("segment", "explain", "prompt_cam", "codes")
 
 
@@ -103,8 +104,8 @@ def synchronized(run):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-species", type=int, default=PER_SPECIES,
-                        help=f"images per species (default {PER_SPECIES}); fewer when a CPU cannot run SAM 2 "
-                             "at 512 px on 128 frames six times")
+                        help=f"images per species (default {PER_SPECIES}: a shard of the default shard_size, 512); "
+                             "fewer for a quick look, where a job's fixed costs weigh more")
     parser.add_argument("--jobs", nargs="+", choices=SHARD_JOBS, default=list(SHARD_JOBS),
                         help="the shard jobs to time (default: all)")
     parser.add_argument("--device", default="cpu",
