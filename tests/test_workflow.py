@@ -309,6 +309,9 @@ def test_run_then_query(collection_copy, tmp_path):
     # Snakemake's own report of the run carries traitpipe's
     done = traitpipe("run", "--config", str(config), "--", "--report", str(tmp_path / "snakemake.html"), cwd=tmp_path)
     assert done.returncode == 0 and "Adding report.html" in done.stderr, done.stderr[-3000:]
+    page = tmp_path / "snakemake.html"  # one file, traitpipe's report inside it under its category
+    assert page.stat().st_size > (tmp_path / "results" / "report.html").stat().st_size
+    assert "traitpipe" in page.read_text()
 
 
 def test_bad_config_stops_before_any_work(small_collection, tmp_path):
