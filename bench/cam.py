@@ -22,9 +22,10 @@ from traitpipe.explain.cam import compute_cams
 BATCH, REPEATS = 32, 3
 
 
-def best_time(run, repeats: int = REPEATS) -> float:
-    """Fastest of ``repeats`` runs after one warm-up run, in seconds."""
-    run()
+def best_time(run, repeats: int = REPEATS, warmup: int = 1) -> float:
+    """Fastest of ``repeats`` runs after ``warmup`` runs that are not timed, in seconds."""
+    for _ in range(warmup):
+        run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -111,8 +111,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu",
                         help="the jobs' and the bare compute's device: cpu (default), cuda, auto")
     parser.add_argument("--repeats", type=int, default=REPEATS,
-                        help=f"timed runs of each, after one warm-up, the fastest kept (default {REPEATS}); 1 for "
-                             "a 512-image shard of the segment job on a CPU (each run about 20 minutes here)")
+                        help=f"timed runs of each, the fastest kept (default {REPEATS})")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs of each first (default 1); 0 with --repeats 1 times the segment job's "
+                             "512 frames once each way (about 30 minutes a run on a 2-core CPU): a first run's "
+                             "one-time costs can then only lower the ratio")
     options = parser.parse_args()
     per_species = options.per_species
     results = {}
@@ -132,8 +135,9 @@ def main() -> None:
         references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
         for job in options.jobs:
             job_main = import_module(f"traitpipe.jobs.{job}").main
-            whole = best_time(synchronized(lambda: job_main(arguments[job])), options.repeats)
-            bare = best_time(synchronized(bare_compute(job, config, r, rows, pixels, references)), options.repeats)
+            whole = best_time(synchronized(lambda: job_main(arguments[job])), options.repeats, options.warmup)
+            bare = best_time(synchronized(bare_compute(job, config, r, rows, pixels, references)), options.repeats,
+                             options.warmup)
             results[job] = {"job": job, "device": config["device"], "images": len(rows),
                             "end_to_end_images_per_s": round(len(rows) / whole, 1), "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
                             "goal": GOAL}
