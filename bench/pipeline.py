@@ -10,7 +10,7 @@ with random weights at 512 px). For each shard job (segment, explain, prompt_cam
     decode, preprocess, compute, write Zarr and Parquet. Python start-up and imports are left out: they
     are paid once per job, not per image.
 (b) bare compute: the same model calls on the same images, already decoded and preprocessed in memory (on
-    the device, but for Phylo-NN's codes, whose loop copies each batch over itself).
+    the device, but for SST's frames and Phylo-NN's codes, whose loops copy each frame or batch over).
 
 Ratio = (images/s of a) / (images/s of b) = time(b) / time(a). Goal: >= 0.8 for every job. One JSON line
 per job, then a last line with every ratio and the worst.
@@ -92,12 +92,12 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
     return run
 
 
-def synchronized(run):
-    """``run``, then a wait for the GPU's queued work (none on a CPU): a timing covers the work, not its launch."""
+def synchronized(run, device: torch.device):
+    """``run``, then a wait for ``device``'s queued work (none on a CPU): a timing covers the work, not its launch."""
     def run_and_wait():
         run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     return run_and_wait
 
 
@@ -110,12 +110,12 @@ def main() -> None:
                         help="the shard jobs to time (default: all)")
     parser.add_argument("--device", default="cpu",
                         help="the jobs' and the bare compute's device: cpu (default), cuda, auto")
-    parser.add_argument("--repeats", type=int, default=REPEATS,
+    parser.add_argument("--repeats", type=lambda v: max(1, int(v)), default=REPEATS,
                         help=f"timed runs of each, the fastest kept (default {REPEATS})")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each first (default 1); 0 with --repeats 1 times the segment job's "
-                             "512 frames once each way (about 30 minutes a run on a 2-core CPU): a first run's "
-                             "one-time costs can then only lower the ratio")
+                             "512 frames once each way (about 30 minutes a run on a 2-core CPU), one-time costs "
+                             "(a first call's set-up) counted in both")
     options = parser.parse_args()
     per_species = options.per_species
     results = {}
@@ -127,6 +127,7 @@ def main() -> None:
         for job in ORDER[:4]:  # ingest and the models the shard jobs use
             import_module(f"traitpipe.jobs.{job}").main(arguments[job])
         config = json.loads(config_file.read_text())
+        device = resolve_device(config["device"])  # the GPU the jobs claim, when there are several
         r = folder / "results"
         rows = read_rows(str(r / "images.parquet"))
         pixels, ok, _ = load_pixels(config, rows)
@@ -135,11 +136,12 @@ def main() -> None:
         references = {given[i + 1]: (given[i + 2], given[i + 3]) for i, a in enumerate(given) if a == "--reference"}
         for job in options.jobs:
             job_main = import_module(f"traitpipe.jobs.{job}").main
-            whole = best_time(synchronized(lambda: job_main(arguments[job])), options.repeats, options.warmup)
-            bare = best_time(synchronized(bare_compute(job, config, r, rows, pixels, references)), options.repeats,
-                             options.warmup)
-            results[job] = {"job": job, "device": config["device"], "images": len(rows),
-                            "end_to_end_images_per_s": round(len(rows) / whole, 1), "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
+            whole = best_time(synchronized(lambda: job_main(arguments[job]), device), options.repeats, options.warmup)
+            bare = best_time(synchronized(bare_compute(job, config, r, rows, pixels, references), device),
+                             options.repeats, options.warmup)
+            results[job] = {"job": job, "device": str(device), "images": len(rows),
+                            "end_to_end_images_per_s": round(len(rows) / whole, 1),
+                            "bare_images_per_s": round(len(rows) / bare, 1), "ratio": round(bare / whole, 3),
                             "goal": GOAL}
             print(json.dumps(results[job]), flush=True)
     ratios = {job: result["ratio"] for job, result in results.items()}

@@ -165,3 +165,27 @@ def test_a_full_disk_ends_a_job_with_a_clear_message_and_no_partial_output(colle
     message = capsys.readouterr().err
     assert "job ingest: no space left to write " in message and "Nothing partial was kept" in message
     assert not [p for p in (tmp_path / "results").rglob("*") if p.is_file()]  # neither the file nor its temporary
+
+
+@pytest.mark.parametrize("move_bytes", [None, 3 * 16])  # a file's worth of rows at a time, or three rows
+def test_keep_images_leaves_out_rows_across_files_in_blocks(tmp_path, monkeypatch, move_bytes):
+    """The rows kept move forward in place, over several 512-image files of an array and in blocks bounded in
+    bytes (maps.MOVE_BYTES), and every array of the store keeps the same images."""
+    from traitpipe.store import maps
+
+    if move_bytes is not None:
+        monkeypatch.setattr(maps, "MOVE_BYTES", move_bytes)  # a cam row here is 4 float32 = 16 bytes
+    n = 2 * maps.IMAGES_PER_FILE + 76
+    ids = [f"i{k:05d}" for k in range(n)]
+    cams = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
+    labels = (np.arange(n * 6) % 251).astype(np.uint8).reshape(n, 2, 3)
+    keep = np.random.default_rng(0).random(n) > 0.3
+    keep[:40] = True  # the first rows stay where they are, the rest move
+    with maps.map_writer(tmp_path / "m.zarr", ids, {"cam": ((4,), "float32", ("x",)),
+                                                    "labels": ((2, 3), "uint8", ("y", "x"))}, {}) as group:
+        group["cam"][:], group["labels"][:] = cams, labels
+        maps.keep_images(group, keep)
+    stored = open_maps(tmp_path / "m.zarr")
+    assert stored["image_id"][:].tolist() == [i for i, k in zip(ids, keep) if k]
+    np.testing.assert_array_equal(stored["cam"][:], cams[keep])
+    np.testing.assert_array_equal(stored["labels"][:], labels[keep])

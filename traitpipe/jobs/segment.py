@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
                     for part in part_statistics(labels, parts):
                         part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
                                           "frame_index": frame, "chunk": chunk_of[frame]})
-                write("part_labels", index[0], placed)
-                write("canvas_transform", index[0], transforms)
                 write("image_size", index[0], sizes[index])
+                write("canvas_transform", index[0], transforms)
+                write("part_labels", index[0], placed)  # last: it is written while SAM 2 tracks the next species
                 if retrieval_part is not None:
                     scores, broke = _round_trips(segmenter, round_trips, rows, queries, support, support_labels,
                                                  _part_id(retrieval_part, parts), parts)
@@ -130,7 +130,8 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
 
 
 def _round_trips(segmenter, stream: ReadAhead, rows: pd.DataFrame, queries: list[int], support: np.ndarray,
-                 support_labels: np.ndarray, part_id: int, parts: dict[int, str]) -> tuple[list[dict], list[pd.DataFrame]]:
+                 support_labels: np.ndarray, part_id: int,
+                 parts: dict[int, str]) -> tuple[list[dict], list[pd.DataFrame]]:
     """SST's retrieval score of one species' tracked queries (read from ``stream``): ``retrieval`` records, and
     ``failures`` rows of the queries that broke or changed since they were tracked."""
     scores, failed = [], []

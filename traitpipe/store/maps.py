@@ -25,6 +25,8 @@ from traitpipe.store.atomic import atomic_path
 
 #: Most images' chunks in one file of an array (a Zarr v3 shard).
 IMAGES_PER_FILE = 512
+#: Most bytes of rows :func:`keep_images` moves at once (512 SST label maps at a 1024 canvas would be 512 MiB).
+MOVE_BYTES = 64 * 2**20
 #: name -> (shape of one image's array, dtype, dimension names after "image")
 ArraySpec = tuple[tuple[int, ...], str, tuple[str, ...]]
 
@@ -174,8 +176,10 @@ def keep_images(group: zarr.Group, keep: np.ndarray) -> None:
         return
     for name in group.array_keys():
         array = group[name]
-        for start in range(0, len(kept), IMAGES_PER_FILE):  # a file's worth at a time; a row moves only forward,
-            rows = kept[start:start + IMAGES_PER_FILE]      # onto rows already read
+        row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
+        block = max(1, min(IMAGES_PER_FILE, MOVE_BYTES // max(row_bytes, 1)))  # at most a file's worth, and
+        for start in range(0, len(kept), block):  # MOVE_BYTES; a row moves only forward, onto rows already read
+            rows = kept[start:start + block]
             array[start:start + len(rows)] = array.oindex[rows]
         array.resize((len(kept), *array.shape[1:]))
 
