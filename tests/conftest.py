@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from traitpipe.collection import synthesize
+
+# make test runs three test processes on two cores: one torch thread each. With torch's default (a thread per
+# core), the in-process SAM 2 tests took 20 times as long beside a workflow test (163 s, 7.6 s alone): the
+# threads of one process wait, spinning, for the one another process holds off its core. The workflow's own jobs
+# run with --max-threads 1 (test_workflow.ONE_THREAD); a test that names threads sets them itself.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,9 @@ def test_training_learns_the_levels():
     assert base_history[-1] < base_history[0]
     orthogonality = model.orthogonality().item()
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
-    history = train_disentangler(base, model, images, targets, epochs=25, batch_size=8, lr=3e-3, seed=0,
+    # 40 epochs: at 25 one level stopped at 0.75 with one torch thread (1.0 with two); at 40 every level is
+    # learnt with either, and on four other draws of the images and seeds
+    history = train_disentangler(base, model, images, targets, epochs=40, batch_size=8, lr=3e-3, seed=0,
                                  device=CPU, progress=False)
     assert history[-1] < history[0] and model.orthogonality().item() < orthogonality
     codes = generate_codes(base, model, images, batch_size=10, device=CPU)

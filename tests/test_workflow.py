@@ -24,6 +24,10 @@ from test_progress import progress_lines
 #: (a tiny job is mostly Python start-up; a run of the small collection takes 72 s instead of 114 s). Not with
 #: a named profile or threads named by the test: those threads are what such a test checks.
 ONE_THREAD = ["--max-threads", "1"]
+#: The segment section of the tests that check what happens around SST (failures, reruns, a kill), not SAM 2
+#: itself: the small SAM 2 (segment/configs/sam2_small.yaml, random weights) tracks and tunes several times
+#: faster than sam2.1_hiera_t, which test_run_then_query and tests/test_sst.py run.
+SMALL_SAM2 = {"config": "sam2_small", "image_size": 128, "canvas": 64, "parts": "masks/parts.json"}
 
 
 def _open_without_a_warning(stores):
@@ -152,7 +156,7 @@ def test_run_then_query(collection_copy, tmp_path):
     """The whole workflow on a collection whose images are a binary column of Parquet files (the manifest's other
     columns beside them), read by every step that reads images: the same results as from image files."""
     write_parquet_images(collection_copy, collection_copy / "pq")
-    config = write_config(tmp_path, collection_copy)
+    config = write_config(tmp_path, collection_copy, shard_size=10)  # two shards of two species
     raw = yaml.safe_load(config.read_text())
     raw["collection"]["manifest"] = "pq"
     raw["collection"]["columns"]["image"] = "image"
@@ -205,7 +209,7 @@ def test_run_then_query(collection_copy, tmp_path):
                      "from prompt_heads h join images i using (image_id)", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"true": True}]
     stores = sorted((tmp_path / "results" / "maps").glob("*/shard-*.zarr"))
-    assert len(stores) == 4 * 5  # segment, gradcam, promptcam, intr and clip-concept-gradcam of 4 shards
+    assert len(stores) == 2 * 5  # segment, gradcam, promptcam, intr and clip-concept-gradcam of 2 shards
     _open_without_a_warning(sorted((tmp_path / "results" / "maps").glob("**/*.zarr")))
     maps = sorted((tmp_path / "results" / "maps" / "cam-gradcam").glob("shard-*.zarr"))
     group = open_maps(maps[0])
@@ -362,7 +366,7 @@ def test_a_shard_whose_images_all_fail_is_a_shard_with_no_rows(collection_copy, 
 
 def test_explain_goes_on_past_a_bad_image_and_reruns_one_method_alone(collection_copy, tmp_path):
     config = write_config(tmp_path, collection_copy, segment={"enabled": False}, phylo={"enabled": False},
-                          prompt_cam={"enabled": False},
+                          prompt_cam={"enabled": False}, shard_size=10,
                           explain={"batch_size": 8, "methods": [{"name": "gradcam", "alphas": [None, 1.0]},
                                                                 {"name": "hirescam"}]})
     assert traitpipe("run", "--config", str(config), "--", "--until", "classifier", cwd=tmp_path).returncode == 0
@@ -386,7 +390,7 @@ def test_explain_goes_on_past_a_bad_image_and_reruns_one_method_alone(collection
     config.write_text(yaml.safe_dump(settings))
     jobs = _dry_run_jobs(config, tmp_path)
     shards = sorted({s for _, s, _ in jobs if s})
-    assert len(shards) == 4 and jobs == sorted(  # hirescam's maps stay
+    assert len(shards) == 2 and jobs == sorted(  # hirescam's maps stay
         [("all", None, None), ("evaluate", None, None), ("report", None, None)]
         + [("explain", s, "gradcam") for s in shards], key=str)
     settings["explain"]["methods"] = [{"name": "layercam", "layers": ["blocks.0.norm"]}]
@@ -405,8 +409,7 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
     manifest.loc[manifest["species"] == lost, "mask"] = ""
     manifest.to_csv(collection_copy / "manifest.csv", index=False)
     config = write_config(tmp_path, collection_copy, explain={"enabled": False}, phylo={"enabled": False},
-                          segment={"image_size": 128, "canvas": 64, "parts": "masks/parts.json",
-                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
+                          segment={**SMALL_SAM2, "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
                                    "retrieval": {"part": "left_forewing"}})
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
