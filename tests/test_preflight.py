@@ -79,3 +79,24 @@ def test_a_run_with_a_species_missing_from_the_tree_stops_before_any_job(small_c
         assert done.returncode == 2, done.stderr[-2000:]
         assert f"have no tip in {tree}: {species[0]}" in done.stderr
     assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_checking_local_checkpoint_files_imports_no_model_library(tmp_path):
+    """Snakemake parses the workflow, and so runs preflight, at each start: every dry run, and on a cluster in
+    every job. Checking checkpoint files reads their first bytes; importing timm for it cost 4.5 s a start."""
+    for name in ("classifier", "prompt_cam", "phylo", "sam2"):
+        torch.save({"w": torch.zeros(1)}, tmp_path / f"{name}.pt")
+    sections = {name: {"checkpoint": str(tmp_path / f"{name}.pt")} for name in ("classifier", "prompt_cam", "phylo")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({
+        "collection": {"root": str(tmp_path), "manifest": "m.csv"}, "phylo": {"enabled": False},
+        "segment": {"checkpoint": str(tmp_path / "sam2.pt")}, **sections}))
+    check = ("import sys, yaml, pandas\n"
+             "from traitpipe.config import validate_config\n"
+             "from traitpipe.preflight import preflight\n"
+             f"config = validate_config(yaml.safe_load(open({str(tmp_path / 'config.yaml')!r})))\n"
+             "print(preflight(config, pandas.DataFrame({'species': ['Mily alba']})),"
+             " sorted({'torch', 'timm', 'sam2', 'open_clip'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "[]"]
+

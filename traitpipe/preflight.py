@@ -57,10 +57,13 @@ def _checkpoint_files(config: dict) -> list[tuple[str, str]]:
             found.append((f"{section}.checkpoint", value))
     value = config["segment"]["checkpoint"]
     if config["segment"]["enabled"] and value not in (None, "train"):
-        from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-
-        if value not in HF_MODEL_ID_TO_FILENAMES:
+        if Path(value).is_file():  # a file: no need to import SAM 2 (and torch) for its released names
             found.append(("segment.checkpoint", value))
+        else:
+            from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+            if value not in HF_MODEL_ID_TO_FILENAMES:
+                found.append(("segment.checkpoint", value))
     return found
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
-from torch import nn
-
-from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+if TYPE_CHECKING:  # timm and torch load with the first model built: the workflow's parse reads source_kind alone
+    from torch import nn
 
 #: kind -> builder(arch, num_classes, kwargs, value, new_head) -> (model, info: checkpoint, sha256)
 SOURCES: dict[str, Callable[..., tuple[nn.Module, dict]]] = {}
@@ -54,24 +53,34 @@ def source_kind(value: str | Path | None) -> str:
     return "hf-hub" if str(value).startswith("hf-hub:") else "file"
 
 
+def _create(name: str, pretrained: bool, num_classes: int, kwargs: dict) -> nn.Module:
+    """timm's model ``name``; timm is imported here (a 4 s import that every Snakemake start would pay for
+    :func:`source_kind` in the preflight checks)."""
+    import timm
+
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
 @register_source("random")
 def _random(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs), {}
+    return _create(arch, False, num_classes, kwargs), {}
 
 
 @register_source("timm")
 def _timm(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
-    return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs), {}
+    return _create(arch, True, num_classes, kwargs), {}
 
 
 @register_source("hf-hub")
 def _hf_hub(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
-    return timm.create_model(str(value), pretrained=True, num_classes=num_classes, **kwargs), {}
+    return _create(str(value), True, num_classes, kwargs), {}
 
 
 @register_source("file")
 def _file(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
+
+    model = _create(arch, False, num_classes, kwargs)
     state = load_state_dict(value)
     head = {f"{name}.{p}" for name, module in model.named_modules() if module is model.get_classifier()
             for p, _ in module.named_parameters()}
