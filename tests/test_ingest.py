@@ -67,15 +67,17 @@ def test_files_outside_the_root_are_refused_unopened_unless_allowed(collection_c
     outside.mkdir()
     shutil.copy(collection_copy / first.path, outside / "leak.png")
     (collection_copy / "images" / "link.png").symlink_to(outside / "leak.png")  # inside by name, outside by target
+    (collection_copy / "linked").symlink_to(outside)  # a folder inside by name, outside by target
     _add_rows(collection_copy, [{"path": "../outside/leak.png", "species": first.species},
                                 {"path": "/etc/passwd", "species": first.species},
-                                {"path": "images/link.png", "species": first.species}])
+                                {"path": "images/link.png", "species": first.species},
+                                {"path": "linked/leak.png", "species": first.species}])
     opened = []
     real_read = ingest.read_bytes
     monkeypatch.setattr(ingest, "read_bytes", lambda file: opened.append(str(file)) or real_read(file))
     config = load_config(write_config(tmp_path, collection_copy))
     images, failures = ingest.ingest(config, _all_rows(config), progress=False)
-    refused = {"../outside/leak.png", "/etc/passwd", "images/link.png"}
+    refused = {"../outside/leak.png", "/etc/passwd", "images/link.png", "linked/leak.png"}
     assert set(failures["path"]) == refused and len(images) == 20
     assert all(r.startswith(f"outside the collection root {collection_copy}: refused, never opened")
                for r in failures["reason"])
@@ -84,7 +86,7 @@ def test_files_outside_the_root_are_refused_unopened_unless_allowed(collection_c
     config = load_config(write_config(tmp_path, collection_copy,
                                       collection={**config["collection"], "allow_outside_root": True}))
     images, failures = ingest.ingest(config, _all_rows(config), progress=False)
-    assert set(failures["path"]) == {"../outside/leak.png", "/etc/passwd", "images/link.png"}
+    assert set(failures["path"]) == refused
     assert all(r.startswith(("duplicate of manifest row 1", "not an image")) for r in failures["reason"])
     # a mask or truth mask outside the root stops the run at parse time, naming the rows
     manifest = pd.read_csv(collection_copy / "manifest.csv", keep_default_na=False)
