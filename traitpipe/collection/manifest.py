@@ -119,7 +119,8 @@ def outside_root(file: str | Path, root: str | Path) -> bool:
         resolved = os.path.realpath(file)
     else:  # the folder resolved once for all its files, the file itself not a link: one lstat per file
         resolved = os.path.join(_real_folder(folder), name)
-    return not Path(resolved).is_relative_to(_real_folder(os.path.join(os.getcwd(), root)))
+    real_root = _real_folder(os.path.join(os.getcwd(), root))
+    return not (resolved == real_root or resolved.startswith(os.path.join(real_root, "")))  # "" ends it with a /
 
 
 @functools.lru_cache(maxsize=65536)
