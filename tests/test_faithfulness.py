@@ -1,10 +1,13 @@
 import math
 
+import pandas as pd
+import pytest
 import torch
 from torch import nn
 
 from traitpipe.explain.cam import similar_classes
 from traitpipe.explain.faithfulness import confidence_drop, top_fraction_mask
+from traitpipe.traits.evaluation import faithfulness_scores
 
 
 class QuadrantModel(nn.Module):
@@ -67,3 +70,22 @@ def test_low_resolution_maps_are_resized_before_ranking():
     full = confidence_drop(model, IMAGES, quadrant(0, 0), TARGET, SIMILAR, fraction=0.25)
     small = confidence_drop(model, IMAGES, quadrant(0, 0)[:, ::2, ::2], TARGET, SIMILAR, fraction=0.25)
     torch.testing.assert_close(small.relative_drop, full.relative_drop)
+
+
+def test_methods_are_compared_over_the_images_every_map_ranks():
+    """Finer-CAM's map of image 1 is all zero (no RD): the comparison leaves image 1 out for Grad-CAM too, and
+    each method's own mean, over the images it ranks, is kept beside it with its own n."""
+    model = QuadrantModel()
+    finer, gradcam_maps = quadrant(0, 0), torch.stack([quadrant(0, 0)[0], quadrant(0, 8)[1]])
+    finer[1] = 0
+    scored = {None: confidence_drop(model, IMAGES, gradcam_maps, TARGET, SIMILAR, fraction=0.25),
+              1.0: confidence_drop(model, IMAGES, finer, TARGET, SIMILAR, fraction=0.25)}
+    rows = pd.DataFrame([{"method": "gradcam", "alpha": alpha, "image_id": f"i{i}", "species": "s",
+                          "mask_fraction": 0.25, "relative_drop": drop.relative_drop[i].item()}
+                         for alpha, drop in scored.items() for i in range(2)])
+    records = {(r["alpha"], r["metric"]): (r["value"], r["n"]) for r in faithfulness_scores(rows, {"all": None})}
+    gradcam = scored[None].relative_drop  # high on image 0, near 0 on image 1
+    assert gradcam[0] - gradcam[1] > 0.5
+    assert records[(None, "relative_drop@0.25")] == (pytest.approx(gradcam[0].item()), 1)
+    assert records[(None, "relative_drop_own@0.25")] == (pytest.approx(gradcam.mean().item()), 2)
+    assert records[(1.0, "relative_drop@0.25")][1] == records[(1.0, "relative_drop_own@0.25")][1] == 1

@@ -42,10 +42,13 @@ def describe(row: dict) -> str:
         return f"{name} puts {value:.1%} of its map's mass on the true trait (mean of {n} images, {subset})."
     if metric == "trait_pointing":
         return f"{name}'s peak falls on the true trait in {value:.0%} of {n} images ({subset})."
-    if metric.startswith("relative_drop@"):
+    if metric.startswith("relative_drop"):
         share = float(metric.split("@")[1])
+        images = ("the images every map ranks" if metric.startswith("relative_drop@")
+                  else "every image this map ranks (its own set: compare methods on relative_drop@ instead)")
         return (f"Masking {name}'s top {share:.0%} pixels lowers the explained class's probability by {value:+.3f} "
-                f"more than its most similar class's (higher: the map holds what tells them apart).")
+                f"more than its most similar class's (higher: the map holds what tells them apart; mean of {n} "
+                f"images, {subset}: {images}).")
     if metric.startswith("miou"):
         when = {"miou": "", "miou_untuned": ", before one-shot fine-tuning",
                 "miou_tuned": ", after one-shot fine-tuning"}.get(metric, f" ({metric})")

@@ -155,28 +155,46 @@ def map_scores(map_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
 
 
 def faithfulness_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
-    """The mean relative confidence drop (Finer-CAM's RD, METHODS.md section 2) per method and alpha, named
-    for the share of pixels masked (``relative_drop@0.05``). Images whose map masked nothing are left out.
+    """The mean relative confidence drop (Finer-CAM's RD, docs/methods.md) per method and alpha, named for the
+    share of pixels masked.
+
+    A map that ranks no pixel (all zero, say) masks nothing and has no RD, so each method would otherwise be
+    averaged over its own images. ``relative_drop@0.05`` compares every method over the SAME images: those
+    that every method and alpha scored at that share (``n`` says how many). ``relative_drop_own@0.05`` is each
+    method's mean over all the images it scored, with its own ``n``.
 
     Parameters
     ----------
     cams : pandas.DataFrame
-        ``cams`` rows with their ``method`` and the image's ``species``.
+        ``cams`` rows with their ``method``, ``alpha``, ``mask_fraction``, ``relative_drop`` (NaN where
+        nothing was masked) and the image's ``species``.
 
     Examples
     --------
-    >>> rows = pd.DataFrame({"method": "gradcam", "alpha": [np.nan, np.nan], "species": ["s", "t"],
-    ...                      "image_id": ["a", "b"], "mask_fraction": 0.05, "relative_drop": [0.2, 0.4]})
-    >>> [(r["metric"], r["subset"], round(r["value"], 3), r["n"]) for r in faithfulness_scores(rows, {"all": None, "t": {"t"}})]
-    [('relative_drop@0.05', 'all', 0.3, 2), ('relative_drop@0.05', 't', 0.4, 1)]
+    Finer-CAM's map of image b ranks no pixel: the comparison leaves b out for Grad-CAM too.
+
+    >>> rows = pd.DataFrame({"method": "gradcam", "alpha": [np.nan, np.nan, 1.0, 1.0], "species": ["s", "t"] * 2,
+    ...                      "image_id": ["a", "b"] * 2, "mask_fraction": 0.05,
+    ...                      "relative_drop": [0.2, 0.4, 0.6, np.nan]})
+    >>> [(r["alpha"], r["metric"], r["subset"], round(r["value"], 3), r["n"])
+    ...  for r in faithfulness_scores(rows, {"all": None, "t": {"t"}})]  # doctest: +NORMALIZE_WHITESPACE
+    [(1.0, 'relative_drop@0.05', 'all', 0.6, 1), (1.0, 'relative_drop_own@0.05', 'all', 0.6, 1),
+     (None, 'relative_drop@0.05', 'all', 0.2, 1), (None, 'relative_drop_own@0.05', 'all', 0.3, 2),
+     (None, 'relative_drop_own@0.05', 't', 0.4, 1)]
     """
     records = []
-    rows = cams.dropna(subset=["relative_drop"])
-    for (method, alpha, fraction), group in rows.groupby(["method", "alpha", "mask_fraction"], dropna=False,
-                                                         sort=True):
-        for name, chosen in _subsets(group, subsets):
-            records.append(_record(method, alpha, f"relative_drop@{float(fraction):.3g}", name,
-                                   chosen["relative_drop"].mean(), chosen["image_id"].nunique()))
+    for fraction, at_share in cams.groupby("mask_fraction", sort=True):
+        share = f"{float(fraction):.3g}"
+        groups = at_share.groupby(["method", "alpha"], dropna=False, sort=True)
+        scored = [set(group.loc[group["relative_drop"].notna(), "image_id"]) for _, group in groups]
+        common = set.intersection(*scored)
+        for (method, alpha), group in groups:
+            group = group.dropna(subset=["relative_drop"])
+            for metric, rows in ((f"relative_drop@{share}", group[group["image_id"].isin(common)]),
+                                 (f"relative_drop_own@{share}", group)):
+                for name, chosen in _subsets(rows, subsets):
+                    records.append(_record(method, alpha, metric, name, chosen["relative_drop"].mean(),
+                                           chosen["image_id"].nunique()))
     return records
 
 
