@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 import yaml
 
 from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
@@ -500,7 +501,8 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
     config = write_config(tmp_path, collection, explain={"enabled": False}, phylo={"enabled": False},
                           segment={"config": "sam2_small", "checkpoint": "train", "image_size": 64, "canvas": 64,
                                    "train": {"epochs": 1, "frames": 3, "val_species": 1, "pretrain_steps": 2},
-                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2},
+                                   "finetune": {"enabled": True, "steps": 2, "queries_per_species": 2,
+                                                "check_queries_per_species": 1},
                                    "retrieval": {"part": "part_4"}})
     # (parts undeclared)
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
@@ -522,21 +524,27 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
     assert labels.attrs["parts"] == {str(k): f"part_{k}" for k in range(1, 8)}  # named from the reference masks
     assert trained["pretrain_losses"] and len(trained["pretrain_losses"]) == 2
     assert trained["warning"].startswith("held-out mIoU 0.0")  # 1 epoch: flagged as not worth reading
-    # fine-tuning scored SST before and after, on the same query images as the segment step
+    # fine-tuning scored SST before and after on the same query images, none of which it tuned on or guarded
+    # with: each species' 4 queries are 2 tuned, 1 guard, 1 scored
+    roles = {k: set(tuned[k]) for k in ("tuned_images", "check_images", "scored_images")}
+    assert [len(v) for v in roles.values()] == [8, 4, 4]
+    assert not roles["scored_images"] & (roles["tuned_images"] | roles["check_images"])
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select metric, subset, n, value from evaluation where stage = 'sst_finetune' and part is null "
                      "order by 1, 2", cwd=tmp_path)
     rows = json.loads(done.stdout)
     assert [(r["metric"], r["subset"], r["n"]) for r in rows] == [
         (m, s, n) for m in ("miou_tuned", "miou_untuned")
-        for s, n in (("held_out", 4), ("queries", 16), ("trained", 12))]
+        for s, n in (("held_out", 1), ("queries", 4), ("trained", 3))]
     assert all(0 <= r["value"] <= 1 for r in rows)
-    # the fine-tuning step's score after tuning is the evaluate step's score of what segment made with that model
+    # the score after tuning is the segment step's (made with the tuned model) on those same images
+    scored = ", ".join(f"'{i}'" for i in sorted(roles["scored_images"]))
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
-                     "select subset, round(value, 6) as value from evaluation where stage = 'evaluate' and "
-                     "metric = 'miou' and subset != 'cryptic' order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"subset": r["subset"], "value": round(r["value"], 6)}
-                                       for r in rows if r["metric"] == "miou_tuned"]
+                     "select avg(iou) as value from (select part, sum(intersection_pixels) / "
+                     "nullif(sum(union_pixels), 0) as iou from part_truth where frame_index > 0 and image_id in "
+                     f"({scored}) group by part)", cwd=tmp_path)
+    assert json.loads(done.stdout)[0]["value"] == pytest.approx(
+        next(r["value"] for r in rows if (r["metric"], r["subset"]) == ("miou_tuned", "queries")), abs=1e-9)
     # the retrieval score against the part's true condition, read from the truth masks
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select metric, n, part from evaluation where subset = 'queries' and metric like '%round_trip%'"

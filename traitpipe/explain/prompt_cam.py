@@ -17,6 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: The input normalisation of the Prompt-CAM authors' checkpoints (``data/dataset/cub.py``: timm's
+#: IMAGENET_INCEPTION_MEAN and _STD, for every backbone). Prompts trained here use the run classifier's instead:
+#: its frozen backbone was trained with it.
+RELEASED_MEAN = RELEASED_STD = (0.5, 0.5, 0.5)
+
+
 class PromptCAM(nn.Module):
     """Class prompts on a frozen timm VisionTransformer.
 
@@ -157,7 +163,7 @@ class PromptCAM(nn.Module):
 
     @torch.no_grad()
     def explain(self, x: torch.Tensor, target: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Everything the explain step needs from one pass through the backbone.
 
         Parameters
@@ -171,6 +177,9 @@ class PromptCAM(nn.Module):
         -------
         target : torch.Tensor, int64, (B,)
             The class explained.
+        predicted : torch.Tensor, int64, (B,)
+            The class the model predicts. The authors (``basic_vis``) rank heads only where it is the true
+            class; elsewhere a ranking says what the model looks at for a class it did not see.
         maps : torch.Tensor, float, (B, heads, gh, gw)
             The target prompt's attention maps (see :meth:`attention_maps`).
         ranking, probability : torch.Tensor, (B, heads)
@@ -183,7 +192,7 @@ class PromptCAM(nn.Module):
         predicted = class_logits.argmax(1)
         target = predicted if target is None else torch.where(target < 0, predicted, target.to(x.device).long())
         maps = self._maps(logits)[torch.arange(len(x), device=x.device), :, target]
-        return (target, maps, *self._rank(tokens, logits, v, class_logits, target))
+        return (target, predicted, maps, *self._rank(tokens, logits, v, class_logits, target))
 
     def _rank(self, tokens: torch.Tensor, logits: torch.Tensor, v: torch.Tensor, class_logits: torch.Tensor,
               target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ from traitpipe.jobs.common import failure_rows, read_rows, read_truth
 from traitpipe.jobs.step import Step
 from traitpipe.store.maps import open_maps
 from traitpipe.traits.maps import mask_scores, place_maps, resize_maps
+from traitpipe.traits.species import summarized_heads
 
 
 def map_keys(group, heads: pd.DataFrame | None) -> list[list[dict]]:
@@ -29,7 +30,8 @@ def map_keys(group, heads: pd.DataFrame | None) -> list[list[dict]]:
     group : zarr.Group
         A CAM store (maps along ``alpha``), Prompt-CAM's or INTR's (maps along ``head``).
     heads : pandas.DataFrame or None
-        Prompt-CAM's ``prompt_heads`` rows (image_id, head, rank); None for a CAM or INTR store.
+        Prompt-CAM's ``prompt_heads`` rows (image_id, head, rank) of the images to summarise (an image without
+        rows gets no keys: :func:`traitpipe.traits.species.summarized_heads`); None for a CAM or INTR store.
     """
     ids = group["image_id"][:].tolist()
     if heads is None:
@@ -38,7 +40,8 @@ def map_keys(group, heads: pd.DataFrame | None) -> list[list[dict]]:
         return [keys] * len(ids)
     rank = {(row.image_id, row.head): row.rank for row in heads.itertuples()}
     n_heads = group["cam"].shape[1]
-    return [[{"alpha": None, "head": h, "rank": rank[(image_id, h)]} for h in range(n_heads)] for image_id in ids]
+    return [[{"alpha": None, "head": h, "rank": rank[(image_id, h)]} for h in range(n_heads)]
+            if (image_id, 0) in rank else [] for image_id in ids]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     args = step.args
     rows = read_rows(args.images).set_index("image_id")
     maps, labels = open_maps(args.maps), open_maps(args.labels)
-    heads = pd.read_parquet(args.heads) if args.heads else None
+    heads = summarized_heads(pd.read_parquet(args.heads), step.config["prompt_cam"]["misclassified"]) \
+        if args.heads else None
     keys = map_keys(maps, heads)
     ids = maps["image_id"][:].tolist()
     raw = maps["cam"][:].astype(np.float32)

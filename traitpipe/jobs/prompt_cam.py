@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     classes, heads = info["classes"], model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
     rows, batch_size = read_rows(args.images), config["prompt_cam"]["batch_size"]
-    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], meta["mean"], meta["std"]),
+    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], info["mean"], info["std"]),
                                   batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=config["prompt_cam"]["precision"],
                        models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
                                               "source": info["source"]}})
     attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
+             "normalisation": {"mean": info["mean"], "std": info["std"]},
              "target": config["explain"]["target"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                                      file=sys.stderr):
                 start, batch = int(index[0]), to_device(batch, device)
                 with torch.no_grad(), autocast(device, config["prompt_cam"]["precision"]):
-                    target, maps, ranking, probability = model.explain(  # one pass through the backbone
+                    target, predicted, maps, ranking, probability = model.explain(  # one pass through the backbone
                         batch, to_device(torch.from_numpy(targets[start:start + len(batch)]), device))
                 write("cam", start, maps.float().cpu().numpy().astype(np.float16))
                 for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
                                         "species": classes[int(target[i])],
                                         "target_source": "true" if targets[start + i] >= 0 else "predicted",
                                         "rank": rank, "head": int(ranking[i, rank]),
-                                        "probability": float(probability[i, rank])})
+                                        "probability": float(probability[i, rank]),
+                                        "ranked": bool(predicted[i] == target[i])})
         read, records, failures = leave_out_unread(rows, problems, records)
         keep_images(group, read)
     step.write("prompt_heads", records, args.heads)

@@ -1,14 +1,19 @@
 """Prompt-CAM training step: class prompts on the run's classifier backbone, frozen.
 
-Writes ``models/prompt_cam.pt`` in the authors' layout (backbone weights,
-``vpt.prompt_embeddings``, ``head.*``) with its sha256 and accuracy; or, when
-``prompt_cam.checkpoint`` names a released checkpoint, loads and records that instead.
+Writes ``models/prompt_cam.pt`` in the authors' layout (``{"model_state_dict": ...}`` as their
+``engine/trainer.py`` saves it: backbone weights, ``vpt.prompt_embeddings``, ``head.*``) with its sha256 and
+accuracy; or, when ``prompt_cam.checkpoint`` names a released checkpoint, loads and records that instead.
+
+The description names the input normalisation the model is explained with: the authors' (0.5 mean and std,
+:data:`traitpipe.explain.prompt_cam.RELEASED_MEAN`) for their checkpoint, the run classifier's for prompts
+trained here on its frozen backbone.
 """
 
 from __future__ import annotations
 
 import torch
 
+from traitpipe.explain.prompt_cam import RELEASED_MEAN, RELEASED_STD
 from traitpipe.jobs.common import accuracy_rows, labelled_images, split, write_json
 from traitpipe.models.load import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
@@ -28,8 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(settings["seed"])
     model, meta = load_prompt_cam(args.classifier, args.classifier_description, checkpoint,
                                   drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
-    rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], meta["mean"],
-                                                             meta["std"], settings["val_fraction"], settings["seed"])
+    mean, std = (list(RELEASED_MEAN), list(RELEASED_STD)) if checkpoint is not None else (meta["mean"], meta["std"])
+    rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], mean, std,
+                                                             settings["val_fraction"], settings["seed"])
     workers = config["loader"]["workers"]
     history, source, classes, warning = [], "trained here", meta["classes"], None
     if checkpoint is not None:  # released: loaded above
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         classes, warning = class_order(settings["classes"], checkpoint, meta["classes"],
                                        model.prompts.shape[1], config, "prompt_cam")
         order = {name: i for i, name in enumerate(classes)}
-        labels = torch.as_tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
+        labels = torch.tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
     else:
         fit, val = split(images, labels, is_val)
         history = train_classifier(
@@ -56,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     state.update({"vpt.prompt_embeddings": model.prompts.detach().cpu(), "head.weight": model.head.weight.detach().cpu(),
                   "head.bias": model.head.bias.detach().cpu()})
     with atomic_path(weights) as tmp:
-        torch.save(state, tmp)
-    write_json(description, {"classifier": meta, "classes": classes, "source": source,
+        torch.save({"model_state_dict": state}, tmp)
+    write_json(description, {"classifier": meta, "classes": classes, "source": source, "mean": mean, "std": std,
                              "sha256": sha256_file(weights), "accuracy": accuracy, "history": history,
                              "settings": settings, "device": str(device)})
     step.record(precision=settings["precision"],

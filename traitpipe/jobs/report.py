@@ -117,9 +117,10 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
         maps = resize_maps(group["cam"][i].astype(np.float32), size)
         warning = RANDOM if random[product] else ""
         if product == "promptcam":
-            ranked = heads[heads["image_id"] == image_id].sort_values("rank")["head"].tolist()[:n_heads]
-            panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} (rank {r})", warning=warning)
-                       for r, h in enumerate(ranked)]
+            mine = heads[heads["image_id"] == image_id].sort_values("rank")
+            shown = "rank {}" if mine["ranked"].all() else "rank {}, misclassified: left out of the summaries"
+            panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} ({shown.format(r)})", warning=warning)
+                       for r, h in enumerate(mine["head"].tolist()[:n_heads])]
         elif product == "intr":
             panels += [Panel(image, heat=maps[h], title=f"INTR head {h}", warning=warning)
                        for h in range(min(n_heads, len(maps)))]

@@ -1,13 +1,15 @@
 """SST fine-tuning step: tune SAM 2's decoder side on the collection's own reference masks by the
 cycle-consistent round-trip loss; write ``models/sam2_finetuned.pt`` (SAM 2's checkpoint layout).
 
-With true part masks (``collection.columns.parts_truth``), SST is scored against them before and after tuning,
-on every species' pseudo-video (its reference, then its images with a truth mask): ``evaluation`` rows
-``miou_untuned`` and ``miou_tuned`` (and per part), which say whether one-shot fine-tuning helped.
-
 Each species' first ``queries_per_species`` query images are tuned on and its next
 ``check_queries_per_species`` guard the tuning (label-free): the weights kept are those with the lowest
-round-trip loss on them (:func:`traitpipe.segment.finetune.finetune`)."""
+round-trip loss on them (:func:`traitpipe.segment.finetune.finetune`).
+
+With true part masks (``collection.columns.parts_truth``), SST is scored against them before and after tuning
+on the same images, none of which tuning saw: each species' pseudo-video of its reference, then its query
+images after the tuned and the guarding ones (``evaluation`` rows ``miou_untuned`` and ``miou_tuned``, and per
+part). Scoring the tuned queries too would reward the tuning for what it was fitted to. The description names
+the images of each role (``tuned_images``, ``check_images``, ``scored_images``)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     names = part_names(settings["parts"], config["collection"]["root"])
     rows = read_rows(args.images)
     examples, checks, scored, skipped, found_names = [], [], [], [], {}
+    roles = {"tuned_images": [], "check_images": [], "scored_images": []}
     for species, group in rows.groupby("species", sort=True):
         try:
             support, labels, image_file, found = load_support(config, species, args.reference, names)
@@ -69,9 +72,13 @@ def main(argv: list[str] | None = None) -> None:
         pixels, _, _ = load_pixels(config, queries.head(n_tune + n_check))
         examples.append((support, labels, pixels[:n_tune]))
         checks += [(support, labels, query) for query in pixels[n_tune:]]
+        roles["tuned_images"] += queries["image_id"].iloc[:n_tune].tolist()
+        roles["check_images"] += queries["image_id"].iloc[n_tune:n_tune + n_check].tolist()
         if args.evaluation:
-            frames, truths, kept, unread = truth_images(config, queries)
-            scored.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
+            frames, truths, kept, unread = truth_images(config, queries.iloc[n_tune + n_check:])
+            if len(kept):
+                scored.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
+                roles["scored_images"] += kept["image_id"].tolist()
             found_names.update(found)
             skipped += unread
     if settings["backend"] != "sam2_video":
@@ -84,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     tuning = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], checks=checks, check_every=tune["check_every"],
                       precision=settings["precision"])
+    if args.evaluation and not scored:
+        step.finish("no query image left to score SST before and after tuning: every species' queries with a "
+                    "truth mask were tuned on or guarded the tuning (lower segment.finetune.queries_per_species "
+                    "or check_queries_per_species)")
     if args.evaluation:
         after = truth_rows(predictor, scored, scored_names, segmenter.precision)
         subsets = {"queries": None, **sam2_split(args.trained_description)}
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": tuning["losses"],
         "checks": tuning["checks"], "check_pairs": len(checks), "kept_step": tuning["kept_step"],
         "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
-        "precision": segmenter.precision})
+        "precision": segmenter.precision, **roles})
     losses, kept = tuning["losses"], tuning["kept_step"]
     step.finish(f"{tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     if checks:

@@ -10,11 +10,12 @@ import pandas as pd
 from traitpipe.jobs.step import Step
 from traitpipe.store.maps import open_maps, write_maps
 from traitpipe.store.tables import read_table_files
-from traitpipe.traits.species import canvas_maps, pointed_parts, scheduler, species_means
+from traitpipe.traits.species import canvas_maps, pointed_parts, scheduler, species_means, summarized_heads
 
 
 def shard_maps(maps_store: str, labels_store: str, heads: pd.DataFrame | None, canvas: int):
-    """One shard's maps on the canvas (lazy) and their species, for the images that have a label map.
+    """One shard's maps on the canvas (lazy) and their species, for the images that have a label map (and, for
+    Prompt-CAM, rows in ``heads``: :func:`traitpipe.traits.species.summarized_heads`).
 
     Returns
     -------
@@ -25,7 +26,9 @@ def shard_maps(maps_store: str, labels_store: str, heads: pd.DataFrame | None, c
     maps, labels = open_maps(maps_store), open_maps(labels_store)
     ids = maps["image_id"][:].tolist()
     label_index = {image_id: j for j, image_id in enumerate(labels["image_id"][:].tolist())}
-    keep = [i for i, image_id in enumerate(ids) if image_id in label_index]
+    summarized = None if heads is None else set(heads["image_id"])
+    keep = [i for i, image_id in enumerate(ids) if image_id in label_index
+            and (summarized is None or image_id in summarized)]
     rows = [label_index[ids[i]] for i in keep]
     n_maps = maps["cam"].shape[1]
     if heads is None:  # CAM alphas or INTR heads, in store order
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"summarize: {len(args.maps)} map stores but {len(args.labels)} label stores")
     species_of = read_table_files(args.images, "images").drop_duplicates("image_id").set_index(
         "image_id")["species"]
-    heads = read_table_files(args.heads, "prompt_heads") if args.heads else None
+    heads = summarized_heads(read_table_files(args.heads, "prompt_heads"), config["prompt_cam"]["misclassified"]) \
+        if args.heads else None
     canvas = int(open_maps(args.labels[0]).attrs["canvas"]) if args.labels else config["segment"]["canvas"]
     first = open_maps(args.maps[0]).attrs if args.maps else {}
     step.record(models=first.get("provenance", {}).get("models", {}))

@@ -73,8 +73,9 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
         A ``.pt`` / ``.pth`` / ``.bin`` file written by ``torch.save``.
     key : str or None
         Take ``checkpoint[key]`` (e.g. "model" or "state_dict" in training
-        checkpoints). None: the file itself, or its "state_dict" / "model" entry
-        when it is a training checkpoint that holds one.
+        checkpoints). None: the file itself, or its "state_dict", "model" or
+        "model_state_dict" entry (the Prompt-CAM authors' layout) when it is a
+        training checkpoint that holds one.
 
     Returns
     -------
@@ -92,7 +93,7 @@ def load_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
         raise CheckpointError(f"checkpoint not found: {path}")
     content = load_checkpoint(path)
     if key is None and isinstance(content, dict):
-        key = next((k for k in ("state_dict", "model") if isinstance(content.get(k), dict)), None)
+        key = next((k for k in ("state_dict", "model", "model_state_dict") if isinstance(content.get(k), dict)), None)
     if key is not None:
         if not isinstance(content, dict) or key not in content:
             raise CheckpointError(f"checkpoint {path} has no entry {key!r}")

@@ -100,6 +100,9 @@ PROMPT_HEADS = pa.schema([
     pa.field("rank", pa.int32(), nullable=False),  # 0 = most important head (trait)
     pa.field("head", pa.int32(), nullable=False),
     pa.field("probability", pa.float32(), nullable=False),  # of the class, with the heads ranked above removed
+    # the model predicts the class explained (always, for a predicted target): the authors rank heads only then,
+    # and the trait summaries leave the other images out (prompt_cam.misclassified)
+    pa.field("ranked", pa.bool_(), nullable=False),
 ])
 
 CODES = pa.schema([

@@ -27,6 +27,27 @@ def _place_block(raw: np.ndarray, meta: np.ndarray, canvas: int) -> np.ndarray:
     return out
 
 
+def summarized_heads(heads: pd.DataFrame, misclassified: str = "leave_out") -> pd.DataFrame:
+    """The ``prompt_heads`` rows the trait summaries read: by default only those of images whose heads are
+    ranked (the model predicts the class explained, as the Prompt-CAM authors require before ranking).
+
+    Parameters
+    ----------
+    heads : pandas.DataFrame
+        ``prompt_heads`` rows (image_id, head, rank, ranked).
+    misclassified : {"leave_out", "include"}
+        ``prompt_cam.misclassified``.
+
+    Examples
+    --------
+    >>> heads = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "head": [1, 0, 0, 1], "rank": [0, 1, 0, 1],
+    ...                       "ranked": [True, True, False, False]})
+    >>> summarized_heads(heads)["image_id"].tolist(), len(summarized_heads(heads, "include"))
+    (['a', 'a'], 4)
+    """
+    return heads if misclassified == "include" else heads[heads["ranked"]]
+
+
 def canvas_maps(raw: da.Array, transforms: np.ndarray, sizes: np.ndarray, order: np.ndarray, canvas: int) -> da.Array:
     """Lazy maps of many images on the segmentation canvas, each map a distribution (sums to 1).
 
