@@ -64,15 +64,16 @@ def segment(predictor, mode: str, folder: Path, count: int) -> float:
     support = np.load(folder / "support.npy")
     start = time.perf_counter()
     if mode == "traitpipe":
-        maps = propagate(predictor, JpegFrames(folder / str(count), count), support)
+        maps = propagate(predictor, JpegFrames(folder / str(count), count), support).labels
     else:
         state = predictor.init_state(str(folder / str(count)))
         for part in (1, 2):
             predictor.add_new_mask(state, frame_idx=0, obj_id=part, mask=support == part)
-        maps = []
+        maps, masks = [], []  # the label image and each part's own mask, as traitpipe keeps both
         for _, ids, logits in predictor.propagate_in_video(state):
             best, index = logits[:, 0].max(0)
             maps.append(torch.where(best > 0, torch.tensor(ids, dtype=torch.uint8)[index], 0).numpy())
+            masks.append((logits[:, 0] > 0).numpy())
     assert len(maps) == count
     return time.perf_counter() - start
 

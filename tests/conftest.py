@@ -20,6 +20,10 @@ from traitpipe.collection import synthesize
 # run with --max-threads 1 (test_workflow.ONE_THREAD); a test that names threads sets them itself.
 torch.set_num_threads(1)
 
+# tests/data holds the scripts that made the reference files from the authors' checkouts: not tests, and they
+# need a checkout to run
+collect_ignore_glob = ["data/*"]
+
 
 @pytest.fixture(scope="session")
 def small_collection(tmp_path_factory) -> Path:

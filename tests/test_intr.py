@@ -110,6 +110,16 @@ def test_a_tiny_intr_trained_on_the_synthetic_collection_beats_chance(tmp_path):
     assert history[-1]["val_accuracy"] >= 0.5  # chance: 0.25 (4 of 16); 8 of 16 or more by chance: p = 0.03
 
 
+def test_the_presence_vector_starts_as_the_authors():
+    """util/misc.py load_model: xavier-uniform weights (bound sqrt(6 / (d_model + 1))) and a zero bias; nn.Linear's
+    own init would draw both within 1 / sqrt(d_model)."""
+    torch.manual_seed(0)
+    head = INTR(3, **{**TINY, "d_model": 256, "dim_feedforward": 32}).presence_vector
+    assert torch.equal(head.bias, torch.zeros(1))
+    bound = (6 / 257) ** 0.5
+    assert head.weight.abs().max() <= bound and head.weight.abs().max() > 2 / 256 ** 0.5
+
+
 def test_the_authors_param_groups_leave_the_stem_and_first_stage_untrained():
     from traitpipe.explain.intr import param_groups
 

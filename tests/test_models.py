@@ -81,6 +81,55 @@ def test_training_learns_a_separable_task():
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, frozen)  # a linear probe leaves the backbone alone
 
 
+@pytest.mark.parametrize("name", ["dino", "dinov2"])
+def test_prompt_cams_schedule_is_the_authors_per_epoch_cosine(name):
+    """The rate of every epoch as the Prompt-CAM authors' engine/trainer.py sets it (their CUB configurations,
+    replayed in tests/data/prompt_cam/make_reference.py): epochs 0 and 1 at warmup_lr_init, a linear warm-up,
+    then a cosine over all the epochs down to lr_min."""
+    from pathlib import Path
+
+    reference = torch.load(Path(__file__).parent / "data" / "prompt_cam" / "reference.pt",
+                           weights_only=True)["lr_schedule"][name]
+    c = reference["config"]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    images, labels = torch.randn(4, 3, 4, 4), torch.tensor([0, 1, 0, 1])
+    history = train_classifier(model, images, labels, epochs=c["epoch"], batch_size=2, lr=c["lr"],
+                               weight_decay=c["wd"], linear_probe=False, seed=0, device=resolve_device("cpu"),
+                               warmup_epochs=c["warmup_epoch"], lr_min=c["lr_min"], warmup_lr_init=c["warmup_lr_init"],
+                               optimizer="sgd", trainable=list(model.parameters()), progress=False)
+    np.testing.assert_allclose([h["lr"] for h in history], reference["lr_per_epoch"], rtol=1e-6, atol=1e-12)
+
+
+def test_drop_last_and_clipping_over_every_parameter(monkeypatch):
+    """INTR's recipe: the last partial batch is dropped (10 images in batches of 4: two batches an epoch), and
+    the clipped norm covers every parameter, frozen ones included (their --finetune), which still do not move."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+    model[1].requires_grad_(False)
+    frozen = model[1].weight.detach().clone()
+    sizes, clipped = [], []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    original = nn.utils.clip_grad_norm_
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", lambda params, norm: clipped.append(list(params)) or
+                        original(clipped[-1], norm))
+    images, labels = torch.randn(10, 3, 2, 2), torch.arange(10) % 2
+    common = dict(epochs=2, batch_size=4, lr=0.1, weight_decay=0.0, linear_probe=False, seed=0,
+                  device=resolve_device("cpu"), warmup_epochs=0, trainable=list(model[3].parameters()), clip_norm=0.1,
+                  progress=False)
+    train_classifier(model, images, labels, drop_last=True, clip_every_parameter=True, **common)
+    assert sizes == [4, 4, 4, 4]
+    assert {id(p) for p in clipped[0]} == {id(p) for p in model.parameters()}
+    torch.testing.assert_close(model[1].weight, frozen)  # clipped over, never stepped
+    assert not model[1].weight.requires_grad  # its flag restored
+    sizes.clear(), clipped.clear()
+    train_classifier(model, images, labels, **common)
+    assert sizes == [4, 4, 2, 4, 4, 2] and len(clipped[0]) == 2
+    with pytest.raises(ValueError, match="fewer than one batch of 16"):
+        train_classifier(model, images, labels, drop_last=True, **{**common, "batch_size": 16})
+
+
 def test_device_auto_and_clear_errors():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -73,6 +73,21 @@ def test_js_distance_bounds():
     assert 0 < half[0, 1] < np.sqrt(np.log(2))
 
 
+def test_js_distances_per_level_are_the_authors():
+    """Against the authors' HistogramParser and Embedding_Code_converter, driven as their
+    generate_histograms_matrix.py drives them (tests/data/phylonn/make_js_reference.py): the non-phylo
+    matrix, the phylo codes of levels 0..i (cumulative, phylo code k = levels * position + level), and all."""
+    from traitpipe.phylo.model import level_positions
+
+    reference = np.load(DATA / "js_reference.npz")
+    levels, per_level, n_embed = int(reference["levels"]), int(reference["codes_per_level"]), int(reference["n_embed"])
+    species, phylo, js = reference["species"], reference["phylo"], reference["js"]
+    np.testing.assert_allclose(js_distance_matrix(reference["nonphylo"], species, n_embed), js[:, :, 0], atol=1e-6)
+    for i in range(levels):  # levels 0..i; i = levels - 1 is every phylo code
+        ours = js_distance_matrix(phylo[:, level_positions(levels, per_level, i).numpy()], species, n_embed)
+        np.testing.assert_allclose(ours, js[:, :, i + 1], atol=1e-6)
+
+
 def test_levels_from_ranks_without_a_tree():
     from traitpipe.phylo.levels import species_distances, species_levels
 

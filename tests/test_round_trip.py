@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from traitpipe.segment.finetune import round_trip_iou
-from traitpipe.segment.sst import labels_from_logits, track
+from traitpipe.segment.sst import frame_masks, track
 
 
 class ColourTracker:
@@ -55,7 +55,7 @@ def single_video_round_trip(predictor, support, query, labels, part):
     """The old round trip: [support, query, support] as ONE pseudo-video (kept here to show the leak)."""
     truth = labels == part
     *_, (_, ids, logits, size) = track(predictor, [support, query, support], truth.astype(np.uint8) * part)
-    back = labels_from_logits(logits, ids, size) == part
+    back = frame_masks(logits, ids, size)[0] == part
     return float((back & truth).sum() / (back | truth).sum())
 
 

@@ -73,7 +73,7 @@ def test_train_then_load_like_any_checkpoint(small_collection, tmp_path):
     assert torch.equal(predictor.state_dict()["sam_mask_decoder.iou_token.weight"],
                        model.state_dict()["sam_mask_decoder.iou_token.weight"])
     frames, labels = videos["Phano vittata"]
-    maps = propagate(predictor, frames[:3], labels[0].astype(np.uint8), precision="float32")
+    maps = propagate(predictor, frames[:3], labels[0].astype(np.uint8), precision="float32").labels
     assert [m.shape for m in maps] == [f.shape[:2] for f in frames[:3]]
 
 

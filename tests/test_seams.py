@@ -60,17 +60,19 @@ def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
     import numpy as np
 
     from traitpipe.segment import backends
+    from traitpipe.segment.sst import Segmented
 
     class Copy:
         def __init__(self, settings, device, tuned, trained):
             self.description, self.precision = {"random_weights": False}, "float32"
 
         def segment(self, support, labels, queries):
-            return [labels] + [labels[:q.shape[0], :q.shape[1]] for q in queries], [0] * (len(queries) + 1)
+            maps = [labels] + [labels[:q.shape[0], :q.shape[1]] for q in queries]
+            return Segmented(maps, [(m == 1)[None] for m in maps], [1], [0] * (len(queries) + 1))
 
     monkeypatch.setitem(backends.BACKENDS, "copy", f"{__name__}:Copy")
     monkeypatch.setattr(__import__(__name__), "Copy", Copy, raising=False)
     segmenter = backends.load_segmenter({"backend": "copy"}, "cpu")
     labels = np.ones((4, 4), np.uint8)
-    maps, chunks = segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)])
-    assert maps[1].shape == (2, 3) and chunks == [0, 0]
+    segmented = segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)])
+    assert segmented.labels[1].shape == (2, 3) and segmented.chunk_of == [0, 0]

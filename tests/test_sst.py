@@ -8,7 +8,7 @@ from PIL import Image
 
 from traitpipe.collection.synthetic import render_specimen
 from traitpipe.segment.parts import check_support_mask, from_canvas, part_statistics, to_canvas
-from traitpipe.segment.sst import chunks, labels_from_logits, load_sam2, propagate, track
+from traitpipe.segment.sst import chunks, frame_masks, load_sam2, propagate
 
 
 @pytest.fixture(scope="module")
@@ -29,34 +29,64 @@ def species(small_collection):
     return frames, support
 
 
-def test_same_label_maps_and_logits_as_driving_sam2_directly(predictor, species, tmp_path):
+def test_each_parts_own_mask_is_sam2s_per_object_output_and_parts_overlap(predictor, species, tmp_path):
+    """Against SAM 2 driven directly from its own JPEG folder route: each part's mask is that object's
+    logits > 0 (the SST authors' propagate_masks), so masks overlap; the label image takes, where masks
+    overlap, the object SAM 2 itself keeps with non_overlap_masks on."""
     frames, support = species
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"{i}.jpg", quality=95)
     decoded = [np.array(Image.open(tmp_path / f"{i}.jpg")) for i in range(len(frames))]
-    state = predictor.init_state(str(tmp_path))  # SAM 2's own folder route
-    for part in np.unique(support)[1:]:
-        predictor.add_new_mask(state, frame_idx=0, obj_id=int(part), mask=support == part)
-    plain, plain_logits = {}, {}
-    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
-        best, index = logits[:, 0].max(0)
-        ids = torch.tensor(obj_ids, dtype=torch.uint8)
-        plain[frame_idx] = torch.where(best > 0, ids[index], 0).numpy()
-        plain_logits[frame_idx] = logits[:, 0]
+
+    def plain(non_overlap):
+        predictor.non_overlap_masks = non_overlap
+        try:
+            state = predictor.init_state(str(tmp_path))  # SAM 2's own folder route
+            for part in np.unique(support)[1:]:
+                predictor.add_new_mask(state, frame_idx=0, obj_id=int(part), mask=support == part)
+            return {i: (ids, (logits[:, 0] > 0).numpy()) for i, ids, logits in predictor.propagate_in_video(state)}
+        finally:
+            predictor.non_overlap_masks = False
+
+    per_object, exclusive = plain(False), plain(True)
     ours = propagate(predictor, decoded, support)
-    assert len(ours) == len(frames) == len(plain)
+    assert ours.parts == list(range(1, 8)) and len(ours.masks) == len(frames)
+    overlapping = 0
     for i in range(1, len(frames)):
-        assert ours[i].dtype == np.uint8 and ours[i].shape == frames[i].shape[:2]
-        np.testing.assert_array_equal(ours[i], plain[i])
-    logits = {i: lg for i, _, lg, _ in track(predictor, decoded, support)}
-    for i in range(1, len(frames)):  # the logits themselves: SAM 2 resizes its mask-resolution logits the same way
-        resized = F.interpolate(logits[i][None], size=frames[i].shape[:2], mode="bilinear", align_corners=False)[0]
-        torch.testing.assert_close(resized, plain_logits[i], atol=1e-4, rtol=1e-4)
+        ids, masks = per_object[i]
+        assert list(ids) == ours.parts and ours.masks[i].dtype == bool
+        np.testing.assert_array_equal(ours.masks[i], masks)
+        overlapping += int((masks.sum(0) > 1).sum())
+        ids, kept = exclusive[i]  # at most one object per pixel: the label image
+        expected = np.zeros(frames[i].shape[:2], np.uint8)
+        for k, part in enumerate(ids):
+            expected[kept[k]] = part
+        np.testing.assert_array_equal(ours.labels[i], expected)
+        assert all(masks[k][ours.labels[i] == part].all() for k, part in enumerate(ids))
+    assert overlapping > 0  # the test sees masks that overlap
+
+
+def test_part_iou_is_scored_on_each_parts_own_mask(predictor, species):
+    """SST's score against the truth counts a pixel for every part whose mask covers it, not for the label
+    image's one part: part 2's mask covers part 1's true pixels too."""
+    from traitpipe.segment.train import video_overlaps
+
+    frames, support = species
+    truths = [support] * (len(frames) - 1)
+    inter, union = video_overlaps(predictor, frames, support, truths, [1, 2], precision="float32")
+    segmented = propagate(predictor, frames, support, precision="float32")
+    for t in range(1, len(frames)):
+        for k, part in enumerate([1, 2]):
+            mask = segmented.masks[t][part - 1]
+            assert inter[t - 1, k] == (mask & (support == part)).sum()
+            assert union[t - 1, k] == (mask | (support == part)).sum()
+        label = segmented.labels[t]
+        assert union[t - 1].tolist() != [((label == p) | (support == p)).sum() for p in (1, 2)]
 
 
 def test_frame_zero_is_the_support_and_every_part_is_tracked(predictor, species):
     frames, support = species
-    maps = propagate(predictor, frames, support)
+    maps = propagate(predictor, frames, support).labels
     np.testing.assert_array_equal(maps[0], support)
     assert set(np.unique(support)) == set(range(8))  # seven parts and background
     assert all(set(np.unique(m)) <= set(range(8)) for m in maps)
@@ -65,22 +95,24 @@ def test_frame_zero_is_the_support_and_every_part_is_tracked(predictor, species)
 def test_each_map_has_its_frames_own_size(predictor, species):
     frames, support = species
     other = np.array(Image.fromarray(frames[1]).resize((80, 48)))
-    maps = propagate(predictor, [frames[0], other, frames[2]], support)
-    assert maps[1].shape == (48, 80) and maps[2].shape == frames[2].shape[:2]
+    segmented = propagate(predictor, [frames[0], other, frames[2]], support)
+    assert segmented.labels[1].shape == (48, 80) and segmented.labels[2].shape == frames[2].shape[:2]
+    assert segmented.masks[1].shape == (7, 48, 80)
 
 
 def test_chunked_runs_restart_from_the_support(predictor, species):
     frames, support = species
     long = frames + frames[1:] + frames[1:]  # 13 frames
     assert chunks(13, 6) == [[0, 1, 2, 3, 4, 5], [0, 6, 7, 8, 9, 10], [0, 11, 12]]
-    whole = propagate(predictor, long, support)
-    parts, chunk_of = propagate(predictor, long, support, chunk_size=6, with_chunks=True)
-    assert chunk_of == [0] * 6 + [1] * 5 + [2] * 2
+    whole = propagate(predictor, long, support).labels
+    chunked = propagate(predictor, long, support, chunk_size=6)
+    parts = chunked.labels
+    assert chunked.chunk_of == [0] * 6 + [1] * 5 + [2] * 2
     for i in range(6):  # the first chunk is the start of the long run, exactly
         np.testing.assert_array_equal(parts[i], whole[i])
     # each chunk starts again from the support: what the first chunk saw cannot reach the others
     blanked = [long[0]] + [np.full_like(f, 255) for f in long[1:6]] + long[6:]
-    again = propagate(predictor, blanked, support, chunk_size=6)
+    again = propagate(predictor, blanked, support, chunk_size=6).labels
     for i in range(6, 13):
         np.testing.assert_array_equal(again[i], parts[i])
 
@@ -99,15 +131,15 @@ def test_a_run_longer_than_the_memory_window_drops_old_outputs_and_changes_nothi
         kept.append(max(len(o["non_cond_frame_outputs"]) for o in state["output_dict_per_obj"].values()))
 
     monkeypatch.setattr(sst, "_drop_old_outputs", counting)
-    ours = propagate(predictor, long, support)
+    ours = propagate(predictor, long, support).labels
     assert len(kept) == len(long) and max(kept) == sst.KEEP_FRAMES and kept[-1] == sst.KEEP_FRAMES
     state = sst.new_state(predictor, long)  # the same run, every output kept
     for part in (1, 4):
         predictor.add_new_mask(state, frame_idx=0, obj_id=part, mask=torch.from_numpy(support == part))
     for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
         if frame_idx:
-            np.testing.assert_array_equal(ours[frame_idx], labels_from_logits(logits[:, 0], obj_ids,
-                                                                              long[frame_idx].shape[:2]))
+            np.testing.assert_array_equal(ours[frame_idx], frame_masks(logits[:, 0], obj_ids,
+                                                                       long[frame_idx].shape[:2])[0])
     assert len(state["output_dict_per_obj"][0]["non_cond_frame_outputs"]) == len(long) - 1
 
 
@@ -213,7 +245,7 @@ def test_local_checkpoint_files_load(predictor, species, tmp_path):
     torch.save({"model": predictor.state_dict()}, tmp_path / "sam2.pt")  # SAM 2's released layout
     loaded = load_sam2("sam2.1_hiera_t", tmp_path / "sam2.pt", device="cpu", image_size=128)
     frames, support = species
-    for a, b in zip(propagate(loaded, frames[:3], support), propagate(predictor, frames[:3], support)):
+    for a, b in zip(propagate(loaded, frames[:3], support).labels, propagate(predictor, frames[:3], support).labels):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="neither a local file nor a known Hugging Face id"):
         load_sam2("sam2.1_hiera_t", tmp_path / "missing.pt", device="cpu", image_size=128)

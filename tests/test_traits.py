@@ -42,10 +42,13 @@ def _truth_as_prediction(tmp_path, collection, canvas=48):
     ids = rows["image_id"].tolist()
     sizes = rows[["height", "width"]].to_numpy(np.int32)
     prov = {"models": {}}
+    parts = sorted(int(k) for k in PARTS)
+    masks = np.stack([[placed == p for p in parts] for placed in labels])  # each part's own mask
     write_maps(tmp_path / "segment.zarr", ids, {"part_labels": (np.stack(labels), ("y", "x")),
+                                                "part_masks": (masks, ("part", "y", "x")),
                                                 "image_size": (sizes, ("hw",)),
                                                 "canvas_transform": (np.stack(transforms), ("transform",))},
-               {"provenance": prov, "parts": PARTS, "canvas": canvas})
+               {"provenance": prov, "parts": PARTS, "canvas": canvas, "mask_parts": parts})
     cam = np.stack(traits).astype(np.float16)[:, None]  # (N, 1 alpha, H, W): the map is the trait itself
     write_maps(tmp_path / "cam.zarr", ids, {"cam": (cam, ("alpha", "y", "x"))},
                {"provenance": prov, "method": "gradcam", "alphas": [None]})

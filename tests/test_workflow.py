@@ -263,20 +263,28 @@ def test_run_then_query(collection_copy, tmp_path):
         {"method": "promptcam", "alpha": None, "metrics": maps[2:], "subsets": ["all", "cryptic"]},
         {"method": "sst", "alpha": None, "metrics": ["miou"], "subsets": ["cryptic", "queries"]},
         {"method": "uniform", "alpha": None, "metrics": ["trait_energy"], "subsets": ["all", "cryptic"]}]
+    # Prompt-CAM's heads are ranked where the model predicts the true class, and only those images are summarised
+    done = traitpipe("query", "--results", results, "--format", "json",
+                     "select count(distinct image_id) as images, count(distinct species) as species from "
+                     "prompt_heads where ranked", cwd=tmp_path)
+    ranked = json.loads(done.stdout)[0]
+    assert 0 < ranked["images"] < 20
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select method, count(*) as n, count(distinct image_id) as images from cam_parts group by 1 "
                      "order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"method": "clip-concept-gradcam", "n": 20 * 2 * 7, "images": 20},
                                        {"method": "gradcam", "n": 20 * 2 * 7, "images": 20},  # alphas x parts
                                        {"method": "intr", "n": 20 * 2 * 7, "images": 20},  # heads x parts
-                                       {"method": "promptcam", "n": 20 * 2 * 7, "images": 20}]
+                                       {"method": "promptcam", "n": ranked["images"] * 2 * 7,
+                                        "images": ranked["images"]}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select method, count(*) as n, bool_and(consistency between 0 and 1) as share, "
                      "sum(n) as images from species_traits group by 1 order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"method": "clip-concept-gradcam", "n": 8, "share": True, "images": 40},
                                        {"method": "gradcam", "n": 8, "share": True, "images": 40},
                                        {"method": "intr", "n": 8, "share": True, "images": 40},
-                                       {"method": "promptcam", "n": 8, "share": True, "images": 40}]
+                                       {"method": "promptcam", "n": 2 * ranked["species"], "share": True,
+                                        "images": 2 * ranked["images"]}]
     means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-gradcam.zarr")
     assert means["mean"].shape == (4, 2, 64, 64) and means["species_id"].shape == (4,)
     total = means["mean"][:].sum(axis=(2, 3))  # a mean of distributions, where some map had mass
@@ -537,7 +545,8 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
         (m, s, n) for m in ("miou_tuned", "miou_untuned")
         for s, n in (("held_out", 1), ("queries", 4), ("trained", 3))]
     assert all(0 <= r["value"] <= 1 for r in rows)
-    # the score after tuning is the segment step's (made with the tuned model) on those same images
+    # the score after tuning is the segment step's (made with the tuned model, on the same pseudo-video) on
+    # those same images
     scored = ", ".join(f"'{i}'" for i in sorted(roles["scored_images"]))
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select avg(iou) as value from (select part, sum(intersection_pixels) / "

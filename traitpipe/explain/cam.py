@@ -4,7 +4,7 @@ A CAM method is one small function in :data:`METHODS`: it turns a target layer's
 activations and the gradients of the objective at that layer into a map. The
 objective is the target class's logit (the base method) or, with ``alpha``, the
 Finer-CAM objective that compares the target with its most similar classes
-(METHODS.md section 2). One forward and one backward pass serve a whole batch:
+(docs/methods.md, section 2). One forward and one backward pass serve a whole batch:
 samples are independent in eval mode, so the per-sample objectives are summed.
 
 Only what a CAM needs is computed: everything before the first target layer runs

@@ -1,6 +1,6 @@
 """Faithfulness of a map: how the model's confidence changes when the map's top pixels are hidden.
 
-The Finer-CAM paper's metric (Eq. 10, "RD@0.05"; METHODS.md section 2) is the
+The Finer-CAM paper's metric (Eq. 10, "RD@0.05"; docs/methods.md, section 2) is the
 RELATIVE confidence drop
 
     RD = (p_c - p'_c) - (p_d - p'_d),

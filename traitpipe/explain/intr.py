@@ -1,6 +1,6 @@
 """INTR: one learned query per class in a DETR-style decoder; its cross-attention maps explain the class.
 
-METHODS.md section 4, read from the authors' code (Imageomics/INTR, a near copy of DETR): a CNN backbone
+docs/methods.md, section 4, read from the authors' code (Imageomics/INTR, a near copy of DETR): a CNN backbone
 (stride 32) -> 1x1 projection to ``d_model`` -> post-norm transformer encoder with a sine positional
 encoding on queries and keys -> decoder whose input starts at zero, with the class queries added to its
 queries (self- and cross-attention) and NO positional term on the cross-attention keys -> the decoder's final
@@ -209,6 +209,8 @@ class INTR(nn.Module):
         super().__init__()
         self.transformer = Transformer(d_model, nheads, enc_layers, dec_layers, dim_feedforward, dropout)
         self.presence_vector = nn.Linear(d_model, 1)
+        nn.init.xavier_uniform_(self.presence_vector.weight)  # as the authors' util/misc.py load_model
+        nn.init.zeros_(self.presence_vector.bias)
         self.query_embed = nn.Embedding(num_classes, d_model)
         self.backbone = timm.layers.freeze_batch_norm_2d(
             timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(-1,)))
@@ -324,8 +326,11 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
                val: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "float32",
                progress: bool = True, max_per_class: int | None = None, workers: int = 0) -> list[dict]:
     """Train INTR in place with the authors' recipe (main.py's defaults): AdamW (``lr``, the backbone at
-    ``backbone_lr``, ``weight_decay``), the rates x0.1 after ``lr_drop`` epochs, gradients clipped at
-    ``clip_norm``, plain cross-entropy on the class logits, no warm-up.
+    ``backbone_lr``, ``weight_decay``), the rates x0.1 after ``lr_drop`` epochs, plain cross-entropy on the
+    class logits, no warm-up, each epoch's last partial batch dropped (``drop_last=True``), and gradients
+    clipped at ``clip_norm`` over every parameter, the never-trained stem and first stage included, as with
+    their ``--finetune`` (which every run of theirs uses). Their frozen stage's gradients are summed over the
+    run, never cleared (the optimizer does not hold them); here they are cleared every step.
 
     Their images are resized to 480-800 pixels (multi-scale); here they come at the collection's size with
     flips and shifts (or crops, ``crop_scale``), as :func:`traitpipe.models.training.train_classifier`.
@@ -355,4 +360,4 @@ def train_intr(model: INTR, images: torch.Tensor, labels: torch.Tensor, *, epoch
                             warmup_epochs=0, label_smoothing=0.0, trainable=param_groups(model, backbone_lr),
                             lr_drop=lr_drop, clip_norm=clip_norm, crop_scale=crop_scale, val=val,
                             progress=progress, desc="train INTR", precision=precision, max_per_class=max_per_class,
-                            workers=workers)
+                            workers=workers, drop_last=True, clip_every_parameter=True)

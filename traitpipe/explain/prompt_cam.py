@@ -1,6 +1,6 @@
 """Prompt-CAM: class-specific prompts on a frozen ViT, per-class attention maps, ranked trait heads.
 
-METHODS.md section 3. Every block sees [P_1..P_C, CLS, (registers), patches]; the prompt
+docs/methods.md, section 3. Every block sees [P_1..P_C, CLS, (registers), patches]; the prompt
 outputs are dropped after each block but the last, where class c's logit is
 ``head(final_norm(y_c))``. The maps are the last block's attention of prompt c over the
 patches, one per head. Removing ("blurring") head h for class c sets that head's

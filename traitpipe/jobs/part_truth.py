@@ -1,8 +1,9 @@
-"""SST against the truth, for one shard: each image's stored label map against its true part labels
-(``collection.columns.parts_truth``) placed on the same canvas, pixel counts per part into ``part_truth``.
+"""SST against the truth, for one shard: each image's stored part masks (each part's own, which may overlap)
+against its true part labels (``collection.columns.parts_truth``) placed on the same canvas, pixel counts per
+part into ``part_truth``.
 
-Both maps are compared at the canvas's resolution, where the labels are stored: a perfect prediction scores
-1 whatever the canvas size."""
+Both are compared at the canvas's resolution, where the masks are stored: a perfect prediction scores 1
+whatever the canvas size."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from traitpipe.jobs.common import failure_rows, read_rows, read_truth
 from traitpipe.jobs.step import Step
 from traitpipe.segment.parts import to_canvas
 from traitpipe.store.maps import open_maps
-from traitpipe.traits.overlap import part_overlap
+from traitpipe.traits.overlap import part_masks, part_overlap
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     names = {int(k): v for k, v in labels.attrs["parts"].items()}
     frames = pd.read_parquet(args.parts).drop_duplicates("image_id").set_index("image_id")["frame_index"]
     step.record(models=labels.attrs["provenance"].get("models", {}))
-    placed, sizes = labels["part_labels"][:], labels["image_size"][:]
+    masks, mask_parts, sizes = labels["part_masks"], labels.attrs["mask_parts"], labels["image_size"][:]
     records, failed = [], []
     for j, image_id in enumerate(tqdm(labels["image_id"][:].tolist(), desc="part truth", unit="img",
                                       file=sys.stderr)):
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         except ImageError as error:
             failed.append(failure_rows(rows.loc[[image_id]].reset_index(), str(error)))
             continue
-        truth_on_canvas, _ = to_canvas(truth.astype(np.uint8), placed.shape[-1])
-        inter, union = part_overlap(placed[j], truth_on_canvas, list(names))
+        truth_on_canvas, _ = to_canvas(truth.astype(np.uint8), masks.shape[-1])
+        inter, union = part_overlap(part_masks(masks[j], mask_parts, list(names)), truth_on_canvas, list(names))
         for p, (part_id, name) in enumerate(names.items()):
             records.append({"image_id": image_id, "species": rows.at[image_id, "species"],
                             "frame_index": int(frames[image_id]), "part_id": part_id, "part": name,

@@ -7,6 +7,11 @@ accuracy; or, when ``prompt_cam.checkpoint`` names a released checkpoint, loads 
 The description names the input normalisation the model is explained with: the authors' (0.5 mean and std,
 :data:`traitpipe.explain.prompt_cam.RELEASED_MEAN`) for their checkpoint, the run classifier's for prompts
 trained here on its frozen backbone.
+
+Training follows the authors' recipe (``engine/trainer.py``, the DINO CUB configuration): SGD with momentum 0.9,
+timm's cosine schedule stepped per epoch with warm-up, down to ``lr_min``. Two differences: the weights kept are
+the last epoch's (theirs, the epoch of best test accuracy, which would tune on the evaluation images), and the
+train images are resized to the input size before the 240/224 resize and crop (theirs resize the original).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         history = train_classifier(
             model, *fit, epochs=settings["epochs"], batch_size=settings["batch_size"],
             lr=settings["lr"], weight_decay=settings["weight_decay"], linear_probe=False, seed=settings["seed"],
-            device=device, warmup_epochs=settings["warmup_epochs"], label_smoothing=0.0, optimizer="sgd",
+            device=device, warmup_epochs=settings["warmup_epochs"], lr_min=settings["lr_min"],
+            warmup_lr_init=settings["warmup_lr_init"], label_smoothing=0.0, optimizer="sgd",
             trainable=[model.prompts, *model.head.parameters()], crop_scale=240 / 224,
             val=val, desc="train Prompt-CAM", precision=settings["precision"],
             max_per_class=config["training"]["max_images_per_species"], workers=workers)

@@ -1,4 +1,5 @@
-"""Segment step for one shard: SST per species, label maps to Zarr, the ``parts`` table."""
+"""Segment step for one shard: SST per species, label images and each part's own mask to Zarr, the ``parts``
+table."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import ImageInputs, ReadAhead, failure_rows, load_support, read_rows
+from traitpipe.jobs.common import ImageInputs, ReadAhead, failure_rows, load_support, read_mask, read_rows
 from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
-from traitpipe.segment.sst import Subset
+from traitpipe.segment.sst import Segmented, Subset
+from traitpipe.traits.overlap import part_masks
 from traitpipe.store.maps import background_writes, keep_images, map_writer, ome_label_attrs
 
 
@@ -50,11 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     canvas, sizes = settings["canvas"], rows[["height", "width"]].to_numpy(np.int32)
     done = np.zeros(len(rows), bool)
     part_rows, retrieval_rows, failed, found = [], [], [], dict(names or {})
-    attrs = {"provenance": prov, "canvas": canvas, "random_weights": random,
+    mask_parts = sorted(names) if names else reference_parts(args.reference)
+    attrs = {"provenance": prov, "canvas": canvas, "random_weights": random, "mask_parts": mask_parts,
              "note": "labels on a fixed canvas; canvas pixel = image pixel * scale + offset "
-                     "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width)"}
+                     "(canvas_transform = scale, offset_y, offset_x); image_size = (height, width). part_masks: "
+                     "each part's own mask (its logits > 0; parts may overlap), along mask_parts; part_labels "
+                     "gives a pixel covered by several masks to the part with the highest logit"}
     with map_writer(args.maps, rows["image_id"].tolist(),
                     {"part_labels": ((canvas, canvas), "uint8", ("y", "x")),
+                     "part_masks": ((len(mask_parts), canvas, canvas), "bool", ("part", "y", "x")),
                      "image_size": ((2,), "int32", ("hw",)),
                      "canvas_transform": ((3,), "float32", ("transform",))}, attrs) as store:
         # one species' maps at a time: written while SAM 2 tracks the next species
@@ -69,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                     failed.append(failure_rows(rows.loc[index], str(error)))
                     continue
                 try:
-                    maps, chunk_of, queries, unread = _track(segmenter, support, support_labels, tracked, images,
-                                                             queries_of[species])
+                    segmented, queries, unread = _track(segmenter, support, support_labels, tracked, images,
+                                                        queries_of[species])
                 except ImageError as error:  # an image changed between two reads: its species fails alone
                     failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
                     continue
@@ -79,12 +85,14 @@ def main(argv: list[str] | None = None) -> None:
                 placed = np.zeros((len(index), canvas, canvas), np.uint8)
                 transforms = np.zeros((len(index), 3), np.float32)
                 for i, frame in frame_of.items():
-                    labels = maps[frame]
+                    labels = segmented.labels[frame]
                     placed[i - index[0]], transforms[i - index[0]] = to_canvas(labels, canvas)
+                    masks = part_masks(segmented.masks[frame], segmented.parts, mask_parts)
+                    write("part_masks", i, np.stack([to_canvas(m.view(np.uint8), canvas)[0] > 0 for m in masks])[None])
                     done[i] = True
                     for part in part_statistics(labels, parts):
                         part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
-                                          "frame_index": frame, "chunk": chunk_of[frame]})
+                                          "frame_index": frame, "chunk": segmented.chunk_of[frame]})
                 write("image_size", index[0], sizes[index])
                 write("canvas_transform", index[0], transforms)
                 write("part_labels", index[0], placed)  # last: it is written while SAM 2 tracks the next species
@@ -104,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: ReadAhead, images: ImageInputs,
-           queries: list[int]) -> tuple[list[np.ndarray], list[int], list[int], dict[int, str]]:
-    """One species' label maps, its queries read from ``stream``.
+           queries: list[int]) -> tuple[Segmented, list[int], dict[int, str]]:
+    """One species segmented, its queries read from ``stream``.
 
     When a query cannot be read, the rest of the species' queries are read from the stream (to learn which
     others cannot) and the species is tracked again without them, its readable queries read a second time
@@ -113,7 +121,7 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
 
     Returns
     -------
-    maps, chunk_of
+    segmented : traitpipe.segment.sst.Segmented
         As ``segmenter.segment``: frame 0 the support, then the queries tracked.
     tracked : list of int
         The queries tracked (row indices).
@@ -121,12 +129,24 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
         The queries left out, and why.
     """
     try:
-        return (*segmenter.segment(support, support_labels, Subset(stream, queries)), queries, {})
+        return segmenter.segment(support, support_labels, Subset(stream, queries)), queries, {}
     except ImageError:  # only a query is read here, so there is one
         stream.read_through(queries[-1])
     unread = {i: stream.problems[i] for i in queries if i in stream.problems}
     kept = [i for i in queries if i not in unread]
-    return (*segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread)
+    return segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread
+
+
+def reference_parts(references: dict[str, tuple[str, str]]) -> list[int]:
+    """The parts labelled in any of the shard's reference masks (undeclared parts: ``segment.parts`` null),
+    ascending; a mask that cannot be read adds none (its species fails when it is segmented)."""
+    found: set[int] = set()
+    for _, mask_file in references.values():
+        try:
+            found.update(int(v) for v in np.unique(read_mask(mask_file)) if v > 0)
+        except ImageError:
+            continue
+    return sorted(found)
 
 
 def _round_trips(segmenter, stream: ReadAhead, rows: pd.DataFrame, queries: list[int], support: np.ndarray,

@@ -6,9 +6,10 @@ Each species' first ``queries_per_species`` query images are tuned on and its ne
 round-trip loss on them (:func:`traitpipe.segment.finetune.finetune`).
 
 With true part masks (``collection.columns.parts_truth``), SST is scored against them before and after tuning
-on the same images, none of which tuning saw: each species' pseudo-video of its reference, then its query
-images after the tuned and the guarding ones (``evaluation`` rows ``miou_untuned`` and ``miou_tuned``, and per
-part). Scoring the tuned queries too would reward the tuning for what it was fitted to. The description names
+on the same images, none of which tuning saw: each species' pseudo-video (its reference, then its queries
+with a truth mask, as the segment step plays them) is tracked, and only its queries after the tuned and the
+guarding ones are scored (``evaluation`` rows ``miou_untuned`` and ``miou_tuned``, and per part). Scoring the
+tuned queries too would reward the tuning for what it was fitted to. The description names
 the images of each role (``tuned_images``, ``check_images``, ``scored_images``)."""
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from traitpipe.store.schemas import PART_TRUTH
 from traitpipe.traits.evaluation import segmentation_scores
 
 
-def truth_rows(predictor, videos: list, names: dict[int, str], precision: str) -> pd.DataFrame:
-    """SST against the truth on each species' pseudo-video: ``part_truth`` rows at the images' own size."""
+def truth_rows(predictor, videos: list, names: dict[int, str], precision: str, scored: set[str]) -> pd.DataFrame:
+    """SST against the truth on each species' pseudo-video (its reference, then its queries with a truth mask, in
+    the segment step's order): ``part_truth`` rows at the images' own size, of the ``scored`` images only."""
     parts, rows = sorted(names), []
     for species, support, labels, frames, truths, ids in videos:
         inter, union = video_overlaps(predictor, [support, *frames], labels, truths, parts, precision)
@@ -42,7 +44,7 @@ def truth_rows(predictor, videos: list, names: dict[int, str], precision: str) -
                   "intersection_pixels": int(inter[t, k]), "union_pixels": int(union[t, k]),
                   "truth_pixels": int((truths[t] == part).sum()),
                   "iou": inter[t, k] / union[t, k] if union[t, k] else np.nan}
-                 for t, image_id in enumerate(ids) for k, part in enumerate(parts)]
+                 for t, image_id in enumerate(ids) if image_id in scored for k, part in enumerate(parts)]
     return pd.DataFrame(rows, columns=list(PART_TRUTH.names))
 
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     settings, tune = config["segment"], config["segment"]["finetune"]
     names = part_names(settings["parts"], config["collection"]["root"])
     rows = read_rows(args.images)
-    examples, checks, scored, skipped, found_names = [], [], [], [], {}
+    examples, checks, videos, skipped, found_names = [], [], [], [], {}
     roles = {"tuned_images": [], "check_images": [], "scored_images": []}
     for species, group in rows.groupby("species", sort=True):
         try:
@@ -69,16 +71,16 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(config["collection"]["root"])
         queries = group[[str(root / p) != image_file for p in group["path"]]]
         n_tune, n_check = tune["queries_per_species"], tune["check_queries_per_species"]
-        pixels, _, _ = load_pixels(config, queries.head(n_tune + n_check))
+        pixels, ok, _ = load_pixels(config, queries.head(n_tune + n_check))
         examples.append((support, labels, pixels[:n_tune]))
         checks += [(support, labels, query) for query in pixels[n_tune:]]
-        roles["tuned_images"] += queries["image_id"].iloc[:n_tune].tolist()
-        roles["check_images"] += queries["image_id"].iloc[n_tune:n_tune + n_check].tolist()
-        if args.evaluation:
-            frames, truths, kept, unread = truth_images(config, queries.iloc[n_tune + n_check:])
-            if len(kept):
-                scored.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
-                roles["scored_images"] += kept["image_id"].tolist()
+        read = queries["image_id"].head(n_tune + n_check)[ok].tolist()  # as pixels: the readable ones
+        roles["tuned_images"] += read[:n_tune]
+        roles["check_images"] += read[n_tune:]
+        if args.evaluation:  # tracked as the segment step tracks them; scored on those tuning never saw
+            frames, truths, kept, unread = truth_images(config, queries)
+            videos.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
+            roles["scored_images"] += sorted(set(kept["image_id"]) - set(queries["image_id"].head(n_tune + n_check)))
             found_names.update(found)
             skipped += unread
     if settings["backend"] != "sam2_video":
@@ -87,16 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = SAM2Video(settings, device, trained=args.trained)
     predictor = segmenter.predictor
     scored_names = names or found_names
-    before = truth_rows(predictor, scored, scored_names, segmenter.precision) if args.evaluation else None
+    unseen = set(roles["scored_images"])
+    before = truth_rows(predictor, videos, scored_names, segmenter.precision, unseen) if args.evaluation else None
     tuning = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], checks=checks, check_every=tune["check_every"],
                       precision=settings["precision"])
-    if args.evaluation and not scored:
+    if args.evaluation and not roles["scored_images"]:
         step.finish("no query image left to score SST before and after tuning: every species' queries with a "
                     "truth mask were tuned on or guarded the tuning (lower segment.finetune.queries_per_species "
                     "or check_queries_per_species)")
     if args.evaluation:
-        after = truth_rows(predictor, scored, scored_names, segmenter.precision)
+        after = truth_rows(predictor, videos, scored_names, segmenter.precision, unseen)
         subsets = {"queries": None, **sam2_split(args.trained_description)}
         records = segmentation_scores(before, subsets, "_untuned") + segmentation_scores(after, subsets, "_tuned")
         step.write("evaluation", records, args.evaluation)

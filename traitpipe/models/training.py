@@ -69,7 +69,8 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
                      lr_drop: int | None = None, clip_norm: float | None = None, crop_scale: float | None = None,
                      val: tuple[Dataset | torch.Tensor, torch.Tensor] | None = None, progress: bool = True,
                      desc: str = "train classifier", precision: str = "float32", max_per_class: int | None = None,
-                     workers: int = 0) -> list[dict]:
+                     workers: int = 0, lr_min: float | None = None, warmup_lr_init: float = 0.0,
+                     drop_last: bool = False, clip_every_parameter: bool = False) -> list[dict]:
     """Train a classifier in place with warm-up and cosine (or step) decay, flip/shift augmentation.
 
     Parameters
@@ -98,8 +99,20 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
     lr_drop : int or None
         None: cosine decay after the warm-up. An int: step decay, the rates x0.1
         every ``lr_drop`` epochs (DETR's and INTR's StepLR).
+    lr_min, warmup_lr_init : float or None, float
+        With ``lr_min``: the Prompt-CAM authors' schedule (``engine/trainer.py``), timm's
+        ``CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs, lr_min, warmup_lr_init)`` stepped once
+        per epoch, at each epoch's end with that epoch's index, so epochs 0 and 1 both train at
+        ``warmup_lr_init`` (its warm-up is linear from there; the cosine runs from epoch 0, not from the warm-up's
+        end, down to ``lr_min``). None: the per-step schedules above.
     clip_norm : float or None
         Clip the gradients' total norm (DETR's and INTR's 0.1).
+    clip_every_parameter : bool
+        The norm is over every parameter of the model, frozen ones included (which then get gradients, but are
+        never stepped), as INTR's ``--finetune`` (it sets ``requires_grad`` on all after building the optimizer).
+        Unlike theirs, those gradients are cleared every step rather than summed over the run.
+    drop_last : bool
+        Leave out each epoch's last partial batch (INTR's ``drop_last=True``).
     crop_scale : float or None
         Augmentation: None = flip and shift; a float = flip, resize by it, random crop
         (see ``traitpipe.models.transforms.augment``).
@@ -119,7 +132,8 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
     Returns
     -------
     list of dict
-        Per epoch: ``epoch``, ``loss``, ``train_accuracy``, ``val_accuracy`` (None without ``val``).
+        Per epoch: ``epoch``, ``loss``, ``train_accuracy``, ``val_accuracy`` (None without ``val``), ``lr``
+        (the first parameter group's rate at the epoch's first step).
     """
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -129,12 +143,16 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
     chosen = {id(p) for group in groups for p in group["params"]}
     flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
+        p.requires_grad_(id(p) in chosen or clip_every_parameter)
     if optimizer == "sgd":
         step_rule = torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         step_rule = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(epoch_length(labels, max_per_class) / batch_size)
+    length = epoch_length(labels, max_per_class)
+    if drop_last and length < batch_size:
+        raise ValueError(f"{desc}: an epoch has {length} images, fewer than one batch of {batch_size}, and the last "
+                         "partial batch is dropped (as the authors do): lower the batch size")
+    steps_per_epoch = length // batch_size if drop_last else math.ceil(length / batch_size)
     total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
 
     def schedule(step: int) -> float:
@@ -144,7 +162,15 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
             return 0.1 ** (step // steps_per_epoch // lr_drop)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(step_rule, schedule)
+    if lr_min is None:
+        scheduler, per_epoch = torch.optim.lr_scheduler.LambdaLR(step_rule, schedule), None
+    else:
+        from timm.scheduler import CosineLRScheduler
+
+        scheduler = None
+        per_epoch = CosineLRScheduler(step_rule, t_initial=epochs, warmup_t=warmup_epochs, lr_min=lr_min,
+                                      warmup_lr_init=warmup_lr_init)
+    clipped = list(model.parameters()) if clip_every_parameter else [p for group in groups for p in group["params"]]
     history = []
     batches = Batches(images, batch_size, workers, device)
     val_batches = Batches(val[0], batch_size, workers, device) if val is not None and len(val[0]) else None
@@ -152,19 +178,22 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
     for epoch in bar:
         model.train()
         order = epoch_order(labels, generator, max_per_class)
-        loss_sum, correct = 0.0, 0
+        if drop_last:
+            order = order[:steps_per_epoch * batch_size]
+        loss_sum, correct, rate = 0.0, 0, step_rule.param_groups[0]["lr"]
         for index, batch in batches(order):
             batch = augment(batch, generator, crop_scale=crop_scale).to(device, non_blocking=True)
             target = labels[index].to(device)
             with autocast(device, precision):
                 logits = model(batch)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-            step_rule.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
             if clip_norm is not None:
-                nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], clip_norm)
+                nn.utils.clip_grad_norm_(clipped, clip_norm)
             step_rule.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.item() * len(index)
             correct += (logits.argmax(1) == target).sum().item()
         val_accuracy = None
@@ -172,7 +201,9 @@ def train_classifier(model: nn.Module, images: Dataset | torch.Tensor, labels: t
             predicted = predict(model, val_batches, batch_size, device, precision).argmax(1)
             val_accuracy = (predicted == val[1]).float().mean().item()
         history.append({"epoch": epoch + 1, "loss": loss_sum / len(order), "train_accuracy": correct / len(order),
-                        "val_accuracy": val_accuracy})
+                        "val_accuracy": val_accuracy, "lr": rate})
+        if per_epoch is not None:
+            per_epoch.step(epoch)  # as engine/trainer.py at an epoch's end: the next epoch trains at rate(epoch)
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=val_accuracy)
     for p in model.parameters():
         p.requires_grad_(flags[id(p)])

@@ -82,7 +82,7 @@ def level_labels(newick: str | Path, species: Sequence[str], distances: Sequence
     distances : sequence of float
         Relative distances from the root of the ancestor levels. A species' group at
         level k is its first ancestor at or above the point at ``distances[k]`` of the
-        root-to-tip depth (walking up from the leaf; METHODS.md section 5), so groups are
+        root-to-tip depth (walking up from the leaf; docs/methods.md, section 5), so groups are
         coarser than the clades just below the cut.
 
     Returns

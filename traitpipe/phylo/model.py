@@ -1,4 +1,4 @@
-"""The Phylo-NN model (METHODS.md section 5): a disentangler on the features of a frozen VQGAN.
+"""The Phylo-NN model (docs/methods.md, section 5): a disentangler on the features of a frozen VQGAN.
 
 The disentangler turns the frozen encoder's features h (B, C, s, s) into two grids
 of discrete codes from one shared codebook: phylo codes, whose levels follow the

@@ -24,7 +24,7 @@ from traitpipe.models.batches import Batches, epoch_order
 from traitpipe.models.device import autocast
 from traitpipe.phylo.model import Disentangler
 
-#: Weights of the loss terms (METHODS.md section 5; the authors' configs/phyloNN.yaml: adversary weight 0.1, beta 0.7).
+#: Weights of the loss terms (docs/methods.md, section 5; the authors' configs/phyloNN.yaml: adversary weight 0.1, beta 0.7).
 CLASS_WEIGHT, ADVERSARY_WEIGHT, ADVERSARY_BETA = 0.1, 0.1, 0.7
 BETAS = (0.5, 0.9)
 

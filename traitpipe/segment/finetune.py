@@ -1,6 +1,6 @@
 """One-shot fine-tuning of SAM 2 by cycle consistency, and trait retrieval by round-trip IoU.
 
-The round trip runs in TWO independent inference states (METHODS.md section 1):
+The round trip runs in TWO independent inference states (docs/methods.md, section 1):
 
 1. pass 1, the pseudo-video [support, query] seeded with the support's true mask,
    predicts the query's mask;
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from traitpipe.models.device import autocast
-from traitpipe.segment.sst import labels_from_logits, new_state, track
+from traitpipe.segment.sst import frame_masks, new_state, track
 
 #: Modules tuned by default: the memory attention, through which SST carries the support's parts to a query.
 #: Measured on the demo (held-out species, SAM 2 trained here): tuning the mask decoder as well lowered SST's
@@ -219,9 +219,9 @@ def round_trip_iou(predictor, support: np.ndarray, query: np.ndarray, support_la
         return float("nan")
     *_, (_, part_ids, logits, size) = track(predictor, [support, query], truth.astype(np.uint8) * part,
                                             precision=precision)
-    found = labels_from_logits(logits, part_ids, size)
+    found, _ = frame_masks(logits, part_ids, size)  # one part: its mask, labelled ``part``
     if not found.any():
         return 0.0
     *_, (_, part_ids, logits, size) = track(predictor, [query, support], found, precision=precision)
-    back = labels_from_logits(logits, part_ids, size) == part
+    back = frame_masks(logits, part_ids, size)[1][0]
     return float((back & truth).sum() / (back | truth).sum())

@@ -1,8 +1,11 @@
-"""SST: Static Segmentation by Tracking on SAM 2 (METHODS.md section 1).
+"""SST: Static Segmentation by Tracking on SAM 2 (docs/methods.md, section 1).
 
 The specimens of one species are played to SAM 2's video predictor as a
 pseudo-video whose frame 0 is the species' labelled support image; every part
-of the support mask is tracked as its own object. Frames go to SAM 2 from memory,
+of the support mask is tracked as its own object, and keeps its own mask (its
+logits > 0), so parts may overlap as in the authors' ``propagate_masks``. The
+label image is derived from those masks by one rule (:func:`frame_masks`).
+Frames go to SAM 2 from memory,
 preprocessed exactly as SAM 2's own JPEG loader does, one at a time when SAM 2
 asks for them; outputs SAM 2 will never read again are dropped, and long runs are
 cut into chunks that each start from the support frame, so memory stays bounded
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -288,25 +292,63 @@ def track(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, n
         _drop_old_outputs(state, frame_idx)
 
 
-def labels_from_logits(logits: torch.Tensor, part_ids: Sequence[int], size: tuple[int, int]) -> np.ndarray:
-    """Label map of one frame from its part logits.
+def frame_masks(logits: torch.Tensor, part_ids: Sequence[int], size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each part's own mask on one frame, and the label image derived from them.
 
     Parameters
     ----------
     logits : torch.Tensor, float, shape (n_parts, h, w)
     part_ids : sequence of int, length n_parts
     size : (H, W)
-        The frame's own size; logits are resized bilinearly (align_corners=False).
+        The frame's own size; logits are resized bilinearly (align_corners=False) before thresholding.
 
     Returns
     -------
-    numpy.ndarray, uint8, shape (H, W)
-        0 where no part's logit is > 0, else the part with the largest logit.
+    labels : numpy.ndarray, uint8, shape (H, W)
+        The rule that makes one label per pixel: among the parts whose mask covers the pixel, the one with the
+        highest logit (SAM 2's own ``non_overlap_masks`` rule); 0 where no mask does. So a pixel labelled p
+        always lies in part p's mask.
+    masks : numpy.ndarray, bool, shape (n_parts, H, W)
+        Part k's own mask, logit > 0, as the SST authors keep it: masks may overlap.
+
+    Examples
+    --------
+    Part 1 and part 2 both cover the middle pixel; part 2's logit there is higher.
+
+    >>> logits = torch.tensor([[[2.0, 1.0, -1.0]], [[-1.0, 3.0, 1.0]]])
+    >>> labels, masks = frame_masks(logits, [1, 2], (1, 3))
+    >>> labels.tolist(), masks.astype(int).tolist()
+    ([[1, 2, 2]], [[[1, 1, 0]], [[0, 1, 1]]])
     """
     resized = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
     best, index = resized.max(0)
     ids = torch.tensor(list(part_ids), dtype=torch.uint8, device=resized.device)
-    return torch.where(best > 0, ids[index], torch.zeros_like(index, dtype=torch.uint8)).cpu().numpy()
+    labels = torch.where(best > 0, ids[index], torch.zeros_like(index, dtype=torch.uint8))
+    return labels.cpu().numpy(), (resized > 0).cpu().numpy()
+
+
+@dataclass
+class Segmented:
+    """One species' pseudo-video segmented (:func:`propagate`).
+
+    Attributes
+    ----------
+    labels : list of numpy.ndarray, uint8, each (H_i, W_i)
+        One label image per frame at that frame's own size (:func:`frame_masks`' rule); frame 0's is the
+        support mask itself.
+    masks : list of numpy.ndarray, bool, each (P, H_i, W_i)
+        Each part's own mask per frame, in the order of ``parts``; frame 0's are the support's parts.
+    parts : list of int
+        The parts tracked: those in the support mask, ascending.
+    chunk_of : list of int
+        The pseudo-video (``chunk_size``) each frame was tracked in.
+    """
+
+    labels: list[np.ndarray]
+    masks: list[np.ndarray]
+    parts: list[int]
+    chunk_of: list[int]
 
 
 def chunks(n_frames: int, chunk_size: int | None) -> list[list[int]]:
@@ -333,7 +375,7 @@ def chunks(n_frames: int, chunk_size: int | None) -> list[list[int]]:
 
 
 def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
-              chunk_size: int | None = None, with_chunks: bool = False, precision: str = "auto"):
+              chunk_size: int | None = None, precision: str = "auto") -> Segmented:
     """Segment every frame of one species' pseudo-video.
 
     Parameters
@@ -348,18 +390,19 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
     chunk_size : int or None
         Most frames per pseudo-video (support included); each chunk restarts from
         the support frame. None: one pseudo-video.
-    with_chunks : bool
-        Also return the chunk index of every frame.
     precision : str
         See :func:`track`.
 
     Returns
     -------
-    list of numpy.ndarray, uint8, each (H_i, W_i)
-        One label map per frame at that frame's own size; frame 0's is the support
-        mask itself. With ``with_chunks``: ``(maps, chunk_of_frame)``.
+    Segmented
+        Every frame's label image and per-part masks.
     """
-    maps: list[np.ndarray | None] = [support_labels.astype(np.uint8)] + [None] * (len(frames) - 1)
+    parts = [int(v) for v in np.unique(support_labels) if v > 0]
+    if not parts:
+        raise ValueError("the support mask is empty: it labels no part")
+    labels: list[np.ndarray | None] = [support_labels.astype(np.uint8)] + [None] * (len(frames) - 1)
+    masks: list[np.ndarray | None] = [np.stack([support_labels == p for p in parts])] + [None] * (len(frames) - 1)
     chunk_of = [0] * len(frames)
     for chunk, indices in enumerate(chunks(len(frames), chunk_size)):
         for local, part_ids, logits, size in track(predictor, Subset(frames, indices), support_labels,
@@ -367,7 +410,7 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
             frame = indices[local]
             if frame == 0 and support_labels.shape != size:
                 raise ValueError(f"support mask {support_labels.shape} and support image {size} differ in size")
-            if maps[frame] is None:
-                maps[frame] = labels_from_logits(logits, part_ids, size)
+            if labels[frame] is None:
+                labels[frame], masks[frame] = frame_masks(logits, part_ids, size)
                 chunk_of[frame] = chunk
-    return (maps, chunk_of) if with_chunks else maps
+    return Segmented(labels, masks, parts, chunk_of)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from traitpipe.segment.sst import build_sam2, preprocess, propagate
-from traitpipe.traits.overlap import part_overlap
+from traitpipe.traits.overlap import part_masks, part_overlap
 
 #: The loss of SAM 2.1's training configs (sam2.1_hiera_b+_MOSE_finetune.yaml: ``loss.all``).
 LOSS = {"weight_dict": {"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1},
@@ -262,7 +262,8 @@ def pseudo_video(indices: Sequence[int], reference: int, length: int, rng: np.ra
 
 def video_overlaps(predictor, frames: Sequence[np.ndarray], prompt: np.ndarray, truths: Sequence[np.ndarray],
                    parts: Sequence[int], precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
-    """SST on one pseudo-video against the truth: per query frame and part, intersection and union in pixels.
+    """SST on one pseudo-video against the truth: per query frame and part, intersection and union in pixels of
+    the part's own mask (masks may overlap) and its true pixels.
 
     Parameters
     ----------
@@ -280,8 +281,9 @@ def video_overlaps(predictor, frames: Sequence[np.ndarray], prompt: np.ndarray, 
     -------
     intersection, union : numpy.ndarray, int64, shape (T - 1, P)
     """
-    maps = propagate(predictor, frames, prompt.astype(np.uint8), precision=precision)
-    pairs = [part_overlap(predicted, truth, parts) for predicted, truth in zip(maps[1:], truths)]
+    segmented = propagate(predictor, frames, prompt.astype(np.uint8), precision=precision)
+    pairs = [part_overlap(part_masks(masks, segmented.parts, parts), truth, parts)
+             for masks, truth in zip(segmented.masks[1:], truths)]
     return tuple(np.array([pair[k] for pair in pairs], np.int64).reshape(-1, len(parts)) for k in (0, 1))
 
 
