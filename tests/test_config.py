@@ -24,6 +24,7 @@ def test_defaults_are_filled_and_validation_is_idempotent():
     ({"collection": {"root": "c"}}, "missing key collection.manifest"),
     ({"collection": {"root": "c", "manifest": "m", "columns": {"species": 3}}},
      "config key collection.columns.species: 3 is not allowed; expected a value of type string"),
+    ({"phylo": {"distances": [0.77, 0.5, 0.33]}}, "config key phylo.distances: [0.77, 0.5, 0.33] must increase"),
 ])
 def test_errors_name_the_key_the_value_and_what_is_allowed(change, message):
     with pytest.raises(ConfigError) as error:

@@ -1,3 +1,4 @@
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,52 @@ def test_published_phylonn_correlations(codes, truth, expected):
     a, b = _matrix(codes), _matrix(truth)
     assert a.shape == b.shape == (36, 36)
     assert upper_spearman(a, b) == pytest.approx(expected, abs=1e-3)
+
+
+#: The Phylo-NN authors' fish tree is not public: tests/data/phylonn/make_fish_tree.py rebuilds it from their
+#: published matrices (the 36 species' topology and heights from phylo_level3.csv; 11 nodes of their larger tree,
+#: whose heights phylo_level{1,2}.csv fix). So levels 1 and 2 check that the rule, the node-to-node distance and
+#: the authors' per-level max normalisation together give the published matrices; the groups, level 0 and
+#: level 3 follow from the rule alone.
+FISH_TREE = DATA / "phylonn_fish_tree.nwk"
+GROUPS = [ast.literal_eval((DATA / f"species-groups-level-{k}.txt").read_text()) for k in range(3)]
+SPECIES = sorted(s for group in GROUPS[0] for s in group)  # class-index order, 38 species
+
+
+def _published(level):
+    """The published (36, 36) matrix and the species of its rows (the header holds class indices)."""
+    frame = pd.read_csv(DATA / f"phylo_level{level}.csv", index_col=0)
+    return frame.to_numpy(float), [SPECIES[int(i)] for i in frame.columns]
+
+
+def _partition(names, labels):
+    return {frozenset(n for n, label in zip(names, labels) if label == g) for g in set(labels)}
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_fish_levels_are_the_authors_groups(level):
+    """Level k (distances sorted: 0.33, 0.5, 0.77) is the first ancestor at or above the cut at (1 - d_k) of
+    the root-to-tip depth from the leaf: the authors' species-groups-level-k.txt, Lepisosteus included, and the
+    zero blocks of phylo_level{k}.csv (1.09e-06 apart: Cyprinidae and Noturus are two groups at level 1)."""
+    labels = level_labels(FISH_TREE, SPECIES)
+    assert _partition(SPECIES, labels[:, level]) == {frozenset(g) for g in GROUPS[level]}
+    published, names = _published(level)
+    blocks = {frozenset(n for n, zero in zip(names, row == 0) if zero) for row in published}
+    ours = level_labels(FISH_TREE, names)
+    assert _partition(names, ours[:, level]) == blocks
+
+
+def test_fish_level_distances_are_the_published_matrices():
+    """Node-to-node path length between the groups' nodes, divided per level by its max over the 38 test
+    species (the authors' get_species_phylo_distance: ans / max), equals phylo_level{0..3}.csv to float32
+    noise (published values are float32 means over specimens): no fitted scale."""
+    distances = level_distances(FISH_TREE, SPECIES)
+    for level in range(4):
+        published, names = _published(level)
+        rows = [SPECIES.index(n) for n in names]
+        ours = distances[level] / distances[level].max()
+        np.testing.assert_allclose(ours[np.ix_(rows, rows)], published, rtol=0, atol=2e-6,
+                                   err_msg=f"phylo_level{level}.csv")
 
 
 def test_levels_follow_the_authors_first_ancestor_at_or_above_the_cut():

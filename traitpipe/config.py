@@ -132,6 +132,11 @@ def validate_config(config: dict) -> dict:
                                                       or Path(clip["checkpoint"]).is_file()):
         raise ConfigError(f"config key clip.model: clip.checkpoint {clip['checkpoint']!r} needs the architecture: "
                           "an open_clip name (ViT-B-16), a model-config JSON file or the config itself")
+    distances = cfg["phylo"]["distances"]
+    if list(distances) != sorted(set(distances)):
+        raise ConfigError(f"config key phylo.distances: {distances} must increase (level k is the k-th smallest "
+                          "distance from the root, the coarsest groups first, as the Phylo-NN authors sort them): "
+                          f"{sorted(set(distances))}")
     if cfg["explain"]["target"] is True:  # YAML reads `target: true` as a boolean
         cfg["explain"]["target"] = "true"
     if cfg["run_id"] is None:
