@@ -53,7 +53,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
         for species, group in rows.groupby("species", sort=True):
             support, labels, image_file, _ = load_support(config, species, references, names)
             work.append((support, labels, [pixels[i] for i in group.index if files[i] != image_file]))
-        return lambda: [segmenter.segment(support, labels, frames) for support, labels, frames in work]
+        return lambda: [list(segmenter.segment(support, labels, frames)) for support, labels, frames in work]
     if job == "codes":
         from traitpipe.models.load import load_phylonn
         from traitpipe.phylo.training import generate_codes

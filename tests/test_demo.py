@@ -33,3 +33,15 @@ def test_demo_sam2_segments_the_species_it_never_saw():
     more (the goal of the issue that brought trained SAM 2 to the demo)."""
     rows = evaluation("method = 'sst' and subset = 'held_out' and metric like 'miou%' and part is null")
     assert rows and min(rows.values()) >= 0.7, rows
+
+
+def test_the_readme_says_what_the_demo_found():
+    """Every number of the README's "What the demo found" is the demo's: written from its evaluation table by
+    `traitpipe findings --readme README.md`, and checked here after each `make demo`, so it cannot drift."""
+    from traitpipe.report.findings import findings, findings_in
+
+    evaluation("true")  # fails with a clear message when the demo has not run
+    expected = findings(connect(str(REPO / "results")).sql("select * from evaluation").df())
+    assert findings_in((REPO / "README.md").read_text()) == expected, (
+        "README.md's findings differ from this demo's tables: run `traitpipe findings --readme README.md` and "
+        "read what changed")

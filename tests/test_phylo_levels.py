@@ -33,9 +33,9 @@ def test_published_phylonn_correlations(codes, truth, expected):
 
 #: The Phylo-NN authors' fish tree is not public: tests/data/phylonn/make_fish_tree.py rebuilds it from their
 #: published matrices (the 36 species' topology and heights from phylo_level3.csv; 11 nodes of their larger tree,
-#: whose heights phylo_level{1,2}.csv fix). So levels 1 and 2 check that the rule, the node-to-node distance and
-#: the authors' per-level max normalisation together give the published matrices; the groups, level 0 and
-#: level 3 follow from the rule alone.
+#: whose heights phylo_level{1,2}.csv and the groups files fix). So levels 1 and 2 (groups and distances) check
+#: that the rule, the node-to-node distance and the authors' per-level max normalisation together are consistent
+#: with the published files; level 0 and level 3 follow from the rule alone.
 FISH_TREE = DATA / "phylonn_fish_tree.nwk"
 GROUPS = [ast.literal_eval((DATA / f"species-groups-level-{k}.txt").read_text()) for k in range(3)]
 SPECIES = sorted(s for group in GROUPS[0] for s in group)  # class-index order, 38 species

@@ -60,7 +60,7 @@ def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
     import numpy as np
 
     from traitpipe.segment import backends
-    from traitpipe.segment.sst import Segmented
+    from traitpipe.segment.sst import Frame
 
     class Copy:
         def __init__(self, settings, device, tuned, trained):
@@ -68,11 +68,11 @@ def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
 
         def segment(self, support, labels, queries):
             maps = [labels] + [labels[:q.shape[0], :q.shape[1]] for q in queries]
-            return Segmented(maps, [(m == 1)[None] for m in maps], [1], [0] * (len(queries) + 1))
+            return (Frame(i, m, (m == 1)[None], (1,), 0) for i, m in enumerate(maps))
 
     monkeypatch.setitem(backends.BACKENDS, "copy", f"{__name__}:Copy")
     monkeypatch.setattr(__import__(__name__), "Copy", Copy, raising=False)
     segmenter = backends.load_segmenter({"backend": "copy"}, "cpu")
     labels = np.ones((4, 4), np.uint8)
-    segmented = segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)])
-    assert segmented.labels[1].shape == (2, 3) and segmented.chunk_of == [0, 0]
+    frames = list(segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)]))
+    assert frames[1].labels.shape == (2, 3) and [f.chunk for f in frames] == [0, 0]

@@ -216,6 +216,27 @@ def cmd_check_report(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def cmd_findings(args: argparse.Namespace) -> None:
+    from traitpipe.report.findings import findings, replace_findings
+    from traitpipe.store.query import connect, table_names
+
+    try:
+        if "evaluation" not in table_names(args.results):
+            _fail(f"no evaluation table in {args.results}: run the workflow to its end first")
+        block = findings(connect(args.results).sql("select * from evaluation").df())
+    except FileNotFoundError as error:
+        _fail(str(error))
+    if args.readme is None:
+        print(block, end="")
+        return
+    readme = Path(args.readme)
+    try:
+        readme.write_text(replace_findings(readme.read_text(), block))
+    except (OSError, ValueError) as error:
+        _fail(f"{readme}: {error}")
+    print(f"{readme}: findings written from {args.results}")
+
+
 def cmd_job(args: argparse.Namespace) -> None:
     try:
         importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
@@ -278,6 +299,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--screenshot", default=None, help="PNG to write (default: next to the report)")
     check.add_argument("--timeout", type=float, default=120)
     check.set_defaults(func=cmd_check_report)
+
+    found = sub.add_parser("findings", help="what a run found, every number from its evaluation table (Markdown); "
+                                            "--readme FILE rewrites that file's findings block (the README's)")
+    found.add_argument("--results", default="results")
+    found.add_argument("--readme", default=None)
+    found.set_defaults(func=cmd_findings)
 
     job = sub.add_parser("job", help="run one workflow step (called by the workflow's rules)")
     job.add_argument("name", choices=JOBS)

@@ -239,7 +239,9 @@ def _target_probability(class_logits: torch.Tensor, target: torch.Tensor, score:
 
 
 def greedy_rank_heads(model: PromptCAM, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The plain greedy procedure with full forward passes: the reference :meth:`PromptCAM.rank_heads` must match.
+    """The plain greedy procedure, a full forward pass per candidate head: what :meth:`PromptCAM.rank_heads`
+    computes with the last block alone (bench/prompt_cam.py times the two; tests/test_prompt_cam.py checks
+    ``rank_heads`` against the authors' own code).
 
     Returns (B, heads) int64.
     """

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     cams = read_table_files(args.cams, "cams")
     cams = cams.assign(species=cams["image_id"].map(species))
     records = faithfulness_scores(cams, image_subsets) + zero_shot_scores(cams, image_subsets)
+    if cams["relative_drop"].notna().any() and not any(r["metric"].startswith("relative_drop@") for r in records):
+        step.finish("WARNING no image is ranked by every map, so RD compares no methods (relative_drop@ rows); "
+                    "each method's own mean is in relative_drop_own@")
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
     if args.part_truth:

@@ -118,7 +118,7 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
         warning = RANDOM if random[product] else ""
         if product == "promptcam":
             mine = heads[heads["image_id"] == image_id].sort_values("rank")
-            shown = "rank {}" if mine["ranked"].all() else "rank {}, misclassified: left out of the summaries"
+            shown = "rank {}" if mine["ranked"].all() else "rank {}; misclassified, which the authors leave unranked"
             panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} ({shown.format(r)})", warning=warning)
                        for r, h in enumerate(mine["head"].tolist()[:n_heads])]
         elif product == "intr":

@@ -4,6 +4,9 @@ table."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -15,7 +18,7 @@ from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
 from traitpipe.segment.references import part_names
-from traitpipe.segment.sst import Segmented, Subset
+from traitpipe.segment.sst import Frame, Subset
 from traitpipe.traits.overlap import part_masks
 from traitpipe.store.maps import background_writes, keep_images, map_writer, ome_label_attrs
 
@@ -74,28 +77,29 @@ def main(argv: list[str] | None = None) -> None:
                 except ImageError as error:
                     failed.append(failure_rows(rows.loc[index], str(error)))
                     continue
+                keep = partial(place_frames, canvas=canvas, mask_parts=mask_parts, names=parts)
                 try:
-                    segmented, queries, unread = _track(segmenter, support, support_labels, tracked, images,
-                                                        queries_of[species])
+                    placed, queries, unread = _track(segmenter, support, support_labels, tracked, images,
+                                                     queries_of[species], keep)
                 except ImageError as error:  # an image changed between two reads: its species fails alone
                     failed.append(failure_rows(rows.loc[index], f"segmenting {species}: {error}"))
                     continue
                 failed.append(failure_rows(rows.loc[list(unread)], np.array(list(unread.values()), dtype=object)))
                 frame_of = {i: 1 + k for k, i in enumerate(queries)} | {i: 0 for i in index if files[i] == image_file}
-                placed = np.zeros((len(index), canvas, canvas), np.uint8)
+                labels = np.zeros((len(index), canvas, canvas), np.uint8)
+                masks = np.zeros((len(index), len(mask_parts), canvas, canvas), bool)
                 transforms = np.zeros((len(index), 3), np.float32)
                 for i, frame in frame_of.items():
-                    labels = segmented.labels[frame]
-                    placed[i - index[0]], transforms[i - index[0]] = to_canvas(labels, canvas)
-                    masks = part_masks(segmented.masks[frame], segmented.parts, mask_parts)
-                    write("part_masks", i, np.stack([to_canvas(m.view(np.uint8), canvas)[0] > 0 for m in masks])[None])
+                    k = i - index[0]
+                    labels[k], masks[k] = placed.labels[frame], placed.masks[frame]
+                    transforms[k] = placed.transforms[frame]
                     done[i] = True
-                    for part in part_statistics(labels, parts):
-                        part_rows.append({"image_id": rows.at[i, "image_id"], "species": species, **part,
-                                          "frame_index": frame, "chunk": segmented.chunk_of[frame]})
+                    part_rows += [{"image_id": rows.at[i, "image_id"], "species": species, **part,
+                                   "frame_index": frame, "chunk": placed.chunks[frame]} for part in placed.parts[frame]]
                 write("image_size", index[0], sizes[index])
                 write("canvas_transform", index[0], transforms)
-                write("part_labels", index[0], placed)  # last: it is written while SAM 2 tracks the next species
+                write("part_masks", index[0], masks)
+                write("part_labels", index[0], labels)  # last: it is written while SAM 2 tracks the next species
                 if retrieval_part is not None:
                     scores, broke = _round_trips(segmenter, round_trips, rows, queries, support, support_labels,
                                                  _part_id(retrieval_part, parts), parts)
@@ -111,9 +115,45 @@ def main(argv: list[str] | None = None) -> None:
                 f"{sum(len(f) for f in failed)} failures{' (random SAM 2 weights)' if random else ''}")
 
 
+@dataclass
+class Placed:
+    """What the segment job keeps of one species' frames (:func:`place_frames`), per frame in order: the label
+    image and the per-part masks on the canvas, the canvas transform, the parts' statistics and the chunk."""
+
+    labels: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    transforms: list[np.ndarray] = field(default_factory=list)
+    parts: list[list[dict]] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
+
+
+def place_frames(frames: Iterable[Frame], canvas: int, mask_parts: list[int], names: dict[int, str]) -> Placed:
+    """Each frame as SST yields it, put on the canvas at once: the job never holds a species' full-size maps.
+
+    Parameters
+    ----------
+    frames : iterable of traitpipe.segment.sst.Frame
+    canvas : int
+    mask_parts : list of int
+        The store's part axis (the masks are laid out along it).
+    names : dict of int to str
+        The species' parts, for their statistics.
+    """
+    placed = Placed()
+    for frame in frames:
+        labels, transform = to_canvas(frame.labels, canvas)
+        masks = part_masks(frame.masks, frame.parts, mask_parts)
+        placed.labels.append(labels)
+        placed.masks.append(np.stack([to_canvas(m.view(np.uint8), canvas)[0] > 0 for m in masks]))
+        placed.transforms.append(transform)
+        placed.parts.append(part_statistics(frame.labels, names))
+        placed.chunks.append(frame.chunk)
+    return placed
+
+
 def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: ReadAhead, images: ImageInputs,
-           queries: list[int]) -> tuple[Segmented, list[int], dict[int, str]]:
-    """One species segmented, its queries read from ``stream``.
+           queries: list[int], keep: Callable[[Iterable[Frame]], Placed]) -> tuple[Placed, list[int], dict[int, str]]:
+    """One species segmented, its queries read from ``stream``, each frame kept by ``keep`` as it comes.
 
     When a query cannot be read, the rest of the species' queries are read from the stream (to learn which
     others cannot) and the species is tracked again without them, its readable queries read a second time
@@ -121,20 +161,20 @@ def _track(segmenter, support: np.ndarray, support_labels: np.ndarray, stream: R
 
     Returns
     -------
-    segmented : traitpipe.segment.sst.Segmented
-        As ``segmenter.segment``: frame 0 the support, then the queries tracked.
+    placed : Placed
+        Frame 0 the support, then the queries tracked.
     tracked : list of int
         The queries tracked (row indices).
     unread : dict of int to str
         The queries left out, and why.
     """
     try:
-        return segmenter.segment(support, support_labels, Subset(stream, queries)), queries, {}
+        return keep(segmenter.segment(support, support_labels, Subset(stream, queries))), queries, {}
     except ImageError:  # only a query is read here, so there is one
         stream.read_through(queries[-1])
     unread = {i: stream.problems[i] for i in queries if i in stream.problems}
     kept = [i for i in queries if i not in unread]
-    return segmenter.segment(support, support_labels, Subset(images, kept)), kept, unread
+    return keep(segmenter.segment(support, support_labels, Subset(images, kept))), kept, unread
 
 
 def reference_parts(references: dict[str, tuple[str, str]]) -> list[int]:

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> None:
             roles["scored_images"] += sorted(set(kept["image_id"]) - set(queries["image_id"].head(n_tune + n_check)))
             found_names.update(found)
             skipped += unread
+    if args.evaluation and not roles["scored_images"]:
+        step.finish("WARNING no query image is left to score SST before and after tuning: every species' queries "
+                    "with a truth mask are tuned on or guard the tuning (lower segment.finetune.queries_per_species "
+                    "or check_queries_per_species); its evaluation rows stay empty")
     if settings["backend"] != "sam2_video":
         raise SystemExit(f"segment.finetune tunes SAM 2's video predictor; segment.backend is {settings['backend']!r}")
     step.checkpoint("segment")  # its sha256, when the config gives one, before SAM 2 loads it
@@ -94,10 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     tuning = finetune(predictor, examples, steps=tune["steps"], lr=tune["lr"], weight_decay=tune["weight_decay"],
                       modules=tune["modules"], seed=settings["seed"], checks=checks, check_every=tune["check_every"],
                       precision=settings["precision"])
-    if args.evaluation and not roles["scored_images"]:
-        step.finish("no query image left to score SST before and after tuning: every species' queries with a "
-                    "truth mask were tuned on or guarded the tuning (lower segment.finetune.queries_per_species "
-                    "or check_queries_per_species)")
     if args.evaluation:
         after = truth_rows(predictor, videos, scored_names, segmenter.precision, unseen)
         subsets = {"queries": None, **sam2_split(args.trained_description)}

@@ -8,6 +8,7 @@ tables say, so a number in it cannot drift from the run.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import pandas as pd
 
@@ -46,12 +47,12 @@ class Scores:
         return float("nan") if row is None or row["value"] is None or pd.isna(row["value"]) else float(row["value"])
 
 
-def _pct(value: float, digits: int = 0) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}%}"
+def _pct(value: float, digits: int = 0, missing: str = "n/a") -> str:
+    return missing if math.isnan(value) else f"{value:.{digits}%}"
 
 
-def _num(value: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def _num(value: float, digits: int = 2, missing: str = "n/a") -> str:
+    return missing if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def map_table(scores: Scores) -> list[str]:
@@ -68,10 +69,11 @@ def map_table(scores: Scores) -> list[str]:
         alpha = None if pd.isna(alpha) else float(alpha)
         get = lambda metric, subset: scores.value(metric, subset, stage="evaluate", method=method, alpha=alpha)  # noqa: E731
         name = "a blind map (`uniform`)" if method == "uniform" else map_name(method, alpha)
-        lines.append(f"| {name} | {_pct(get('trait_energy', 'all'), 2)} | {_pct(get('trait_energy', 'cryptic'), 2)} "
-                     f"| {_pct(get('trait_pointing', 'all'), 1)} | {_pct(get('trait_pointing', 'cryptic'), 1)} "
-                     f"| {_num(get('relative_drop@0.05', 'cryptic'), 3)} |")
-    return [line.replace("| n/a |", "| - |") for line in lines]
+        lines.append(f"| {name} | {_pct(get('trait_energy', 'all'), 2, '-')} "
+                     f"| {_pct(get('trait_energy', 'cryptic'), 2, '-')} | {_pct(get('trait_pointing', 'all'), 1, '-')} "
+                     f"| {_pct(get('trait_pointing', 'cryptic'), 1, '-')} "
+                     f"| {_num(get('relative_drop@0.05', 'cryptic'), 3, '-')} |")
+    return lines
 
 
 def findings(evaluation: pd.DataFrame) -> str:
@@ -87,57 +89,53 @@ def findings(evaluation: pd.DataFrame) -> str:
         Markdown between :data:`START` and :data:`END` (both included), ending in a newline.
     """
     s = Scores(evaluation)
+
+    def n(row: dict | None) -> str:
+        return "?" if row is None else str(int(row["n"]))
+
+    def value(row: dict | None) -> float:
+        return float("nan") if row is None or row["value"] is None else float(row["value"])
+
     sst = {subset: s.row("miou", subset, stage="evaluate", method="sst") for subset in ("held_out", "trained",
                                                                                         "queries")}
     tuned = {when: s.row(f"miou_{when}", "held_out", stage="sst_finetune") for when in ("untuned", "tuned")}
-    auc = s.row("retrieval_auc", "queries", stage="evaluate", method="sst") or {}
-    part = auc.get("part")
-    trip = {c: s.value(f"round_trip_iou_{c}", "queries", stage="evaluate", part=part)
-            for c in ("absent", "damaged", "intact")}
-    accuracy = {method: s.row("top1_accuracy", "val", method=method) for method in
-                ("classifier", "promptcam", "intr")}
-    zero_shot = evaluation[(evaluation["metric"] == "zero_shot_accuracy") & (evaluation["subset"] == "all")]
-    phylo = evaluation[evaluation["metric"] == "spearman_phylo_codes_vs_tree"]["value"].astype(float)
-    nonphylo = s.value("spearman_nonphylo_codes_vs_tree", "held_out", stage="phylonn", level="3")
-
-    def n(row):
-        return "?" if row is None else int(row["n"])
-
-    def val(row, digits=2):
-        return "n/a" if row is None or pd.isna(row["value"]) else f"{row['value']:.{digits}f}"
-
-    def share(row):
-        return "n/a" if row is None or pd.isna(row["value"]) else f"{row['value']:.0%}"
-
-    lines = [START, ""]
-    lines.append(f"- SST (a small SAM 2 trained here, two species held out): each part's mask overlaps the true "
-                 f"part with mIoU {val(sst['held_out'])} on the species it never saw ({n(sst['held_out'])} images) "
-                 f"and {val(sst['trained'])} on those it trained on ({val(sst['queries'])} over all "
-                 f"{n(sst['queries'])} query images). One-shot fine-tuning of the memory attention, scored on the "
-                 f"held-out species' queries it never saw ({n(tuned['tuned'])} images): mIoU "
-                 f"{val(tuned['untuned'], 3)} before, {val(tuned['tuned'], 3)} after.")
-    if part is not None:
-        lines.append(f"- Trait retrieval: ranked by SST's round-trip IoU of the {part}, a specimen with it intact "
-                     f"comes before one where it is absent or torn {share(auc)} of the time (`retrieval_auc` "
-                     f"{val(auc, 3)}); the mean round-trip IoU is {_num(trip['absent'], 3)} where it is absent, "
-                     f"{_num(trip['damaged'])} where torn, {_num(trip['intact'])} where intact.")
-    names = {"classifier": "The classifier the CAMs explain", "promptcam": "Prompt-CAM's class prompts",
-             "intr": "INTR"}
-    said = [f"{names[m]} {share(r)} ({n(r)} images)" for m, r in accuracy.items() if r is not None]
+    lines = [START, "",
+             f"- SST (a small SAM 2 trained here, some species held out): each part's mask overlaps the true part "
+             f"with mIoU {_num(value(sst['held_out']))} on the species it never saw ({n(sst['held_out'])} images) "
+             f"and {_num(value(sst['trained']))} on those it trained on ({_num(value(sst['queries']))} over all "
+             f"{n(sst['queries'])} query images). One-shot fine-tuning, scored on the held-out species' queries "
+             f"it never saw ({n(tuned['tuned'])} images): mIoU {_num(value(tuned['untuned']), 3)} before, "
+             f"{_num(value(tuned['tuned']), 3)} after."]
+    auc = s.row("retrieval_auc", "queries", stage="evaluate", method="sst")
+    if auc is not None:
+        trip = {c: s.value(f"round_trip_iou_{c}", "queries", stage="evaluate", part=auc["part"])
+                for c in ("absent", "damaged", "intact")}
+        lines.append(f"- Trait retrieval: ranked by SST's round-trip IoU of the {auc['part']}, a specimen with it "
+                     f"intact comes before one where it is absent or torn {_pct(value(auc))} of the time "
+                     f"(`retrieval_auc` {_num(value(auc), 3)}); the mean round-trip IoU is "
+                     f"{_num(trip['absent'], 3)} where it is absent, {_num(trip['damaged'])} where torn, "
+                     f"{_num(trip['intact'])} where intact.")
+    names = {"classifier": "the classifier the CAMs explain", "promptcam": "Prompt-CAM's class prompts",
+             "intr": "INTR", "clip-species": "the CLIP's species prompts, zero-shot",
+             "clip-concept": "its concept prompts, zero-shot"}
+    accuracy = {name: s.row("top1_accuracy", "val", method=method) for method, name in names.items()}
+    said = [f"{name} {_pct(value(row))} ({n(row)} images)" for name, row in accuracy.items() if row is not None]
     if said:
         lines.append("- Held-out specimens classified right: " + "; ".join(said) + ".")
-    if len(zero_shot):
-        said = [f"{row.method} {row.value:.0%}" for row in zero_shot.sort_values("method").itertuples()]
-        lines.append("- CLIP, zero-shot: the image's own prompt is the most similar one for " + ", ".join(said)
-                     + " of the images.")
+    phylo = evaluation[evaluation["metric"] == "spearman_phylo_codes_vs_tree"]
+    nonphylo = evaluation[evaluation["metric"] == "spearman_nonphylo_codes_vs_tree"]
     if len(phylo):
-        lines.append(f"- Phylo-NN on held-out specimens: species distances in the phylogenetic codes follow the "
-                     f"tree's with Spearman {phylo.min():.2f} to {phylo.max():.2f} over the levels; the "
-                     f"non-phylogenetic codes' {_num(nonphylo)}.")
-    lines += ["", "Each map against the mark the collection plants (mass: the mean share of a map's mass on the "
-              "mark; peak: the share of images whose map peaks on it; RD@0.05: the relative confidence drop "
-              "when the map's top 5% pixels are hidden, compared over the images every map ranks, each map "
-              "against its own model):", ""]
+        values = phylo["value"].astype(float)
+        subsets = ", ".join(sorted({{"held_out": "held-out", "train": "training"}.get(x, x) for x in phylo["subset"]}))
+        lines.append(f"- Phylo-NN ({subsets} specimens): species distances in the "
+                     f"phylogenetic codes follow the tree's with Spearman {values.min():.2f} to {values.max():.2f} "
+                     f"over the levels; in the non-phylogenetic codes, "
+                     f"{_num(float(nonphylo['value'].iloc[0]) if len(nonphylo) else float('nan'))}.")
+    lines = [START, ""] + [textwrap.fill(line, 110, subsequent_indent="  ") for line in lines[2:]]
+    lines += ["", textwrap.fill("Each map against the mark the collection plants (mass: the mean share of a map's "
+                                "mass on the mark; peak: the share of images whose map peaks on it; RD@0.05: the "
+                                "relative confidence drop when the map's top 5% pixels are hidden, compared over the "
+                                "images every map ranks, each map against its own model):", 110), ""]
     lines += map_table(s)
     lines += ["", END]
     return "\n".join(lines) + "\n"
@@ -153,8 +151,8 @@ def replace_findings(text: str, block: str) -> str:
 
     Examples
     --------
-    >>> replace_findings(f"a\\n{START}\\nold\\n{END}\\nb\\n", f"{START}\\nnew\\n{END}\\n")
-    '''a\\n<!-- findings: written by `traitpipe findings --readme README.md` from the demo's tables; do not edit -->\\nnew\\n<!-- end of findings -->\\nb\\n'''
+    >>> replace_findings(f"a\\n{START}\\nold\\n{END}\\nb\\n", f"{START}\\nnew\\n{END}\\n").split("\\n")[::2]
+    ['a', 'new', 'b']
     """
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:

@@ -5,8 +5,8 @@ A backend is a class built as ``Backend(settings, device, tuned)`` (the ``segmen
 a torch device, a fine-tuned weights file or None) with:
 
 - ``description`` (dict): what provenance records of the model (``random_weights`` included);
-- ``segment(support, support_labels, queries)`` -> :class:`traitpipe.segment.sst.Segmented` (each frame's label
-  image and per-part masks, the parts, the chunk of each frame), frame 0 the support;
+- ``segment(support, support_labels, queries)`` -> an iterator of :class:`traitpipe.segment.sst.Frame` (each
+  frame's label image and per-part masks, the parts, its chunk), frame 0 the support, then the queries in order;
   ``queries`` is a sequence read one item at a time and in order (``queries[k]`` for k = 0, 1, ..., the
   last one again allowed; ``len``; no slices): the segment job streams them (:class:`traitpipe.jobs.common.ReadAhead`),
   so an item may raise :class:`traitpipe.collection.images.ImageError`, and going back raises ValueError;
@@ -83,7 +83,7 @@ class SAM2Video:
                             "sha256": sha256_file(checkpoint) if local else None}
 
     def segment(self, support: np.ndarray, support_labels: np.ndarray, queries: Sequence[np.ndarray]):
-        """Label images and per-part masks of the support (its own labels) and every query.
+        """Label images and per-part masks of the support (its own labels) and every query, frame by frame.
 
         Parameters
         ----------
@@ -93,16 +93,16 @@ class SAM2Video:
         queries : sequence of numpy.ndarray, uint8, each (H_i, W_i, 3)
             Any indexable: each query is read when SAM 2 tracks it.
 
-        Returns
-        -------
-        traitpipe.segment.sst.Segmented
-            len(queries) + 1 frames, the support's first; ``chunk_of``: the pseudo-video (``segment.chunk_size``)
-            each frame was tracked in.
+        Yields
+        ------
+        traitpipe.segment.sst.Frame
+            len(queries) + 1 frames, the support's first; ``chunk``: the pseudo-video (``segment.chunk_size``)
+            each was tracked in.
         """
-        from traitpipe.segment.sst import Video, propagate
+        from traitpipe.segment.sst import Video, segment_frames
 
-        return propagate(self.predictor, Video(support, queries), support_labels, chunk_size=self.chunk_size,
-                         precision=self.precision)
+        return segment_frames(self.predictor, Video(support, queries), support_labels, chunk_size=self.chunk_size,
+                              precision=self.precision)
 
     def round_trip_iou(self, support: np.ndarray, query: np.ndarray, support_labels: np.ndarray, part: int) -> float:
         """SST's two-pass round trip of one part through one query (see ``traitpipe.segment.finetune``)."""

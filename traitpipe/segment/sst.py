@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -328,22 +329,34 @@ def frame_masks(logits: torch.Tensor, part_ids: Sequence[int], size: tuple[int, 
     return labels.cpu().numpy(), (resized > 0).cpu().numpy()
 
 
-@dataclass
-class Segmented:
-    """One species' pseudo-video segmented (:func:`propagate`).
+class Frame(NamedTuple):
+    """One frame of a species' pseudo-video, segmented (:func:`segment_frames`).
 
     Attributes
     ----------
-    labels : list of numpy.ndarray, uint8, each (H_i, W_i)
-        One label image per frame at that frame's own size (:func:`frame_masks`' rule); frame 0's is the
-        support mask itself.
-    masks : list of numpy.ndarray, bool, each (P, H_i, W_i)
-        Each part's own mask per frame, in the order of ``parts``; frame 0's are the support's parts.
-    parts : list of int
+    index : int
+        The frame: 0 the support, then the queries in order.
+    labels : numpy.ndarray, uint8, (H, W)
+        The label image at the frame's own size (:func:`frame_masks`' rule); frame 0's is the support mask.
+    masks : numpy.ndarray, bool, (P, H, W)
+        Each part's own mask, along ``parts``; frame 0's are the support's parts.
+    parts : tuple of int
         The parts tracked: those in the support mask, ascending.
-    chunk_of : list of int
-        The pseudo-video (``chunk_size``) each frame was tracked in.
+    chunk : int
+        The pseudo-video (``chunk_size``) the frame was tracked in.
     """
+
+    index: int
+    labels: np.ndarray
+    masks: np.ndarray
+    parts: tuple[int, ...]
+    chunk: int
+
+
+@dataclass
+class Segmented:
+    """One species' pseudo-video segmented, every frame at once (:func:`propagate`): ``labels``, ``masks`` and
+    ``chunk_of`` per frame as :class:`Frame` has them, and the ``parts`` the masks are along."""
 
     labels: list[np.ndarray]
     masks: list[np.ndarray]
@@ -374,9 +387,12 @@ def chunks(n_frames: int, chunk_size: int | None) -> list[list[int]]:
     return [[0, *range(start, min(start + step, n_frames))] for start in range(1, n_frames, step)]
 
 
-def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
-              chunk_size: int | None = None, precision: str = "auto") -> Segmented:
-    """Segment every frame of one species' pseudo-video.
+def segment_frames(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
+                   chunk_size: int | None = None, precision: str = "auto") -> Iterator[Frame]:
+    """Segment every frame of one species' pseudo-video, yielding each frame as soon as it is done, in order.
+
+    Only one frame's full-size label image and masks are held at a time (the caller keeps what it needs of
+    them), however many specimens the species has.
 
     Parameters
     ----------
@@ -393,24 +409,35 @@ def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarra
     precision : str
         See :func:`track`.
 
-    Returns
-    -------
-    Segmented
-        Every frame's label image and per-part masks.
+    Yields
+    ------
+    Frame
+        Frames 0, 1, ..., len(frames) - 1.
     """
-    parts = [int(v) for v in np.unique(support_labels) if v > 0]
+    parts = tuple(int(v) for v in np.unique(support_labels) if v > 0)
     if not parts:
         raise ValueError("the support mask is empty: it labels no part")
-    labels: list[np.ndarray | None] = [support_labels.astype(np.uint8)] + [None] * (len(frames) - 1)
-    masks: list[np.ndarray | None] = [np.stack([support_labels == p for p in parts])] + [None] * (len(frames) - 1)
-    chunk_of = [0] * len(frames)
     for chunk, indices in enumerate(chunks(len(frames), chunk_size)):
         for local, part_ids, logits, size in track(predictor, Subset(frames, indices), support_labels,
                                                    num_frames=len(frames), precision=precision):
             frame = indices[local]
             if frame == 0 and support_labels.shape != size:
                 raise ValueError(f"support mask {support_labels.shape} and support image {size} differ in size")
-            if labels[frame] is None:
-                labels[frame], masks[frame] = frame_masks(logits, part_ids, size)
-                chunk_of[frame] = chunk
-    return Segmented(labels, masks, parts, chunk_of)
+            if frame == 0 and chunk == 0:
+                yield Frame(0, support_labels.astype(np.uint8), np.stack([support_labels == p for p in parts]),
+                            parts, 0)
+            elif frame > 0:
+                yield Frame(frame, *frame_masks(logits, part_ids, size), parts, chunk)
+
+
+def propagate(predictor, frames: Sequence[np.ndarray], support_labels: np.ndarray, *,
+              chunk_size: int | None = None, precision: str = "auto") -> Segmented:
+    """Every frame of :func:`segment_frames` at once (for a few frames: SAM 2 training's checks, tests).
+
+    Returns
+    -------
+    Segmented
+    """
+    done = list(segment_frames(predictor, frames, support_labels, chunk_size=chunk_size, precision=precision))
+    return Segmented([f.labels for f in done], [f.masks for f in done], list(done[0].parts),
+                     [f.chunk for f in done])

@@ -1,0 +1,57 @@
+"""The README's findings are written from a run's evaluation table; a test of the demo checks the README."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traitpipe.report.findings import END, START, findings, findings_in, replace_findings
+
+
+def _rows(*records):
+    columns = ["stage", "method", "alpha", "metric", "subset", "level", "part", "value", "n"]
+    return pd.DataFrame([dict(zip(columns, r)) for r in records], columns=columns)
+
+
+EVALUATION = _rows(
+    ("evaluate", "sst", None, "miou", "held_out", None, None, 0.7912, 22),
+    ("evaluate", "sst", None, "miou", "trained", None, None, 0.8034, 66),
+    ("evaluate", "sst", None, "miou", "queries", None, None, 0.8001, 88),
+    ("sst_finetune", "sst", None, "miou_untuned", "held_out", None, None, 0.7811, 10),
+    ("sst_finetune", "sst", None, "miou_tuned", "held_out", None, None, 0.7833, 10),
+    ("classifier", "classifier", None, "top1_accuracy", "val", None, None, 0.6667, 24),
+    ("evaluate", "gradcam", None, "trait_energy", "all", None, None, 0.0069, 96),
+    ("evaluate", "gradcam", 1.0, "trait_energy", "all", None, None, 0.0044, 96),
+    ("evaluate", "gradcam", 1.0, "relative_drop@0.05", "cryptic", None, None, 0.096, 48),
+    ("evaluate", "uniform", None, "trait_energy", "all", None, None, 0.0036, 96),
+    ("phylonn", "phylonn", None, "spearman_phylo_codes_vs_tree", "held_out", "0", None, 0.78, 28),
+    ("phylonn", "phylonn", None, "spearman_phylo_codes_vs_tree", "held_out", "3", None, 0.85, 28),
+    ("phylonn", "phylonn", None, "spearman_nonphylo_codes_vs_tree", "held_out", "3", None, 0.34, 28),
+)
+
+
+def test_every_number_comes_from_the_table():
+    block = findings(EVALUATION)
+    assert max(len(line) for line in block.splitlines() if not line.startswith(("|", "<!--"))) <= 110
+    block = " ".join(block.replace("\n  ", " ").split(" "))  # the bullets unwrapped
+    assert block.startswith(START) and block.endswith(END + "\n")
+    assert "mIoU 0.79 on the species it never saw (22 images) and 0.80 on those it trained on (0.80 over all 88" in block
+    assert "(10 images): mIoU 0.781 before, 0.783 after" in block
+    assert "right: the classifier the CAMs explain 67% (24 images)." in block
+    assert "(held-out specimens): species distances in the phylogenetic codes follow the tree's with Spearman 0.78 " \
+           "to 0.85 over the levels; in the non-phylogenetic codes, 0.34." in block
+    table = [line for line in block.splitlines() if line.startswith("| ")]
+    assert table[2].startswith("| a blind map (`uniform`) | 0.36% |")  # the blind map first, then each map
+    assert table[3] == "| gradcam | 0.69% | - | - | - | - |"
+    assert table[4] == "| Finer-gradcam (alpha 1) | 0.44% | - | - | - | 0.096 |"
+    changed = EVALUATION.assign(value=np.where(EVALUATION["metric"] == "top1_accuracy", 0.9, EVALUATION["value"]))
+    assert "the classifier the CAMs explain 90%" in findings(changed)  # nothing is written down twice
+
+
+def test_the_readme_block_is_replaced_whole_and_found_again():
+    readme = f"# title\n\n{START}\nold numbers\n{END}\n\nmore text\n"
+    block = findings(EVALUATION)
+    updated = replace_findings(readme, block)
+    assert updated.startswith("# title\n\n") and updated.endswith("\n\nmore text\n") and "old numbers" not in updated
+    assert findings_in(updated) == block
+    with pytest.raises(ValueError, match="no findings block"):
+        replace_findings("# no block\n", block)
