@@ -30,14 +30,11 @@ class Scores:
     def __init__(self, evaluation: pd.DataFrame):
         self.rows = evaluation
 
-    def row(self, metric: str, subset: str, *, method: str | None = None, stage: str | None = None,
-            alpha: float | None = None, level: str | None = None, part: str | None = None) -> dict | None:
-        """The one row that matches (None when none does); NaN ``alpha``/``level``/``part`` match None."""
+    def row(self, metric: str, subset: str, **keys) -> dict | None:
+        """The first row of ``metric`` and ``subset`` whose columns equal ``keys`` (e.g. ``stage``, ``method``,
+        ``alpha``, ``level``, ``part``; a key given as None matches a null), None when none does."""
         rows = self.rows[(self.rows["metric"] == metric) & (self.rows["subset"] == subset)]
-        for column, wanted in (("method", method), ("stage", stage)):
-            if wanted is not None:
-                rows = rows[rows[column] == wanted]
-        for column, wanted in (("alpha", alpha), ("level", level), ("part", part)):
+        for column, wanted in keys.items():
             rows = rows[rows[column].isna()] if wanted is None else rows[rows[column] == wanted]
         return rows.iloc[0].to_dict() if len(rows) else None
 
