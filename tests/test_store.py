@@ -189,3 +189,15 @@ def test_keep_images_leaves_out_rows_across_files_in_blocks(tmp_path, monkeypatc
     assert stored["image_id"][:].tolist() == [i for i, k in zip(ids, keep) if k]
     np.testing.assert_array_equal(stored["cam"][:], cams[keep])
     np.testing.assert_array_equal(stored["labels"][:], labels[keep])
+
+
+def test_docs_outputs_md_is_written_from_the_schemas():
+    """docs/outputs.md documents every table and column from store/schemas.py, so the two cannot differ."""
+    from pathlib import Path
+
+    from traitpipe.store.schemas import TABLE_DOCS, TABLES, outputs_markdown
+
+    assert set(TABLE_DOCS) == set(TABLES) and all(f.metadata and f.metadata[b"doc"] for s in TABLES.values()
+                                                   for f in s)
+    doc = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+    assert doc.read_text() == outputs_markdown(), "docs/outputs.md is stale: run python scripts/write_outputs_doc.py"

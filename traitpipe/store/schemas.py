@@ -1,191 +1,212 @@
-"""Every Parquet table's schema, in one place.
+"""Every Parquet table's schema, in one place, each table and column with the words that document it.
 
 A table is written one file per shard (``tables/<table>/[<partition>=<value>/]part-<shard>.parquet``);
 ``PARTITIONS`` names the hive partition column of the tables that have one.
-Every table also carries ``run_id`` and ``config_hash`` (added by the writer).
+Every table also carries ``run_id`` and ``config_hash`` (added by the writer). docs/outputs.md is written from
+this module (``python scripts/write_outputs_doc.py``), and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import textwrap
+
 import pyarrow as pa
 
-RUN_COLUMNS = [pa.field("run_id", pa.string(), nullable=False), pa.field("config_hash", pa.string(), nullable=False)]
+
+def col(name: str, kind: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    """A column with its documentation (the field's ``doc`` metadata, which Parquet files keep).
+
+    Examples
+    --------
+    >>> col("n", pa.int64(), "images", nullable=False).metadata
+    {b'doc': b'images'}
+    """
+    return pa.field(name, kind, nullable=nullable, metadata={"doc": doc})
+
+
+RUN_COLUMNS = [col("run_id", pa.string(), "the run: the config's `run_id`, or its hash", nullable=False),
+               col("config_hash", pa.string(), "hash of the validated config the row was made with", nullable=False)]
 
 IMAGES = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("path", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("label", pa.int32(), nullable=False),
-    pa.field("specimen_id", pa.string()),
-    pa.field("mask", pa.string()),
-    # truth masks of the image (collection.columns.parts_truth / trait_truth): part labels, the trait's pixels
-    pa.field("parts_truth", pa.string()),
-    pa.field("trait_truth", pa.string()),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("height", pa.int32(), nullable=False),
-    pa.field("shard", pa.string(), nullable=False),
-    pa.field("row", pa.int64(), nullable=False),
+    col("image_id", pa.string(), "first 16 hex digits of the file's sha256", nullable=False),
+    col("path", pa.string(), "the image file, as the manifest names it", nullable=False),
+    col("species", pa.string(), "the species", nullable=False),
+    col("label", pa.int32(), "the species' index in the sorted species", nullable=False),
+    col("specimen_id", pa.string(), "the specimen (`collection.columns.specimen`)"),
+    col("mask", pa.string(), "the reference mask of a labelled image (SST's support)"),
+    col("parts_truth", pa.string(), "the true part labels of the image (`collection.columns.parts_truth`)"),
+    col("trait_truth", pa.string(), "the true trait's pixels (`collection.columns.trait_truth`)"),
+    col("width", pa.int32(), "pixels, as displayed (EXIF orientation applied)", nullable=False),
+    col("height", pa.int32(), "pixels, as displayed", nullable=False),
+    col("shard", pa.string(), "the shard it belongs to", nullable=False),
+    col("row", pa.int64(), "its row in the manifest", nullable=False),
 ])
 
 FAILURES = pa.schema([
-    pa.field("path", pa.string()),
-    pa.field("image_id", pa.string()),
-    pa.field("species", pa.string()),
-    pa.field("shard", pa.string()),
-    pa.field("row", pa.int64()),
-    pa.field("reason", pa.string(), nullable=False),
+    col("path", pa.string(), "the image file"),
+    col("image_id", pa.string(), "the image, when it could be read"),
+    col("species", pa.string(), "its species"),
+    col("shard", pa.string(), "its shard"),
+    col("row", pa.int64(), "its manifest row"),
+    col("reason", pa.string(), "what went wrong, in words", nullable=False),
 ])
 
 CAMS = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("alpha", pa.float32()),  # null: the base method; a value: Finer-CAM
-    pa.field("target", pa.int32(), nullable=False),
-    # the species the target stands for: the class's species; for a CLIP prompt, the species it names (null for a
-    # concept that no one species carries)
-    pa.field("target_species", pa.string()),
-    # which class the map explains: "true" (the image's species, a class of the model) or "predicted"
-    # (explain.target: predicted, or a species the model does not know)
-    pa.field("target_source", pa.string(), nullable=False),
-    pa.field("predicted", pa.int32(), nullable=False),
-    pa.field("predicted_species", pa.string()),
-    pa.field("compared", pa.list_(pa.int32())),  # Finer-CAM's compared classes, most similar first
-    # faithfulness (Finer-CAM Eq. 10): the target c and its most similar class d (rank 1 by |y - y_c|),
-    # softmax before and after the map's top mask_fraction pixels are set to the normalisation mean
-    pa.field("similar_class", pa.int32(), nullable=False),  # d (a bare "similar" is an SQL keyword)
-    pa.field("similar_species", pa.string()),
-    pa.field("mask_fraction", pa.float32(), nullable=False),
-    pa.field("p_target", pa.float32(), nullable=False),  # p_c
-    pa.field("p_target_masked", pa.float32()),  # p'_c; NaN: the map ranks no pixel (all zero), nothing masked
-    pa.field("p_similar", pa.float32(), nullable=False),  # p_d
-    pa.field("p_similar_masked", pa.float32()),  # p'_d
-    pa.field("relative_drop", pa.float32()),  # the paper's RD = (p_c - p'_c) - (p_d - p'_d)
-    pa.field("target_drop_ratio", pa.float32()),  # (p_c - p'_c) / p_c, the target-only drop
-    # a CLIP's classes are text prompts (methods clip-<prompt set>-<cam>): the target's, prediction's and similar
-    # class's prompt; null for a classifier's and INTR's rows
-    pa.field("target_prompt", pa.string()),
-    pa.field("predicted_prompt", pa.string()),
-    pa.field("similar_prompt", pa.string()),
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("alpha", pa.float32(), "null: the base method; a value: Finer-CAM with that comparison strength"),
+    col("target", pa.int32(), "the class explained", nullable=False),
+    col("target_species", pa.string(), "the species the target stands for (for a CLIP prompt, the species it "
+        "names; null for a concept that no one species carries)"),
+    col("target_source", pa.string(), "`true` (the image's species, a class of the model) or `predicted` "
+        "(`explain.target: predicted`, or a species the model does not know)", nullable=False),
+    col("predicted", pa.int32(), "the class the model predicts", nullable=False),
+    col("predicted_species", pa.string(), "the species it stands for"),
+    col("compared", pa.list_(pa.int32()), "Finer-CAM's compared classes, most similar first"),
+    col("similar_class", pa.int32(), "d, the class the model finds most similar to the target c (rank 1 by "
+        "|y - y_c|); faithfulness as Finer-CAM's Eq. 10", nullable=False),
+    col("similar_species", pa.string(), "the species d stands for"),
+    col("mask_fraction", pa.float32(), "the share of the map's top pixels set to the normalisation mean",
+        nullable=False),
+    col("p_target", pa.float32(), "p_c, softmax before masking", nullable=False),
+    col("p_target_masked", pa.float32(), "p'_c after masking; NaN: the map ranks no pixel (all zero), nothing "
+        "masked"),
+    col("p_similar", pa.float32(), "p_d before masking", nullable=False),
+    col("p_similar_masked", pa.float32(), "p'_d after masking"),
+    col("relative_drop", pa.float32(), "the paper's RD = (p_c - p'_c) - (p_d - p'_d): high when the map covers "
+        "what tells c from d"),
+    col("target_drop_ratio", pa.float32(), "(p_c - p'_c) / p_c, the target-only drop"),
+    col("target_prompt", pa.string(), "a CLIP product's (`method = clip-<set>-<cam>`) target prompt; null for a "
+        "classifier's and INTR's rows"),
+    col("predicted_prompt", pa.string(), "the predicted prompt (CLIP)"),
+    col("similar_prompt", pa.string(), "the most similar class's prompt (CLIP)"),
 ])
 
 PARTS = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("part_id", pa.int32(), nullable=False),
-    pa.field("part", pa.string(), nullable=False),
-    pa.field("area", pa.int64(), nullable=False),  # pixels at the image's own size
-    pa.field("fraction", pa.float32(), nullable=False),  # of all labelled (specimen) pixels
-    pa.field("x0", pa.int32(), nullable=False),  # bounding box [x0, x1) x [y0, y1); -1 when absent
-    pa.field("y0", pa.int32(), nullable=False),
-    pa.field("x1", pa.int32(), nullable=False),
-    pa.field("y1", pa.int32(), nullable=False),
-    pa.field("cx", pa.float32()),  # centroid; NaN when absent
-    pa.field("cy", pa.float32()),
-    pa.field("frame_index", pa.int32(), nullable=False),  # position in the species' pseudo-video (0 = support)
-    pa.field("chunk", pa.int32(), nullable=False),
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("part_id", pa.int32(), "the part's label", nullable=False),
+    col("part", pa.string(), "the part's name", nullable=False),
+    col("area", pa.int64(), "pixels of the label image at the image's own size", nullable=False),
+    col("fraction", pa.float32(), "of all labelled (specimen) pixels", nullable=False),
+    col("x0", pa.int32(), "bounding box [x0, x1) x [y0, y1); -1 when absent", nullable=False),
+    col("y0", pa.int32(), "bounding box", nullable=False),
+    col("x1", pa.int32(), "bounding box", nullable=False),
+    col("y1", pa.int32(), "bounding box", nullable=False),
+    col("cx", pa.float32(), "centroid; NaN when absent"),
+    col("cy", pa.float32(), "centroid; NaN when absent"),
+    col("frame_index", pa.int32(), "position in the species' pseudo-video (0: the support)", nullable=False),
+    col("chunk", pa.int32(), "the pseudo-video it was tracked in (`segment.chunk_size`)", nullable=False),
 ])
 
 RETRIEVAL = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("part_id", pa.int32(), nullable=False),
-    pa.field("part", pa.string(), nullable=False),
-    pa.field("round_trip_iou", pa.float32()),  # IoU of the part back on the support after [support, query, support]
+    col("image_id", pa.string(), "the query image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("part_id", pa.int32(), "the part (`segment.retrieval.part`)", nullable=False),
+    col("part", pa.string(), "its name", nullable=False),
+    col("round_trip_iou", pa.float32(), "IoU of the part back on the support after the round trip through the "
+        "query (two passes: support to query, a fresh query to support); 0 when the first pass finds nothing"),
 ])
 
 PROMPT_HEADS = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("class", pa.int32(), nullable=False),  # the class whose prompt queried the image (explain.target)
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("target_source", pa.string(), nullable=False),  # "true" (the image's species) or "predicted"
-    pa.field("rank", pa.int32(), nullable=False),  # 0 = most important head (trait)
-    pa.field("head", pa.int32(), nullable=False),
-    pa.field("probability", pa.float32(), nullable=False),  # of the class, with the heads ranked above removed
-    # the model predicts the class explained (always, for a predicted target): the authors rank heads only then,
-    # and the trait summaries leave the other images out (prompt_cam.misclassified)
-    pa.field("ranked", pa.bool_(), nullable=False),
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("class", pa.int32(), "the class whose prompt queried the image (`explain.target`)", nullable=False),
+    col("species", pa.string(), "the species of that class", nullable=False),
+    col("target_source", pa.string(), "`true` (the image's species) or `predicted`", nullable=False),
+    col("rank", pa.int32(), "0: the most important head (trait)", nullable=False),
+    col("head", pa.int32(), "the last block's head at that rank", nullable=False),
+    col("probability", pa.float32(), "of the class, with the heads ranked above removed", nullable=False),
+    col("ranked", pa.bool_(), "the model predicts the class explained (always, for a predicted target): the "
+        "authors rank heads only then, and the trait summaries leave the other images out "
+        "(`prompt_cam.misclassified`)", nullable=False),
 ])
 
 CODES = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("phylo_codes", pa.list_(pa.int16()), nullable=False),  # row-major over (position, level)
-    pa.field("nonphylo_codes", pa.list_(pa.int16()), nullable=False),
-    pa.field("reconstruction_error", pa.float32(), nullable=False),  # mean |h - h'| of the encoder features
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("phylo_codes", pa.list_(pa.int16()), "row-major over (position, level): code k = levels * position + "
+        "level", nullable=False),
+    col("nonphylo_codes", pa.list_(pa.int16()), "the non-phylogenetic codes", nullable=False),
+    col("reconstruction_error", pa.float32(), "mean |h - h'| of the encoder features", nullable=False),
 ])
 
 SPECIES_DISTANCES = pa.schema([
-    pa.field("species_a", pa.string(), nullable=False),
-    pa.field("species_b", pa.string(), nullable=False),
-    pa.field("subset", pa.string(), nullable=False),  # the images the histograms came from: "held_out"
-    pa.field("codes", pa.string(), nullable=False),  # "phylo" (levels 0..level, cumulative) or "nonphylo"
-    pa.field("level", pa.int32(), nullable=False),
-    pa.field("code_distance", pa.float64(), nullable=False),  # mean Jensen-Shannon distance over code positions
-    pa.field("tree_distance", pa.float64(), nullable=False),  # between the two species' ancestors at that level
+    col("species_a", pa.string(), "one species of the pair", nullable=False),
+    col("species_b", pa.string(), "the other", nullable=False),
+    col("subset", pa.string(), "the images the histograms came from: `held_out`", nullable=False),
+    col("codes", pa.string(), "`phylo` (levels 0..level, cumulative) or `nonphylo`", nullable=False),
+    col("level", pa.int32(), "the tree level", nullable=False),
+    col("code_distance", pa.float64(), "mean Jensen-Shannon distance of the code histograms over code positions",
+        nullable=False),
+    col("tree_distance", pa.float64(), "path length between the two species' groups at that level (a group is "
+        "the first ancestor at or above the level's cut)", nullable=False),
 ])
 
-#: Where one map (a method and alpha, or one Prompt-CAM head) points, per SST part of one image; on the canvas.
 CAM_PARTS = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("alpha", pa.float32()),  # null: the base method (and Prompt-CAM); a value: Finer-CAM
-    pa.field("head", pa.int32()),  # Prompt-CAM's or INTR's head; null for a CAM
-    pa.field("rank", pa.int32()),  # the head's rank for the image (0 = most important trait); null for a CAM
-    pa.field("part_id", pa.int32(), nullable=False),
-    pa.field("part", pa.string(), nullable=False),
-    pa.field("mass_share", pa.float32()),  # of the map's mass inside the part; NaN: the map has no mass
-    pa.field("peak_in_part", pa.bool_(), nullable=False),  # the map's maximum lies in the part
-    pa.field("area_share", pa.float32(), nullable=False),  # of the image's pixels the part covers
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("alpha", pa.float32(), "null: the base method (and Prompt-CAM, INTR); a value: Finer-CAM"),
+    col("head", pa.int32(), "Prompt-CAM's or INTR's head; null for a CAM"),
+    col("rank", pa.int32(), "the head's rank for the image (0: the most important trait); null for a CAM and "
+        "INTR"),
+    col("part_id", pa.int32(), "the SST part", nullable=False),
+    col("part", pa.string(), "its name", nullable=False),
+    col("mass_share", pa.float32(), "share of the map's mass inside the part, on the canvas; NaN: no mass"),
+    col("peak_in_part", pa.bool_(), "the map's maximum lies in the part", nullable=False),
+    col("area_share", pa.float32(), "share of the image the part covers, to read the mass against",
+        nullable=False),
 ])
 
-#: One map against the image's true trait mask (collection.columns.trait_truth), at the image's size.
 MAP_TRUTH = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("alpha", pa.float32()),
-    pa.field("head", pa.int32()),
-    pa.field("rank", pa.int32()),
-    pa.field("trait_energy", pa.float32()),  # share of the map's mass inside the trait; NaN: no mass
-    pa.field("trait_pointing", pa.bool_(), nullable=False),  # the map's maximum lies in the trait
-    pa.field("trait_area", pa.float32(), nullable=False),  # share of the image the trait covers
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("alpha", pa.float32(), "as in `cam_parts`"),
+    col("head", pa.int32(), "as in `cam_parts`"),
+    col("rank", pa.int32(), "as in `cam_parts`"),
+    col("trait_energy", pa.float32(), "share of the map's mass inside the true trait; NaN: no mass"),
+    col("trait_pointing", pa.bool_(), "the map's maximum lies in the trait", nullable=False),
+    col("trait_area", pa.float32(), "share of the image the trait covers (a blind map's energy)",
+        nullable=False),
 ])
 
-#: SST's label map of one image against its true part labels (collection.columns.parts_truth).
 PART_TRUTH = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("frame_index", pa.int32(), nullable=False),  # 0: the species' reference (its mask is the prompt)
-    pa.field("part_id", pa.int32(), nullable=False),
-    pa.field("part", pa.string(), nullable=False),
-    pa.field("intersection_pixels", pa.int64(), nullable=False),  # on the canvas (where labels are stored)
-    pa.field("union_pixels", pa.int64(), nullable=False),  # ("union" is an SQL keyword)
-    pa.field("truth_pixels", pa.int64(), nullable=False),  # the true part's area (0: absent)
-    pa.field("iou", pa.float32()),  # NaN where the part is in neither map
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("frame_index", pa.int32(), "0: the species' reference (its mask is the prompt)", nullable=False),
+    col("part_id", pa.int32(), "the part", nullable=False),
+    col("part", pa.string(), "its name", nullable=False),
+    col("intersection_pixels", pa.int64(), "of the part's own SST mask and its true pixels, on the canvas "
+        "(where the masks are stored)", nullable=False),
+    col("union_pixels", pa.int64(), "their union (\"union\" is an SQL keyword)", nullable=False),
+    col("truth_pixels", pa.int64(), "the true part's area (0: absent)", nullable=False),
+    col("iou", pa.float32(), "intersection over union; NaN where the part is in neither"),
 ])
 
-#: Per species and map: the part its maps point at most.
 SPECIES_TRAITS = pa.schema([
-    pa.field("species", pa.string(), nullable=False),
-    pa.field("alpha", pa.float32()),
-    pa.field("rank", pa.int32()),  # Prompt-CAM: the head rank summarised; null for a CAM
-    pa.field("head", pa.int32()),  # INTR: the head summarised (its heads are not ranked); null otherwise
-    pa.field("part_id", pa.int32(), nullable=False),
-    pa.field("part", pa.string(), nullable=False),  # the part holding the map's peak in most images
-    pa.field("consistency", pa.float32(), nullable=False),  # share of the species' images with the peak there
-    pa.field("mass_share", pa.float32()),  # mean share of the map's mass in the part
-    pa.field("area_share", pa.float32(), nullable=False),  # mean share of the image the part covers
-    pa.field("n", pa.int64(), nullable=False),  # images
+    col("species", pa.string(), "the species", nullable=False),
+    col("alpha", pa.float32(), "as in `cam_parts`"),
+    col("rank", pa.int32(), "Prompt-CAM: the head rank summarised; null otherwise"),
+    col("head", pa.int32(), "INTR: the head summarised (its heads are not ranked); null otherwise"),
+    col("part_id", pa.int32(), "the part named", nullable=False),
+    col("part", pa.string(), "the part holding the map's peak in most of the species' images", nullable=False),
+    col("consistency", pa.float32(), "share of the species' images with the peak there", nullable=False),
+    col("mass_share", pa.float32(), "mean share of the map's mass in the part"),
+    col("area_share", pa.float32(), "mean share of the image the part covers", nullable=False),
+    col("n", pa.int64(), "images", nullable=False),
 ])
 
 EVALUATION = pa.schema([
-    # the method as the other tables name it (classifier, gradcam, layercam, promptcam, sst, phylonn)
-    pa.field("method", pa.string(), nullable=False),
-    pa.field("alpha", pa.float32()),  # Finer-CAM's comparison strength; null for a base CAM and the rest
-    pa.field("metric", pa.string(), nullable=False),
-    pa.field("subset", pa.string(), nullable=False),
-    pa.field("level", pa.string()),
-    pa.field("part", pa.string()),  # a per-part metric's part
-    pa.field("value", pa.float64()),  # null where undefined (a Spearman against a level with one group)
-    pa.field("n", pa.int64(), nullable=False),
+    col("method", pa.string(), "as the other tables name it (classifier, gradcam, layercam, promptcam, intr, "
+        "`clip-<set>[-<cam>]`, sst, phylonn); `uniform` is a map blind to the trait, the baseline of `trait_energy`",
+        nullable=False),
+    col("alpha", pa.float32(), "Finer-CAM's comparison strength; null for a base CAM and the rest"),
+    col("metric", pa.string(), "the score (see above)", nullable=False),
+    col("subset", pa.string(), "the images: `train`, `val` / `held_out`; `all`, `cryptic` (the cryptic sister "
+        "pairs); `queries` (SST, the references left out; with a SAM 2 trained here also `trained` and "
+        "`held_out`)", nullable=False),
+    col("level", pa.string(), "a tree level (Phylo-NN)"),
+    col("part", pa.string(), "a per-part metric's part"),
+    col("value", pa.float64(), "null where undefined (a Spearman against a level with one group)"),
+    col("n", pa.int64(), "the images (or species pairs) it is over", nullable=False),
 ])
 
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
@@ -195,6 +216,59 @@ TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts":
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "cam_parts": "method", "map_truth": "method",
                                "species_traits": "method", "evaluation": "stage"}
+#: What each table holds, one row of it, and when it is written.
+TABLE_DOCS: dict[str, str] = {
+    "images": "One row per usable image of the manifest (ingest); the manifest's taxonomy ranks follow as "
+              "extra columns.",
+    "failures": "One row per image (or species) a step could not use, and why; nothing already written is lost.",
+    "parts": "Per image and SST part: its size, bounding box and centroid, from the label image.",
+    "retrieval": "Per query image, SST's round-trip score of one part (`segment.retrieval.part`); rank with "
+                 "`select *, rank() over (partition by species order by round_trip_iou desc) from retrieval`.",
+    "cams": "Per image and map (method, alpha): the class explained and faithfulness as the Finer-CAM paper "
+            "measures it.",
+    "prompt_heads": "Per image, every last-block head of Prompt-CAM by rank, for the class whose prompt "
+                    "queried it.",
+    "codes": "Per image, its Phylo-NN codes.",
+    "species_distances": "Per species pair, code kind and level: code distance against tree distance "
+                         "(held-out specimens).",
+    "cam_parts": "Per image, map and SST part: where the map points, on the segmentation canvas. Works on any "
+                 "collection: the parts are SST's.",
+    "map_truth": "Per image and map, the map against the true trait mask (when the manifest names one).",
+    "part_truth": "Per image and part, SST's mask against the true part (when the manifest names truth masks).",
+    "species_traits": "Per species and map (alpha; Prompt-CAM's head rank; INTR's head): the part its maps "
+                      "point at most.",
+    "evaluation": "Every score, against the truth (stage `evaluate`: SST's `miou` and per-part `iou`, "
+                  "`retrieval_auc` and `round_trip_iou_<intact|damaged|absent>`; each map's `trait_energy` and "
+                  "`trait_pointing`; `relative_drop@0.05` over the images every map ranks and "
+                  "`relative_drop_own@0.05` over each map's own; `zero_shot_accuracy`), of training (stage of "
+                  "the model: `top1_accuracy`, Phylo-NN's `head_accuracy`; stage `sst_finetune`: `miou_untuned` "
+                  "and `miou_tuned`) and of the codes (stage `phylonn`: `spearman_<phylo|nonphylo>_codes_vs_tree`"
+                  " per level).",
+}
+
+
+def outputs_markdown() -> str:
+    """docs/outputs.md: every table, what it holds, its partition and its columns with their documentation.
+
+    Examples
+    --------
+    >>> outputs_markdown().splitlines()[0]
+    '# Result tables'
+    """
+    intro = ("Written by `python scripts/write_outputs_doc.py` from `traitpipe/store/schemas.py`; a test keeps "
+             "the two equal. Every table is Parquet under `results/tables/<table>/`, one file per shard "
+             "(`part-<shard>.parquet`, under `<column>=<value>/` for a partitioned table), and every row also "
+             "carries " + " and ".join(f"`{f.name}` ({f.metadata[b'doc'].decode()})" for f in RUN_COLUMNS)
+             + '. Query them with `traitpipe query "select ..."` (DuckDB, one view per table).')
+    lines = ["# Result tables", "", textwrap.fill(intro, 110), ""]
+    for name, schema in TABLES.items():
+        partition = f" Partitioned by `{PARTITIONS[name]}`." if name in PARTITIONS else ""
+        lines += [f"## `{name}`", "", textwrap.fill(TABLE_DOCS[name] + partition, 110)]
+        lines += ["", "| column | type | null | what |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{f.name}` | {f.type} | {'yes' if f.nullable else 'no'} | {f.metadata[b'doc'].decode()} |"
+                  for f in schema]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def table_schema(table: str, extra: list[str] | None = None) -> pa.Schema:
