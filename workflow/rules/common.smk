@@ -10,11 +10,11 @@ from traitpipe.collection.images import source_file
 from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
+from traitpipe.plan import Plan
 from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
 from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
 from traitpipe.segment.references import find_references, parts_file
-from traitpipe.store.tables import table_path
 
 try:
     CFG = validate_config(config)
@@ -79,29 +79,17 @@ envvars:
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 CONDA_ENV = "../envs/traitpipe.yaml"
 
-CAM_METHODS = [m["name"] for m in CFG["explain"]["methods"]] if CFG["explain"]["enabled"] else []
-# CLIP (clip.enabled): a map product clip-<prompt set>-<CAM method> per prompt set (species, concept) and method.
-CLIP_SETS = [name for name, given in (("species", CFG["clip"]["prompts"]["species"] is not None),
-                                      ("concept", CFG["clip"]["prompts"]["concepts"] is not None))
-             if given and CFG["explain"]["enabled"] and CFG["clip"]["enabled"]]
-CLIP_PRODUCTS = [f"clip-{name}-{m['name']}" for name in CLIP_SETS for m in CFG["clip"]["methods"]]
-# Every map product scored against the parts and the truth: the CAM methods, Prompt-CAM, INTR and CLIP's.
-MAPPED = CAM_METHODS + [name for name, section in (("promptcam", "prompt_cam"), ("intr", "intr"))
-                        if CFG["explain"]["enabled"] and CFG[section]["enabled"]] + CLIP_PRODUCTS
-# The products with a cams row per image (prediction, faithfulness): the CAM methods, INTR and CLIP's.
-CAMS = CAM_METHODS + (["intr"] if "intr" in MAPPED else []) + CLIP_PRODUCTS
+# What the run builds (traitpipe/plan.py): the map products, the shards and every table file; tests read it too.
+PLAN = Plan.make(CFG, SPECIES_OF_SHARD)
+MAPPED, CAMS, TRUTH = PLAN.mapped, PLAN.cams, PLAN.truth
+SCORE_PARTS, SCORE_MAPS, RETRIEVAL = PLAN.flags["score_parts"], PLAN.flags["score_maps"], PLAN.flags["retrieval"]
+SCORE_FINETUNE, SUMMARIZE = PLAN.flags["score_finetune"], PLAN.flags["summarize"]
+MAP_PRODUCTS = PLAN.map_products
 # What INTR's explain job depends on: its section, the explained class, the faithfulness mask, the device.
 INTR_SETTINGS = canonical_json({"intr": CFG["intr"], "device": CFG["device"],
                                 **{k: CFG["explain"][k] for k in ("target", "faithfulness_fraction")}})
-# Truth masks the manifest names (collection.columns.parts_truth / trait_truth), for the evaluation.
-TRUTH = {column: CFG["collection"]["columns"][column] is not None for column in ("parts_truth", "trait_truth")}
-SCORE_PARTS = CFG["segment"]["enabled"] and TRUTH["parts_truth"]
 # segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
-TRAINED_SAM2 = [f"{CFG['results']}/models/sam2_trained.pt"] if CFG["segment"]["checkpoint"] == "train" else []
-SCORE_MAPS = CFG["segment"]["enabled"] and TRUTH["trait_truth"] and bool(MAPPED)
-RETRIEVAL = CFG["segment"]["retrieval"]["part"] is not None
-# SST against the true parts before and after one-shot fine-tuning (the fine-tuning step scores both)
-SCORE_FINETUNE = SCORE_PARTS and CFG["segment"]["finetune"]["enabled"]
+TRAINED_SAM2 = [f"{RESULTS}/models/sam2_trained.pt"] if PLAN.flags["trained_sam2"] else []
 
 wildcard_constraints:
     shard=r"\d+",
@@ -139,7 +127,7 @@ def clip_model_settings():
 
 def table_file(table, shard, partition=None):
     """Path of one table file (see traitpipe.store.tables.table_path)."""
-    return str(table_path(RESULTS, table, shard, partition))
+    return PLAN.table(table, shard, partition)
 
 
 def map_file(product, shard):
@@ -229,72 +217,3 @@ PHYLOGENY = optional(collection_file(CFG, "phylogeny"))
 def model_file(name):
     """A file under results/models/."""
     return f"{RESULTS}/models/{name}"
-
-
-def segment_outputs():
-    """Label maps and parts tables of every shard (none when segment is off)."""
-    if not CFG["segment"]["enabled"]:
-        return []
-    return [table_file("parts", s) for s in SHARDS]
-
-
-def explain_outputs():
-    """Maps and cams tables of every CAM method and shard (none when explain is off)."""
-    if not CFG["explain"]["enabled"]:
-        return []
-    prompt = [table_file("prompt_heads", s) for s in SHARDS] if CFG["prompt_cam"]["enabled"] else []
-    return [table_file("cams", s, m) for m in CAMS for s in SHARDS] + prompt
-
-
-def phylo_outputs():
-    """Codes of every shard and the species distances (none when phylo is off)."""
-    if not CFG["phylo"]["enabled"]:
-        return []
-    return [table_file("codes", s) for s in SHARDS] + [table_file("species_distances", "all")]
-
-
-SUMMARIZE = CFG["segment"]["enabled"] and CFG["summarize"]["enabled"]  # the parts come from SST
-EVALUATE = CFG["evaluate"]["enabled"] and bool(CAMS or SCORE_PARTS or SCORE_MAPS)
-# The map stores of each shard: SST's labels and each explanation method's maps.
-MAP_PRODUCTS = (["segment"] if CFG["segment"]["enabled"] else []) + [f"cam-{m}" for m in MAPPED]
-
-
-def trait_outputs():
-    """The species summaries of every map product, the evaluation and the report."""
-    outputs = [table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else []
-    if EVALUATE:
-        outputs.append(table_file("evaluation", "evaluate", "evaluate"))
-    if CFG["report"]["enabled"]:
-        outputs.append(f"{RESULTS}/report.html")
-    return outputs
-
-
-def evaluation_files():
-    """Every ``evaluation`` file the run writes: training accuracies, Phylo-NN, the scores against the truth."""
-    files = [table_file("evaluation", "classifier", "classifier")] if CAM_METHODS else []
-    files += [table_file("evaluation", "prompt_cam", "prompt_cam")] if "promptcam" in MAPPED else []
-    files += [table_file("evaluation", "intr", "intr")] if "intr" in MAPPED else []
-    files += [table_file("evaluation", "clip", "clip")] if CLIP_SETS else []
-    if CFG["phylo"]["enabled"]:
-        files += [table_file("evaluation", "phylo_train", "phylo_train"), table_file("evaluation", "phylonn", "phylonn")]
-    files += [table_file("evaluation", "sst_finetune", "sst_finetune")] if SCORE_FINETUNE else []
-    return files + ([table_file("evaluation", "evaluate", "evaluate")] if EVALUATE else [])
-
-
-def failure_files():
-    """Every ``failures`` file the run writes, for the report's count."""
-    per_shard = ["ingest"] + (["segment"] if CFG["segment"]["enabled"] else []) + [f"cam-{m}" for m in MAPPED]
-    per_shard += ["codes"] if CFG["phylo"]["enabled"] else []
-    per_shard += [f"cam_parts-{m}" for m in MAPPED] if CFG["segment"]["enabled"] else []
-    per_shard += ["part_truth"] if SCORE_PARTS else []
-    files = [table_file("failures", s, stage) for stage in per_shard for s in SHARDS]
-    files += [table_file("failures", "all", "classifier")] if CAM_METHODS else []
-    files += [table_file("failures", "all", "prompt_cam_train")] if "promptcam" in MAPPED else []
-    files += [table_file("failures", "all", "intr_train")] if "intr" in MAPPED else []
-    files += [table_file("failures", "all", "clip_model")] if CLIP_SETS else []
-    return files + ([table_file("failures", "all", "phylo_train")] if CFG["phylo"]["enabled"] else [])
-
-
-def ingest_outputs():
-    """The images and failures tables of every shard."""
-    return [table_file("images", s) for s in SHARDS] + [table_file("failures", s, "ingest") for s in SHARDS]

@@ -1,8 +1,8 @@
 rule report:
     input:
         images=[table_file("images", s) for s in SHARDS],
-        failures=failure_files(),
-        evaluation=evaluation_files(),
+        failures=PLAN.failure_files(),
+        evaluation=PLAN.evaluation_files(),
         species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
         heads=[table_file("prompt_heads", s) for s in SHARDS] if "promptcam" in MAPPED else [],
         maps=[map_file(p, s) for p in MAP_PRODUCTS for s in SHARDS],

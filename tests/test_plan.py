@@ -1,0 +1,75 @@
+"""The plan of a run (traitpipe/plan.py): what the workflow builds, as data the workflow and these tests read."""
+
+import re
+import subprocess
+import sys
+
+import yaml
+
+from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
+from traitpipe.collection import synthesize
+from traitpipe.config import validate_config
+from traitpipe.plan import Plan
+
+SHARDS = {"00000": ["B b", "A a"], "00001": ["C c"]}
+
+
+def _demo_config(**changes):
+    config = yaml.safe_load(DEMO_CONFIG.read_text())
+    for section, values in changes.items():
+        config[section] = {**config.get(section, {}), **values}
+    return validate_config(config)
+
+
+def _stages(files, table):
+    """{stage: shards} of ``tables/<table>/stage=<stage>/part-<shard>.parquet`` paths."""
+    found = {}
+    for file in files:
+        stage, shard = re.search(rf"tables/{table}/stage=([^/]+)/part-([^/]+)\.parquet", file).groups()
+        found.setdefault(stage, set()).add(shard)
+    return found
+
+
+def test_the_demo_plan_names_every_product_and_its_files():
+    plan = Plan.make(_demo_config(), SHARDS)
+    assert plan.species_of_shard["00000"] == ["A a", "B b"]
+    assert plan.mapped == ["gradcam", "layercam", "promptcam", "intr", "clip-species-gradcam",
+                           "clip-concept-gradcam"]
+    assert plan.cams == ["gradcam", "layercam", "intr", "clip-species-gradcam", "clip-concept-gradcam"]
+    assert list(_stages(plan.evaluation_files(), "evaluation")) == [
+        "classifier", "prompt_cam", "intr", "clip", "phylo_train", "phylonn", "sst_finetune", "evaluate"]
+    per_shard = {stage for stage, shards in _stages(plan.failure_files(), "failures").items()
+                 if shards == set(SHARDS)}
+    assert per_shard == {"ingest", "segment", "codes", "part_truth"} | {f"cam-{m}" for m in plan.mapped} | {
+        f"cam_parts-{m}" for m in plan.mapped}
+    targets = plan.targets()
+    assert "results/report.html" in targets and len(targets) == len(set(targets))
+    assert {f"results/tables/species_traits/method={m}/part-all.parquet" for m in plan.mapped} <= set(targets)
+
+
+def test_steps_that_are_off_make_no_files():
+    plan = Plan.make(_demo_config(segment={"enabled": False}, clip={"enabled": False}, phylo={"enabled": False}),
+                     SHARDS)
+    assert plan.map_products == [f"cam-{m}" for m in ("gradcam", "layercam", "promptcam", "intr")]
+    assert not plan.segment_outputs() and not plan.phylo_outputs()
+    assert not any("species_traits" in f or "part_truth" in f or "clip" in f for f in plan.targets()
+                   + plan.failure_files() + plan.evaluation_files())
+    quiet = Plan.make(_demo_config(explain={"enabled": False}, segment={"enabled": False}), SHARDS)
+    assert quiet.mapped == [] and quiet.evaluation_files() == [
+        f"results/tables/evaluation/stage={s}/part-{s}.parquet" for s in ("phylo_train", "phylonn")]
+
+
+def test_every_evaluation_and_failures_file_a_rule_writes_is_in_the_plan(tmp_path):
+    """The workflow's own dry run with every product of the demo: the evaluation and failures files its rules
+    write are exactly the plan's (a step whose tables the plan forgot would leave them out of the evaluation and
+    the report without an error), and every target is some rule's output."""
+    synthesize(tmp_path / DEMO_COLLECTION, **DEMO_PARAMS)
+    done = subprocess.run([sys.executable, "-m", "traitpipe", "run", "--config", str(DEMO_CONFIG), "--", "-n",
+                           "--forceall"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = {file for line in (done.stdout + done.stderr).splitlines() if line.strip().startswith("output:")
+               for file in line.split("output:", 1)[1].strip().split(", ")}
+    plan = Plan.make(_demo_config(), {"00000": [], "00001": []})
+    assert {f for f in outputs if "/tables/evaluation/" in f} == set(plan.evaluation_files())
+    assert {f for f in outputs if "/tables/failures/" in f} == set(plan.failure_files())
+    assert set(plan.targets()) <= outputs
