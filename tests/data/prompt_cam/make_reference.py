@@ -108,7 +108,7 @@ def main(checkout: str, out: str = str(Path(__file__).with_name("reference.pt"))
         num_classes, dim, depth, patch, img = 3, 16, 2, 4, 16
         params = types.SimpleNamespace(train_type="prompt_cam", vpt_num=num_classes, vpt_mode=None, vpt_layer=None,
                                        vpt_dropout=0.0, vis_attn=True, top_traits=top_traits,
-                                       output_dir="/tmp/ref_promptcam/unused")
+                                       output_dir="unused")  # nothing is written there: the image writers are replaced
         torch.manual_seed(case)
         model = VisionTransformerPETL(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
                                       num_classes=num_classes, init_values=init_values, drop_path_rate=0.0,
