@@ -71,16 +71,17 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(config["collection"]["root"])
         queries = group[[str(root / p) != image_file for p in group["path"]]]
         n_tune, n_check = tune["queries_per_species"], tune["check_queries_per_species"]
-        pixels, ok, _ = load_pixels(config, queries.head(n_tune + n_check))
+        seen = queries.head(n_tune + n_check)
+        pixels, ok, _ = load_pixels(config, seen)
         examples.append((support, labels, pixels[:n_tune]))
         checks += [(support, labels, query) for query in pixels[n_tune:]]
-        read = queries["image_id"].head(n_tune + n_check)[ok].tolist()  # as pixels: the readable ones
+        read = seen["image_id"][ok].tolist()  # as pixels: the readable ones
         roles["tuned_images"] += read[:n_tune]
         roles["check_images"] += read[n_tune:]
         if args.evaluation:  # tracked as the segment step tracks them; scored on those tuning never saw
             frames, truths, kept, unread = truth_images(config, queries)
             videos.append((species, support, labels, frames, truths, kept["image_id"].tolist()))
-            roles["scored_images"] += sorted(set(kept["image_id"]) - set(queries["image_id"].head(n_tune + n_check)))
+            roles["scored_images"] += sorted(set(kept["image_id"]) - set(seen["image_id"]))
             found_names.update(found)
             skipped += unread
     if args.evaluation and not roles["scored_images"]:

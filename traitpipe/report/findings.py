@@ -40,8 +40,12 @@ class Scores:
 
     def value(self, metric: str, subset: str, **keys) -> float:
         """The value of :meth:`row`, NaN when there is none."""
-        row = self.row(metric, subset, **keys)
-        return float("nan") if row is None or row["value"] is None or pd.isna(row["value"]) else float(row["value"])
+        return value_of(self.row(metric, subset, **keys))
+
+
+def value_of(row: dict | None) -> float:
+    """An ``evaluation`` row's value, NaN for no row or a null value."""
+    return float("nan") if row is None or row["value"] is None or pd.isna(row["value"]) else float(row["value"])
 
 
 def _pct(value: float, digits: int = 0, missing: str = "n/a") -> str:
@@ -64,12 +68,12 @@ def map_table(scores: Scores) -> list[str]:
              "| --- | --- | --- | --- | --- | --- |"]
     for method, alpha in zip(keys["method"], keys["alpha"]):
         alpha = None if pd.isna(alpha) else float(alpha)
-        get = lambda metric, subset: scores.value(metric, subset, stage="evaluate", method=method, alpha=alpha)  # noqa: E731
+        cells = [_pct(scores.value(metric, subset, stage="evaluate", method=method, alpha=alpha), digits, "-")
+                 for metric, digits in (("trait_energy", 2), ("trait_pointing", 1)) for subset in ("all", "cryptic")]
+        cells.append(_num(scores.value("relative_drop@0.05", "cryptic", stage="evaluate", method=method,
+                                       alpha=alpha), 3, "-"))
         name = "a blind map (`uniform`)" if method == "uniform" else map_name(method, alpha)
-        lines.append(f"| {name} | {_pct(get('trait_energy', 'all'), 2, '-')} "
-                     f"| {_pct(get('trait_energy', 'cryptic'), 2, '-')} | {_pct(get('trait_pointing', 'all'), 1, '-')} "
-                     f"| {_pct(get('trait_pointing', 'cryptic'), 1, '-')} "
-                     f"| {_num(get('relative_drop@0.05', 'cryptic'), 3, '-')} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -90,33 +94,30 @@ def findings(evaluation: pd.DataFrame) -> str:
     def n(row: dict | None) -> str:
         return "?" if row is None else str(int(row["n"]))
 
-    def value(row: dict | None) -> float:
-        return float("nan") if row is None or row["value"] is None else float(row["value"])
-
     sst = {subset: s.row("miou", subset, stage="evaluate", method="sst") for subset in ("held_out", "trained",
                                                                                         "queries")}
     tuned = {when: s.row(f"miou_{when}", "held_out", stage="sst_finetune") for when in ("untuned", "tuned")}
     lines = [START, "",
              f"- SST (a small SAM 2 trained here, some species held out): each part's mask overlaps the true part "
-             f"with mIoU {_num(value(sst['held_out']))} on the species it never saw ({n(sst['held_out'])} images) "
-             f"and {_num(value(sst['trained']))} on those it trained on ({_num(value(sst['queries']))} over all "
+             f"with mIoU {_num(value_of(sst['held_out']))} on the species it never saw ({n(sst['held_out'])} images) "
+             f"and {_num(value_of(sst['trained']))} on those it trained on ({_num(value_of(sst['queries']))} over all "
              f"{n(sst['queries'])} query images). One-shot fine-tuning, scored on the held-out species' queries "
-             f"it never saw ({n(tuned['tuned'])} images): mIoU {_num(value(tuned['untuned']), 3)} before, "
-             f"{_num(value(tuned['tuned']), 3)} after."]
+             f"it never saw ({n(tuned['tuned'])} images): mIoU {_num(value_of(tuned['untuned']), 3)} before, "
+             f"{_num(value_of(tuned['tuned']), 3)} after."]
     auc = s.row("retrieval_auc", "queries", stage="evaluate", method="sst")
     if auc is not None:
         trip = {c: s.value(f"round_trip_iou_{c}", "queries", stage="evaluate", part=auc["part"])
                 for c in ("absent", "damaged", "intact")}
         lines.append(f"- Trait retrieval: ranked by SST's round-trip IoU of the {auc['part']}, a specimen with it "
-                     f"intact comes before one where it is absent or torn {_pct(value(auc))} of the time "
-                     f"(`retrieval_auc` {_num(value(auc), 3)}); the mean round-trip IoU is "
+                     f"intact comes before one where it is absent or torn {_pct(value_of(auc))} of the time "
+                     f"(`retrieval_auc` {_num(value_of(auc), 3)}); the mean round-trip IoU is "
                      f"{_num(trip['absent'], 3)} where it is absent, {_num(trip['damaged'])} where torn, "
                      f"{_num(trip['intact'])} where intact.")
     names = {"classifier": "the classifier the CAMs explain", "promptcam": "Prompt-CAM's class prompts",
              "intr": "INTR", "clip-species": "the CLIP's species prompts, zero-shot",
              "clip-concept": "its concept prompts, zero-shot"}
     accuracy = {name: s.row("top1_accuracy", "val", method=method) for method, name in names.items()}
-    said = [f"{name} {_pct(value(row))} ({n(row)} images)" for name, row in accuracy.items() if row is not None]
+    said = [f"{name} {_pct(value_of(row))} ({n(row)} images)" for name, row in accuracy.items() if row is not None]
     if said:
         lines.append("- Held-out specimens classified right: " + "; ".join(said) + ".")
     phylo = evaluation[evaluation["metric"] == "spearman_phylo_codes_vs_tree"]
