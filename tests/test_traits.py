@@ -179,18 +179,20 @@ def test_a_results_report_opens_in_a_real_browser(tmp_path):
     from traitpipe.report.figures import png, tree_figure
     from traitpipe.phylo.levels import read_tree
 
-    if find_chromium() is None:
-        pytest.skip("no chromium on PATH: the report's browser check did not run (apt-get install chromium)")
+    if find_chromium() is None or shutil.which("chromedriver") is None:
+        pytest.skip("no chromium or chromedriver on PATH: the report's browser check did not run "
+                    "(apt-get install chromium chromium-driver)")
     good = data_uri(png(tree_figure(read_tree("((a:1,b:1):1,c:2);"), {"a": "head (80%)"})))
     page = tmp_path / "page.html"
     page.write_text(f'<!DOCTYPE html><html><body><img src="{good}"></body></html>')
     result = check_page(page, tmp_path / "shot.png")
     assert result["errors"] == [] and result["images"] == 1 and result["broken_images"] == []
     assert (tmp_path / "shot.png").read_bytes()[:4] == b"\x89PNG"
-    page.write_text('<html><body><img src="data:image/png;base64,AAAA"><script>console.error("x")</script>'
-                    '</body></html>')
+    page.write_text('<html><body><img src="data:image/png;base64,AAAA"><img src="https://example.org/a.png">'
+                    '<script>console.error("x"); throw new Error("boom")</script></body></html>')
     result = check_page(page, tmp_path / "shot.png")
-    assert len(result["broken_images"]) == 1 and any("console.error: x" in e for e in result["errors"])
+    assert len(result["broken_images"]) == 2 and result["images"] == 2
+    assert sorted(e.rsplit(" ", 1)[-1] for e in result["errors"]) == ['"x"', "boom", "net::ERR_NAME_NOT_RESOLVED"]
 
 
 def test_a_species_store_indexes_species(tmp_path):
