@@ -30,7 +30,8 @@ import torch
 from cam import best_time
 from run_jobs import ORDER, job_arguments, run_config
 from traitpipe.collection.synthetic import synthesize
-from traitpipe.jobs.common import image_files, load_pixels, load_support, read_rows
+from traitpipe.jobs.images import image_files, load_pixels, read_rows
+from traitpipe.jobs.masks import load_support
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import resolve_device
 from traitpipe.models.transforms import to_batch
@@ -45,7 +46,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
     device = resolve_device(config["device"])
     if job == "segment":
         from traitpipe.segment.backends import load_segmenter
-        from traitpipe.segment.references import part_names
+        from traitpipe.collection.references import part_names
 
         segmenter = load_segmenter(config["segment"], device)
         names = part_names(config["segment"]["parts"], config["collection"]["root"])
@@ -55,7 +56,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
             work.append((support, labels, [pixels[i] for i in group.index if files[i] != image_file]))
         return lambda: [list(segmenter.segment(support, labels, frames)) for support, labels, frames in work]
     if job == "codes":
-        from traitpipe.models.load import load_phylonn
+        from traitpipe.jobs.models import load_phylonn
         from traitpipe.phylo.training import generate_codes
 
         base, model, _ = load_phylonn(r / "phylonn.pt", r / "phylonn.json", config["phylo"], device)
@@ -64,7 +65,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
     if job == "explain":
         from traitpipe.explain.batch import explain_batch
         from traitpipe.explain.cam import default_layers
-        from traitpipe.models.load import load_classifier
+        from traitpipe.jobs.models import load_classifier
 
         model, meta = load_classifier(r / "classifier.pt", r / "classifier.json", device)
         settings = config["explain"]
@@ -76,7 +77,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
         return lambda: [explain_batch(model, batch, layers, method="gradcam", alphas=[None],
                                       n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
                                       target=target) for batch, target in batches]
-    from traitpipe.models.load import load_prompt_cam
+    from traitpipe.jobs.models import load_prompt_cam
 
     model, meta = load_prompt_cam(r / "classifier.pt", r / "classifier.json", r / "prompt_cam.pt")
     model.to(device).eval()

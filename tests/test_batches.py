@@ -80,7 +80,8 @@ def test_workers_and_memory_train_the_same_model():
 def test_training_inputs_stream_from_the_files_and_leave_out_changed_ones(collection_copy, tmp_path):
     from PIL import Image
 
-    from traitpipe.jobs.common import labelled_images, load_pixels
+    from traitpipe.jobs.images import load_pixels
+    from traitpipe.jobs.splits import labelled_images
     from traitpipe.models.transforms import to_batch
 
     config = load_config(write_config(tmp_path, collection_copy, loader={"workers": 2}))
@@ -120,8 +121,8 @@ def test_segment_reads_an_image_once_and_tracks_a_species_as_if_one_it_cannot_re
 
     from traitpipe.collection.images import ImageError
     from traitpipe.collection.manifest import load_manifest
-    from traitpipe.jobs.common import ImageInputs, read_rows
-    from traitpipe.segment.references import find_references
+    from traitpipe.jobs.images import ImageInputs, read_rows
+    from traitpipe.collection.references import find_references
     from traitpipe.store.maps import open_maps
 
     segment = {"image_size": 128, "canvas": 64, "parts": "masks/parts.json", "retrieval": {"part": "left_forewing"}}
@@ -182,7 +183,7 @@ def test_read_ahead_hands_out_frames_read_by_workers_in_the_order_asked_and_name
     import pandas as pd
 
     from traitpipe.collection.images import MAX_PIXELS, ImageError, image_id, read_image
-    from traitpipe.jobs.common import ImageInputs, ReadAhead
+    from traitpipe.jobs.images import ImageInputs, ReadAhead
 
     paths = pd.read_csv(small_collection / "manifest.csv")["path"].tolist()[:9]
     ids = [image_id((small_collection / p).read_bytes()) for p in paths]

@@ -8,8 +8,8 @@ import torch
 from pytorch_grad_cam import FinerCAM, GradCAM, LayerCAM
 
 from traitpipe.explain.cam import compute_cams, default_layers, token_grid
-from traitpipe.explain.clip import (TINY, build_clip, check_prompts, clip_tokenizer, load_clip, prompt_classifier,
-                                    train_clip)
+from traitpipe.explain.clip import check_prompts, prompt_classifier, train_clip
+from traitpipe.models.clip import TINY, build_clip, clip_tokenizer, load_clip
 from traitpipe.explain.prompts import concept_prompts, species_prompts
 
 PROMPTS = ["a photo of Mily alba.", "a photo of Mily picta.", "a red spot on the forewings",
@@ -175,7 +175,7 @@ def test_the_jobs_embed_the_prompts_once_and_explain_each_set(small_collection, 
     from conftest import ingest_shards, write_config
     from traitpipe.config import canonical_json, load_config
     from traitpipe.jobs import clip_model, explain
-    from traitpipe.jobs.common import load_pixels, read_rows
+    from traitpipe.jobs.images import load_pixels, read_rows
     from traitpipe.models.transforms import to_batch
 
     torch.manual_seed(0)

@@ -72,7 +72,7 @@ def test_a_darwin_core_archive_with_images_inside_and_beside_it(small_collection
 def test_images_in_a_parquet_column_are_read_a_row_group_at_a_time(small_collection, tmp_path):
     from traitpipe.collection import images as reader
     from traitpipe.config import validate_config
-    from traitpipe.jobs.common import load_pixels
+    from traitpipe.jobs.images import load_pixels
 
     manifest = write_parquet_images(small_collection, tmp_path / "pq")
     columns = {"path": "path", "species": "species", "image": "image", "specimen": "specimen_id",

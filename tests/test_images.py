@@ -112,7 +112,7 @@ def test_the_pixel_limit_is_ours_and_checked_before_decoding():
 
 def test_an_unreadable_reference_image_is_named_as_the_reason_its_species_fails(tmp_path):
     from traitpipe.config import validate_config
-    from traitpipe.jobs.common import load_support
+    from traitpipe.jobs.masks import load_support
 
     data = io.BytesIO()
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(data, format="PNG")

@@ -102,7 +102,7 @@ def test_an_image_replaced_after_ingest_fails_later_steps_instead_of_passing_und
                                                                                                tmp_path):
     from PIL import Image
 
-    from traitpipe.jobs.common import load_pixels
+    from traitpipe.jobs.images import load_pixels
 
     config = load_config(write_config(tmp_path, collection_copy))
     (tmp_path / "run.json").write_text(canonical_json(config))

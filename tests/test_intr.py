@@ -174,7 +174,7 @@ def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(sm
 
     import zarr
 
-    from traitpipe.jobs.common import load_pixels, read_rows
+    from traitpipe.jobs.images import load_pixels, read_rows
     from traitpipe.jobs.intr_train import MEAN, STD
     from traitpipe.models.transforms import to_batch
 
@@ -199,7 +199,7 @@ def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(sm
 
 def test_a_shard_job_reads_each_image_once_and_leaves_out_one_that_breaks(small_collection, tmp_path, monkeypatch):
     from traitpipe.collection.images import ImageError
-    from traitpipe.jobs.common import ImageInputs, read_rows
+    from traitpipe.jobs.images import ImageInputs, read_rows
     from traitpipe.store.maps import open_maps
 
     _, run_config, images, models, _ = _authors_intr(tmp_path, small_collection, {"loader": {"workers": 0}},

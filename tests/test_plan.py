@@ -73,3 +73,45 @@ def test_every_evaluation_and_failures_file_a_rule_writes_is_in_the_plan(tmp_pat
     assert {f for f in outputs if "/tables/evaluation/" in f} == set(plan.evaluation_files())
     assert {f for f in outputs if "/tables/failures/" in f} == set(plan.failure_files())
     assert set(plan.targets()) <= outputs
+
+
+def test_every_product_on_plans_every_file_of_every_product():
+    """Every CAM method on the classifier and on the CLIP, Prompt-CAM and INTR: each product has its map store,
+    its table, its failures and its species summary in every shard, and each model its training files."""
+    from traitpipe.explain.cam import METHODS
+    from traitpipe.products import MAP_KINDS
+
+    methods = [{"name": name} for name in METHODS]
+    plan = Plan.make(_demo_config(explain={"methods": methods}, clip={"methods": methods}), SHARDS)
+    assert len(plan.mapped) == 2 * len(METHODS) + 2 + len(METHODS) == len(set(plan.mapped))
+    assert plan.models == ["classifier", "prompt_cam", "intr", "clip"]
+    targets, failures = set(plan.targets()), set(plan.failure_files())
+    for product in plan.products:
+        kind = MAP_KINDS[product.kind]
+        for shard in SHARDS:
+            assert plan.table(kind.table, shard, kind.table_partition(product.name)) in targets, product
+            assert {plan.table("failures", shard, f"{stage}-{product.name}") for stage in ("cam", "cam_parts")} <= (
+                failures), product
+        assert plan.table("species_traits", "all", product.name) in targets
+    assert {plan.table("failures", "all", job) for job in ("classifier", "prompt_cam_train", "intr_train",
+                                                            "clip_model")} <= failures
+    assert plan.wildcard_values() == {"method": list(METHODS), "prompts": ["species", "concept"],
+                                      "clip_method": list(METHODS)}
+
+
+def test_a_registered_map_kind_and_model_enter_the_plan(monkeypatch):
+    """A new map-producing method is an entry in each registry: the plan then names its model's training files,
+    its map products' tables and failures, without another change."""
+    from traitpipe import products
+    from traitpipe.products import MAP_KINDS, MODELS, MapKind, Model
+
+    monkeypatch.setitem(MODELS, "probe", Model("probe", job="probe_train", section="intr"))
+    monkeypatch.setitem(MAP_KINDS, "probe", MapKind(
+        "probe", job="probe", product="probe", models=("probe",), table="cams", table_option="cams", panel="heads",
+        products=lambda config: [("probe", {})], settings=lambda config, **_: {}))
+    plan = Plan.make(_demo_config(), SHARDS)
+    assert plan.mapped[-1] == "probe" and plan.models[-1] == "probe" and plan.kind("probe") is MAP_KINDS["probe"]
+    assert plan.table("evaluation", "probe", "probe") in plan.evaluation_files()
+    assert plan.table("failures", "all", "probe_train") in plan.failure_files()
+    assert {plan.table("cams", s, "probe") for s in SHARDS} <= set(plan.targets())
+    assert products.map_products(_demo_config())["probe"] == "probe"

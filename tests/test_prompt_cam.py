@@ -7,7 +7,7 @@ import timm
 import torch
 
 from traitpipe.explain.prompt_cam import PromptCAM, load_released
-from traitpipe.models.load import load_prompt_cam
+from traitpipe.jobs.models import load_prompt_cam
 
 
 def _model(seed=0, reg_tokens=1, init_values=None):
@@ -146,7 +146,7 @@ def test_a_released_checkpoint_is_trained_on_and_explained_at_the_authors_normal
 
     from traitpipe.config import canonical_json, load_config
     from traitpipe.jobs import classifier, prompt_cam, prompt_cam_train
-    from traitpipe.jobs.common import ImageInputs, read_rows
+    from traitpipe.jobs.images import ImageInputs, read_rows
     from traitpipe.models.classifier import build_classifier
     from traitpipe.store.maps import open_maps
     from conftest import ingest_shards, write_config

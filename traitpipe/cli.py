@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from traitpipe.jobs import JOBS
 
 REPO = Path(__file__).resolve().parents[1]
 # The workflow ships inside the package (traitpipe/workflow links to the repository's workflow/), so an
@@ -20,9 +21,6 @@ DEMO_CONFIG = REPO / "config" / "config.yaml"
 DEMO_COLLECTION = Path("resources/demo-collection")
 DEMO_PARAMS = {"n_species": 8, "per_species": 12, "size": 128, "seed": 0, "damaged": 2}
 SAMPLE_QUERY = "select species, count(*) as images from images group by 1 order by 1"
-JOBS = ("ingest", "segment", "sst_finetune", "classifier", "explain", "prompt_cam_train", "prompt_cam", "intr_train",
-        "intr", "clip_model", "phylo_train", "codes", "phylo_eval", "cam_parts", "part_truth", "summarize", "evaluate",
-        "report", "sam2_train")
 
 
 def _fail(message: str) -> None:
@@ -198,14 +196,12 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_check_report(args: argparse.Namespace) -> None:
-    from traitpipe.report.browser import check_page, find_chromium
+    from traitpipe.report.browser import check_page
 
-    if find_chromium() is None:
-        _fail("no chromium on PATH (Debian: apt-get install chromium; or set CHROMIUM_BIN)")
     screenshot = args.screenshot or str(Path(args.report).with_suffix(".png"))
     try:
         result = check_page(args.report, screenshot, timeout=args.timeout)
-    except (FileNotFoundError, TimeoutError, RuntimeError) as error:
+    except (FileNotFoundError, TimeoutError) as error:
         _fail(str(error))
     problems = result["errors"] + result["broken_images"]
     for problem in problems:
@@ -239,7 +235,7 @@ def cmd_findings(args: argparse.Namespace) -> None:
 
 def cmd_job(args: argparse.Namespace) -> None:
     try:
-        importlib.import_module(f"traitpipe.jobs.{args.name}").main(args.job_args)
+        JOBS[args.name](args.job_args)
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -307,7 +303,7 @@ def parser() -> argparse.ArgumentParser:
     found.set_defaults(func=cmd_findings)
 
     job = sub.add_parser("job", help="run one workflow step (called by the workflow's rules)")
-    job.add_argument("name", choices=JOBS)
+    job.add_argument("name", choices=list(JOBS))
     job.add_argument("job_args", nargs=argparse.REMAINDER)
     job.set_defaults(func=cmd_job)
     return top

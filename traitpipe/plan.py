@@ -21,7 +21,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from traitpipe.products import MAP_KINDS, MODELS, MapKind, Model
 from traitpipe.store.tables import table_path
+
+
+@dataclass(frozen=True)
+class Product:
+    """One map product of a run: its name (``gradcam``, ``clip-species-gradcam``), the key of its kind in
+    :data:`traitpipe.products.MAP_KINDS`, and the wildcards that name it in its kind's rule."""
+
+    name: str
+    kind: str
+    wildcards: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -36,17 +47,12 @@ class Plan:
         The shards, in order.
     species_of_shard : dict of str to list of str
         Each shard's species, sorted.
-    cam_methods : list of str
-        The classifier's CAM methods (``explain.methods``; none when explain is off).
-    clip_sets : list of str
-        The CLIP prompt sets (``species``, ``concept``) with prompts, when CLIP is on.
-    clip_products : list of str
-        ``clip-<set>-<CAM method>`` per prompt set and CLIP CAM method.
-    mapped : list of str
-        Every map product scored against the parts and the truth: the CAM methods, Prompt-CAM (``promptcam``),
-        INTR (``intr``) and the CLIP products.
-    cams : list of str
-        The products with a ``cams`` row per image (prediction, faithfulness): the CAM methods, INTR, CLIP's.
+    products : list of Product
+        Every map product the config turns on, in the order of :data:`~traitpipe.products.MAP_KINDS`: the
+        classifier's CAM methods, Prompt-CAM (``promptcam``), INTR (``intr``), ``clip-<prompt set>-<CAM method>``.
+    models : list of str
+        The models the products explain, and those these build on, in the order of
+        :data:`~traitpipe.products.MODELS`.
     truth : dict of str to bool
         Whether the manifest names ``parts_truth`` and ``trait_truth`` masks.
     flags : dict of str to bool
@@ -58,11 +64,8 @@ class Plan:
     results: str
     shards: list[str]
     species_of_shard: dict[str, list[str]]
-    cam_methods: list[str]
-    clip_sets: list[str]
-    clip_products: list[str]
-    mapped: list[str]
-    cams: list[str]
+    products: list[Product]
+    models: list[str]
     truth: dict[str, bool]
     flags: dict[str, bool]
 
@@ -70,30 +73,62 @@ class Plan:
     def make(cls, config: dict, species_of_shard: Mapping[str, Sequence[str]]) -> Plan:
         """The plan of a validated config (:func:`traitpipe.config.validate_config`) over shards (shard ->
         its species)."""
-        explain, segment = config["explain"]["enabled"], config["segment"]["enabled"]
-        cam_methods = [m["name"] for m in config["explain"]["methods"]] if explain else []
-        prompts = config["clip"]["prompts"]
-        clip_sets = [name for name, given in (("species", prompts["species"] is not None),
-                                              ("concept", prompts["concepts"] is not None))
-                     if given and explain and config["clip"]["enabled"]]
-        clip_products = [f"clip-{name}-{m['name']}" for name in clip_sets for m in config["clip"]["methods"]]
-        mapped = cam_methods + [name for name, section in (("promptcam", "prompt_cam"), ("intr", "intr"))
-                                if explain and config[section]["enabled"]] + clip_products
-        cams = cam_methods + (["intr"] if "intr" in mapped else []) + clip_products
+        segment = config["segment"]["enabled"]
+        products = [Product(name, key, wildcards) for key, kind in MAP_KINDS.items()
+                    for name, wildcards in kind.products(config)]
+        needed = {model for p in products for model in MAP_KINDS[p.kind].models}
+        while True:  # and what those build on
+            more = needed | {n for model in needed for n in MODELS[model].needs}
+            if more == needed:
+                break
+            needed = more
         columns = config["collection"]["columns"]
         truth = {column: columns[column] is not None for column in ("parts_truth", "trait_truth")}
         score_parts = segment and truth["parts_truth"]
-        score_maps = segment and truth["trait_truth"] and bool(mapped)
-        flags = {"segment": segment, "explain": explain, "phylo": config["phylo"]["enabled"],
+        score_maps = segment and truth["trait_truth"] and bool(products)
+        has_cams = any(MAP_KINDS[p.kind].table == "cams" for p in products)
+        flags = {"segment": segment, "explain": config["explain"]["enabled"], "phylo": config["phylo"]["enabled"],
                  "report": config["report"]["enabled"], "score_parts": score_parts,
                  "trained_sam2": config["segment"]["checkpoint"] == "train", "score_maps": score_maps,
                  "retrieval": config["segment"]["retrieval"]["part"] is not None,
                  "score_finetune": score_parts and config["segment"]["finetune"]["enabled"],
                  "summarize": segment and config["summarize"]["enabled"],  # the parts come from SST
-                 "evaluate": config["evaluate"]["enabled"] and bool(cams or score_parts or score_maps)}
+                 "evaluate": config["evaluate"]["enabled"] and (has_cams or score_parts or score_maps)}
         return cls(config["results"], list(species_of_shard),
-                   {shard: sorted(species) for shard, species in species_of_shard.items()}, cam_methods, clip_sets,
-                   clip_products, mapped, cams, truth, flags)
+                   {shard: sorted(species) for shard, species in species_of_shard.items()}, products,
+                   [name for name in MODELS if name in needed], truth, flags)
+
+    @property
+    def mapped(self) -> list[str]:
+        """Every map product, scored against the parts and the truth."""
+        return [p.name for p in self.products]
+
+    @property
+    def cams(self) -> list[str]:
+        """The products with a ``cams`` row per image (prediction, faithfulness)."""
+        return [p.name for p in self.products if MAP_KINDS[p.kind].table == "cams"]
+
+    def kind(self, product: str) -> MapKind:
+        """The kind of one of the run's products."""
+        return MAP_KINDS[next(p.kind for p in self.products if p.name == product)]
+
+    def map_kinds(self) -> list[MapKind]:
+        """The kinds of map product the run makes (one map rule each)."""
+        return [MAP_KINDS[kind] for kind in dict.fromkeys(p.kind for p in self.products)]
+
+    def trained(self) -> list[Model]:
+        """The models the run trains (one train rule each)."""
+        return [MODELS[name] for name in self.models]
+
+    def wildcard_values(self) -> dict[str, list[str]]:
+        """Every value each wildcard of the map rules takes (the workflow's wildcard constraints)."""
+        values: dict[str, list[str]] = {}
+        for p in self.products:
+            for name, value in p.wildcards.items():
+                values.setdefault(name, [])
+                if value not in values[name]:
+                    values[name].append(value)
+        return values
 
     def table(self, table: str, shard: str, partition: str | None = None) -> str:
         """Path of one table file (:func:`traitpipe.store.tables.table_path`)."""
@@ -117,8 +152,8 @@ class Plan:
         """The cams tables of every product with one, and Prompt-CAM's heads (none when explain is off)."""
         if not self.flags["explain"]:
             return []
-        prompt = [self.table("prompt_heads", s) for s in self.shards] if "promptcam" in self.mapped else []
-        return [self.table("cams", s, m) for m in self.cams for s in self.shards] + prompt
+        return list(dict.fromkeys(self.table(kind.table, s, kind.table_partition(p.name))
+                                  for p in self.products for kind in [MAP_KINDS[p.kind]] for s in self.shards))
 
     def phylo_outputs(self) -> list[str]:
         """The codes of every shard and the species distances (none when phylo is off)."""
@@ -142,9 +177,7 @@ class Plan:
 
     def evaluation_files(self) -> list[str]:
         """Every ``evaluation`` file the run writes: training accuracies, Phylo-NN, the scores against the truth."""
-        stages = (["classifier"] if self.cam_methods else []) + (["prompt_cam"] if "promptcam" in self.mapped
-                                                                 else [])
-        stages += (["intr"] if "intr" in self.mapped else []) + (["clip"] if self.clip_sets else [])
+        stages = list(self.models)
         stages += ["phylo_train", "phylonn"] if self.flags["phylo"] else []
         stages += ["sst_finetune"] if self.flags["score_finetune"] else []
         stages += ["evaluate"] if self.flags["evaluate"] else []
@@ -157,9 +190,7 @@ class Plan:
         per_shard += ["codes"] if self.flags["phylo"] else []
         per_shard += [f"cam_parts-{m}" for m in self.mapped] if segment else []
         per_shard += ["part_truth"] if self.flags["score_parts"] else []
-        once = (["classifier"] if self.cam_methods else []) + (["prompt_cam_train"] if "promptcam" in self.mapped
-                                                               else [])
-        once += (["intr_train"] if "intr" in self.mapped else []) + (["clip_model"] if self.clip_sets else [])
+        once = [model.job for model in self.trained()]
         once += ["phylo_train"] if self.flags["phylo"] else []
         return ([self.table("failures", s, stage) for stage in per_shard for s in self.shards]
                 + [self.table("failures", "all", stage) for stage in once])

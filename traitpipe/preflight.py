@@ -35,7 +35,7 @@ def check_phylogeny(config: dict, species: Sequence[str]) -> list[str]:
     from traitpipe.phylo.levels import read_tree
 
     try:
-        tips = {leaf.taxon.label for leaf in read_tree(path).leaf_node_iter() if leaf.taxon is not None}
+        tips = {leaf.taxon.label for leaf in read_tree(path.read_text()).leaf_node_iter() if leaf.taxon is not None}
     except Exception as error:  # dendropy raises its own errors for every kind of bad Newick
         return [f"collection.phylogeny: {path} is not a Newick tree: {str(error).splitlines()[0]}"]
     missing = sorted(set(species) - tips)
@@ -163,7 +163,7 @@ def check_clip(config: dict, species: Sequence[str]) -> list[str]:
         problems.append(f"clip.checkpoint: no such file or folder {value} (a local weights file, a folder in the "
                         "Hugging Face Hub's layout, hf-hub:<org>/<repo>, train, or null)")
     elif value is not None and Path(value).is_dir():
-        from traitpipe.explain.clip import hub_folder_files
+        from traitpipe.models.clip import hub_folder_files
 
         try:
             hub_folder_files(value)
@@ -191,7 +191,8 @@ def _check_clip_model(settings: dict) -> list[str]:
     import torch
 
     from traitpipe.explain.cam import resolve_layers
-    from traitpipe.explain.clip import PromptClassifier, build_clip, model_config
+    from traitpipe.explain.clip import PromptClassifier
+    from traitpipe.models.clip import build_clip, model_config
 
     try:
         with torch.device("meta"):

@@ -17,7 +17,7 @@ from traitpipe.collection.ingest import ingest
 from traitpipe.collection.manifest import ManifestError, read_table
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import load_config, validate_config
-from traitpipe.segment.references import find_references
+from traitpipe.collection.references import find_references
 
 #: Config files; anything else is read as a manifest.
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")

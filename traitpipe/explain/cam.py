@@ -22,32 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from traitpipe.registry import Registry
+
 #: (activations (B, C, h, w), gradients (B, C, h, w)) -> map (B, h, w), before the ReLU
 CamMethod = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-METHODS: dict[str, CamMethod] = {}
-
-
-def register(name: str) -> Callable[[CamMethod], CamMethod]:
-    """Add a CAM method to :data:`METHODS` under ``name``."""
-
-    def add(method: CamMethod) -> CamMethod:
-        METHODS[name] = method
-        return method
-
-    return add
+METHODS = Registry("CAM method")
 
 
 def _channel_weighted(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     return (weights[:, :, None, None] * activations).sum(1)
 
 
-@register("gradcam")
+@METHODS.register("gradcam")
 def gradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM: channels weighted by their spatially averaged gradient."""
     return _channel_weighted(grads.mean((2, 3)), activations)
 
 
-@register("gradcampp")
+@METHODS.register("gradcampp")
 def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018, eq. 19), as pytorch-grad-cam computes it."""
     g2 = grads.pow(2)
@@ -57,20 +49,20 @@ def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return _channel_weighted((grads.clamp(min=0) * aij).sum((2, 3)), activations)
 
 
-@register("xgradcam")
+@METHODS.register("xgradcam")
 def xgradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """XGrad-CAM: gradients weighted by the normalised activations."""
     total = activations.sum((2, 3), keepdim=True)
     return _channel_weighted((grads * activations / (total + 1e-7)).sum((2, 3)), activations)
 
 
-@register("hirescam")
+@METHODS.register("hirescam")
 def hirescam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """HiResCAM: element-wise gradient times activation, summed over channels."""
     return (grads * activations).sum(1)
 
 
-@register("layercam")
+@METHODS.register("layercam")
 def layercam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """LayerCAM: positive gradients times activations, summed over channels."""
     return (grads.clamp(min=0) * activations).sum(1)
@@ -224,8 +216,7 @@ def cam_pass(model: nn.Module, images: torch.Tensor, target_layers: Sequence[nn.
     the forward pass is shared, so several comparison strengths cost one
     backward pass each. Returns one :class:`CamPass` per alpha.
     """
-    if method not in METHODS:
-        raise KeyError(f"unknown CAM method {method!r}; methods: {', '.join(sorted(METHODS))}")
+    combine = METHODS[method]  # a KeyError naming the known methods
     layers = resolve_layers(model, target_layers)
     outputs: list[torch.Tensor | None] = [None] * len(layers)
 
@@ -257,7 +248,7 @@ def cam_pass(model: nn.Module, images: torch.Tensor, target_layers: Sequence[nn.
             for i, alpha in enumerate(alphas):
                 objective, compared = finer_objective(logits, target, alpha, n_compare)
                 grads = torch.autograd.grad(objective.sum(), outputs, retain_graph=i < len(alphas) - 1)
-                raw = [METHODS[method](a, _to_maps(model, g, reshape_transform).float()).clamp(min=0)
+                raw = [combine(a, _to_maps(model, g, reshape_transform).float()).clamp(min=0)
                        for a, g in zip(activations, grads)]
                 passes.append(CamPass(raw, logits.detach().float(), target, compared))
     finally:

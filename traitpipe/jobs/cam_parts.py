@@ -15,7 +15,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import failure_rows, read_rows, read_truth
+from traitpipe.jobs.images import failure_rows, read_rows
+from traitpipe.jobs.masks import read_truth
 from traitpipe.jobs.step import Step
 from traitpipe.store.maps import open_maps
 from traitpipe.traits.maps import mask_scores, place_maps, resize_maps

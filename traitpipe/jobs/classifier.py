@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, split, write_json
-from traitpipe.models.load import class_order
+from traitpipe.jobs.images import read_rows
+from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.store.atomic import write_json
+from traitpipe.jobs.models import class_order
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file

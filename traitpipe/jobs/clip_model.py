@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
-from traitpipe.explain.clip import (PromptClassifier, build_clip, clip_tokenizer, encode_prompts, load_clip,
-                                    model_config, preprocessing, train_clip)
+from traitpipe.explain.clip import PromptClassifier, encode_prompts, preprocessing, train_clip
+from traitpipe.models.clip import build_clip, clip_tokenizer, load_clip, model_config
 from traitpipe.explain.prompts import captions, prompt_sets
-from traitpipe.jobs.common import accuracy_rows, labelled_images, read_rows, split, write_json
+from traitpipe.jobs.images import read_rows
+from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file

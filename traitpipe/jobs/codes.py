@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from traitpipe.jobs.common import PHYLO_MEAN_STD, ImageInputs, leave_out_unread, read_once, read_rows
-from traitpipe.models.load import load_phylonn
+from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.phylo.model import MEAN_STD
+from traitpipe.jobs.models import load_phylonn
 from traitpipe.jobs.step import Step
 from traitpipe.phylo.training import generate_codes
 
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     args, config, device = step.args, step.config, step.device
     base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
     rows, settings = read_rows(args.images), config["phylo"]
-    batches, problems = read_once(ImageInputs(config, rows, settings["image_size"], *PHYLO_MEAN_STD),
+    batches, problems = read_once(ImageInputs(config, rows, settings["image_size"], *MEAN_STD),
                                   settings["batch_size"], config["loader"]["workers"], device)
     records = []
     if len(rows):

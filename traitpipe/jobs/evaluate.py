@@ -4,7 +4,7 @@ true trait, faithfulness per method and alpha; on all images and on the cryptic 
 from __future__ import annotations
 
 
-from traitpipe.jobs.common import cryptic_pairs, sam2_split
+from traitpipe.jobs.splits import cryptic_pairs, sam2_split
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
 from traitpipe.traits.evaluation import (faithfulness_scores, map_scores, retrieval_scores, segmentation_scores,

@@ -13,9 +13,9 @@ from tqdm import tqdm
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.explain.faithfulness import DROP_COLUMNS
-from traitpipe.jobs.common import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.models.classes import explained_classes
-from traitpipe.models.load import load_classifier, load_prompt_classifier
+from traitpipe.jobs.models import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.store.maps import background_writes, keep_images, map_writer

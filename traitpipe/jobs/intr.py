@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from traitpipe.explain.cam import similar_classes
 from traitpipe.explain.faithfulness import DROP_COLUMNS, confidence_drop
-from traitpipe.jobs.common import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.jobs.step import Step
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
-from traitpipe.models.load import load_intr_model
+from traitpipe.jobs.models import load_intr_model
 from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
-from traitpipe.jobs.common import accuracy_rows, labelled_images, split, write_json
+from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
-from traitpipe.models.load import class_order
+from traitpipe.jobs.models import class_order
 from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
 

@@ -100,7 +100,8 @@ def load_intr_model(weights: str | Path, description: str | Path):
 def load_prompt_classifier(weights: str | Path, description: str | Path, prompts: str, device: torch.device):
     """The run's CLIP image tower scored against one prompt set (``models/clip.pt``, written by the clip_model job),
     on ``device`` in eval mode, and its description with that set's ``texts``, ``labels`` and ``species_prompt``."""
-    from traitpipe.explain.clip import PromptClassifier, image_tower
+    from traitpipe.explain.clip import PromptClassifier
+    from traitpipe.models.clip import image_tower
     from traitpipe.models.checkpoints import load_checkpoint
 
     meta = json.loads(Path(description).read_text())

@@ -14,7 +14,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import failure_rows, read_rows, read_truth
+from traitpipe.jobs.images import failure_rows, read_rows
+from traitpipe.jobs.masks import read_truth
 from traitpipe.jobs.step import Step
 from traitpipe.segment.parts import to_canvas
 from traitpipe.store.maps import open_maps

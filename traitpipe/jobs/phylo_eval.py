@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traitpipe.jobs.common import read_rows, species_ranks
+from traitpipe.jobs.images import read_rows
+
+from traitpipe.jobs.splits import species_ranks
 from traitpipe.jobs.step import Step
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
 from traitpipe.phylo.levels import species_distances
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         subset = "train"
         step.finish("WARNING no held-out images (every species has one specimen); evaluating on the training images")
     species = sorted(codes["species"].unique())
-    tree = species_distances(species, config["phylo"]["distances"], tree=args.phylogeny,
+    newick = Path(args.phylogeny).read_text() if args.phylogeny else None
+    tree = species_distances(species, config["phylo"]["distances"], tree=newick,
                              ranks=species_ranks(config, read_rows(args.images)))
     levels = tree.shape[0]
     phylo = np.stack(codes["phylo_codes"].to_numpy()).astype(np.int64)

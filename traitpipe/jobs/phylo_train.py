@@ -6,10 +6,15 @@ and the level heads' accuracy on both splits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from traitpipe.jobs.common import held_out, phylo_images, read_rows, species_ranks, split, write_json
-from traitpipe.models.load import build_phylonn
+from traitpipe.jobs.images import read_rows, readable_inputs
+from traitpipe.jobs.splits import held_out, species_ranks, split
+from traitpipe.phylo.model import MEAN_STD
+from traitpipe.store.atomic import write_json
+from traitpipe.jobs.models import build_phylonn
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
@@ -27,9 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     args, config, device = step.args, step.config, step.device
     settings, train = config["phylo"], config["phylo"]["train"]
     checkpoint = step.checkpoint("phylo")
-    rows, images, failures = phylo_images(config, read_rows(args.images))
+    rows, images, failures = readable_inputs(config, read_rows(args.images), settings["image_size"], *MEAN_STD)
     species = sorted(rows["species"].unique())
-    levels, level_names, source = species_levels(species, settings["distances"], tree=args.phylogeny,
+    tree = Path(args.phylogeny).read_text() if args.phylogeny else None
+    levels, level_names, source = species_levels(species, settings["distances"], tree=tree, tree_name=args.phylogeny,
                                                  ranks=species_ranks(config, rows))
     targets = torch.as_tensor(levels[rows["species"].map({s: i for i, s in enumerate(species)}).to_numpy()])
     groups = [int(g) for g in levels.max(0) + 1]

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from traitpipe.jobs.common import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.models.classes import explained_classes
-from traitpipe.models.load import load_prompt_cam
+from traitpipe.jobs.models import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
 from traitpipe.store.maps import background_writes, keep_images, map_writer

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.prompt_cam import RELEASED_MEAN, RELEASED_STD
-from traitpipe.jobs.common import accuracy_rows, labelled_images, split, write_json
-from traitpipe.models.load import class_order, load_prompt_cam
+from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.store.atomic import write_json
+from traitpipe.jobs.models import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file

@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from traitpipe.jobs.common import cryptic_pairs, load_pixels
+from traitpipe.jobs.images import load_pixels
+
+from traitpipe.jobs.splits import cryptic_pairs
 from traitpipe.jobs.step import Step
+from traitpipe.products import MAP_KINDS, map_products
 from traitpipe.phylo.levels import read_tree
 from traitpipe.report.build import QUERIES, data_uri, describe, render
 from traitpipe.report.figures import Panel, evaluation_chart, map_name, png, specimen_grid, tree_figure
@@ -99,9 +102,10 @@ def trait_map(trait: dict) -> str:
 
 
 def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd.DataFrame | None,
-                    n_heads: int, random: dict[str, bool]) -> list[Panel]:
-    """The panels of one specimen: the image, SST's labels, each map, the top Prompt-CAM heads, INTR's first
-    heads (``n_heads`` of each)."""
+                    n_heads: int, random: dict[str, bool], panels_of: dict[str, str]) -> list[Panel]:
+    """The panels of one specimen: the image, SST's labels, and each product's maps as its kind's ``panel``
+    (``panels_of``, :attr:`traitpipe.products.MapKind.panel`) says: one per comparison strength, the top-ranked
+    heads (Prompt-CAM) or the first heads (INTR), ``n_heads`` of those."""
     size = image.shape[:2]
     panels = [Panel(image, title=image_id[:10])]
     found = index.get("segment", image_id)
@@ -116,13 +120,13 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
         group, i = found
         maps = resize_maps(group["cam"][i].astype(np.float32), size)
         warning = RANDOM if random[product] else ""
-        if product == "promptcam":
+        if panels_of[product] == "ranked_heads":
             mine = heads[heads["image_id"] == image_id].sort_values("rank")
             shown = "rank {}" if mine["ranked"].all() else "rank {}; misclassified, which the authors leave unranked"
-            panels += [Panel(image, heat=maps[h], title=f"Prompt-CAM head {h} ({shown.format(r)})", warning=warning)
+            panels += [Panel(image, heat=maps[h], title=f"{product} head {h} ({shown.format(r)})", warning=warning)
                        for r, h in enumerate(mine["head"].tolist()[:n_heads])]
-        elif product == "intr":
-            panels += [Panel(image, heat=maps[h], title=f"INTR head {h}", warning=warning)
+        elif panels_of[product] == "heads":
+            panels += [Panel(image, heat=maps[h], title=f"{product} head {h}", warning=warning)
                        for h in range(min(n_heads, len(maps)))]
         else:
             panels += [Panel(image, heat=maps[k], title=map_name(product, alpha), warning=warning)
@@ -177,13 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     figure_uris = {"evaluation": figure(evaluation_chart(scored), "evaluation.png") if len(scored) else None}
 
     # per species: what its maps point at, and a grid of specimens
-    settings = config["report"]
+    settings, panels_of = config["report"], {name: MAP_KINDS[kind].panel for name, kind in map_products(config).items()}
     species = []
     for name in tqdm(sorted(images["species"].unique()), desc="report", unit="species", file=sys.stderr):
         chosen = images[images["species"] == name].sort_values("image_id").head(settings["specimens"])
         pixels, ok, _ = load_pixels(config, chosen)
         chosen = chosen[ok]
-        grid = [specimen_panels(image, image_id, index, heads, settings["heads"], random)
+        grid = [specimen_panels(image, image_id, index, heads, settings["heads"], random, panels_of)
                 for image, image_id in zip(pixels, chosen["image_id"])]
         mine = traits[(traits["species"] == name) & (traits["rank"].isna() | (traits["rank"] == 0))]
         species.append({
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         pick = finer if len(finer) else traits[traits["rank"].isna() | (traits["rank"] == 0)]
         first = pick.sort_values(["method", "alpha", "rank", "head"], kind="stable").drop_duplicates("species")
         notes = {t["species"]: f"{trait_map(t)}: {t['part']} ({t['consistency']:.0%})" for t in first.to_dict("records")}
-        figure_uris["tree"] = figure(tree_figure(read_tree(args.phylogeny), notes), "tree.png")
+        figure_uris["tree"] = figure(tree_figure(read_tree(Path(args.phylogeny).read_text()), notes), "tree.png")
     else:
         figure_uris["tree"] = None
 

@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from traitpipe.jobs.common import read_rows, truth_images, write_json
+from traitpipe.jobs.images import read_rows
+
+from traitpipe.jobs.masks import truth_images
+
+from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.segment.references import part_names
+from traitpipe.collection.references import part_names
 from traitpipe.segment.sst import config_file
 from traitpipe.segment.train import STUCK_MIOU, train_sam2
 from traitpipe.store.atomic import atomic_path

@@ -13,11 +13,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import ImageInputs, ReadAhead, failure_rows, load_support, read_mask, read_rows
+from traitpipe.jobs.images import ImageInputs, ReadAhead, failure_rows, read_rows
+from traitpipe.jobs.masks import load_support, read_mask
 from traitpipe.jobs.step import Step
 from traitpipe.segment.backends import load_segmenter
 from traitpipe.segment.parts import part_statistics, to_canvas
-from traitpipe.segment.references import part_names
+from traitpipe.collection.references import part_names
 from traitpipe.segment.sst import Frame, Subset
 from traitpipe.traits.overlap import part_masks
 from traitpipe.store.maps import background_writes, keep_images, map_writer, ome_label_attrs

@@ -21,12 +21,15 @@ import pandas as pd
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.common import load_pixels, load_support, read_rows, sam2_split, truth_images, write_json
+from traitpipe.jobs.images import load_pixels, read_rows
+from traitpipe.jobs.masks import load_support, truth_images
+from traitpipe.jobs.splits import sam2_split
+from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.backends import SAM2Video
 from traitpipe.segment.finetune import finetune
-from traitpipe.segment.references import part_names
+from traitpipe.collection.references import part_names
 from traitpipe.segment.train import video_overlaps
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.schemas import PART_TRUTH

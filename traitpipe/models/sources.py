@@ -13,29 +13,22 @@ a file path               ``file``: a local checkpoint, a state dict in timm's l
 
 The two named sources are fetched by timm (through the Hugging Face cache) only because the
 config names them; with ``HF_HUB_OFFLINE=1`` they come from the local cache, never the network.
-A new source is one function registered with :func:`register_source`;
+A new source is one function registered with ``@SOURCES.register(kind)``;
 ``traitpipe.models.classifier.build_classifier`` builds from any of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from traitpipe.registry import Registry
 
 if TYPE_CHECKING:  # timm and torch load with the first model built: the workflow's parse reads source_kind alone
     from torch import nn
 
 #: kind -> builder(arch, num_classes, kwargs, value, new_head) -> (model, info: checkpoint, sha256)
-SOURCES: dict[str, Callable[..., tuple[nn.Module, dict]]] = {}
-
-
-def register_source(kind: str) -> Callable:
-    """Decorator: register a classifier source builder under ``kind``."""
-    def add(builder: Callable) -> Callable:
-        SOURCES[kind] = builder
-        return builder
-    return add
+SOURCES = Registry("classifier source")
 
 
 def source_kind(value: str | Path | None) -> str:
@@ -61,22 +54,22 @@ def _create(name: str, pretrained: bool, num_classes: int, kwargs: dict) -> nn.M
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
-@register_source("random")
+@SOURCES.register("random")
 def _random(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
     return _create(arch, False, num_classes, kwargs), {}
 
 
-@register_source("timm")
+@SOURCES.register("timm")
 def _timm(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
     return _create(arch, True, num_classes, kwargs), {}
 
 
-@register_source("hf-hub")
+@SOURCES.register("hf-hub")
 def _hf_hub(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
     return _create(str(value), True, num_classes, kwargs), {}
 
 
-@register_source("file")
+@SOURCES.register("file")
 def _file(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
     from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import dendropy
 import numpy as np
@@ -13,17 +12,15 @@ import pandas as pd
 DISTANCES = (0.33, 0.5, 0.77)
 
 
-def read_tree(newick: str | Path) -> dendropy.Tree:
-    """A tree from a Newick file path or Newick text (a string starting with "("); underscores in names are kept.
+def read_tree(newick: str) -> dendropy.Tree:
+    """A tree from Newick text; underscores in names are kept.
 
-    Raises FileNotFoundError for a path that is not a file (it is never read as Newick text).
+    Raises ValueError for text that is not Newick (it must start with "("): a file name is never read as a
+    one-taxon tree; the caller reads the file.
     """
-    if isinstance(newick, str) and newick.lstrip().startswith("("):
-        text = newick
-    elif Path(newick).is_file():
-        text = Path(newick).read_text()
-    else:
-        raise FileNotFoundError(f"phylogeny file not found: {newick}")
+    if not newick.lstrip().startswith("("):
+        raise ValueError(f"not Newick text (it must start with '('): {newick[:60]!r}")
+    text = newick
     try:
         return dendropy.Tree.get(data=text, schema="newick", preserve_underscores=True)
     except dendropy.dataio.newickreader.NewickReader.NewickReaderDuplicateTaxonError as error:
@@ -70,13 +67,13 @@ def _group_nodes(tips: dict[str, dendropy.Node], depth: float, species: Sequence
     return nodes
 
 
-def level_labels(newick: str | Path, species: Sequence[str], distances: Sequence[float] = DISTANCES) -> np.ndarray:
+def level_labels(newick: str, species: Sequence[str], distances: Sequence[float] = DISTANCES) -> np.ndarray:
     """Group of every species at every level of an ultrametric tree, by the authors' rule.
 
     Parameters
     ----------
-    newick : str or Path
-        Newick file or text, with branch lengths.
+    newick : str
+        Newick text, with branch lengths.
     species : sequence of str, length S
         Tip names.
     distances : sequence of float
@@ -132,7 +129,7 @@ def rank_labels(ranks: np.ndarray) -> np.ndarray:
     return out
 
 
-def level_distances(newick: str | Path, species: Sequence[str],
+def level_distances(newick: str, species: Sequence[str],
                     distances: Sequence[float] = DISTANCES) -> np.ndarray:
     """Tree distance between the groups of every species pair at every level.
 
@@ -181,8 +178,8 @@ def head_name(distance: float | None) -> str:
     return "class" if distance is None else f"{str(distance).replace('.', '')}distance"
 
 
-def species_levels(species: Sequence[str], distances: Sequence[float], *, tree: str | Path | None = None,
-                   ranks: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str], str]:
+def species_levels(species: Sequence[str], distances: Sequence[float], *, tree: str | None = None,
+                   ranks: pd.DataFrame | None = None, tree_name: str = "phylogeny") -> tuple[np.ndarray, list[str], str]:
     """Group of every species at every level, from the phylogeny, else from taxonomy ranks.
 
     Parameters
@@ -190,10 +187,12 @@ def species_levels(species: Sequence[str], distances: Sequence[float], *, tree: 
     species : sequence of str, length S
     distances : sequence of float
         Relative distances of the ancestor levels (used with a tree).
-    tree : str, Path or None
-        A Newick file.
+    tree : str or None
+        Newick text.
     ranks : pandas.DataFrame or None
         Used without a tree: rank values (columns, most inclusive first) indexed by species.
+    tree_name : str
+        What ``source`` calls the tree (its file, say).
 
     Returns
     -------
@@ -205,14 +204,14 @@ def species_levels(species: Sequence[str], distances: Sequence[float], *, tree: 
         Where the levels came from, for logs.
     """
     if tree is not None:
-        return level_labels(tree, species, distances), [head_name(d) for d in distances], f"phylogeny {tree}"
+        return level_labels(tree, species, distances), [head_name(d) for d in distances], f"phylogeny {tree_name}"
     if ranks is None or not len(ranks.columns):
         raise ValueError("phylo needs collection.phylogeny (a Newick tree) or collection.columns.ranks (taxonomy)")
     values = ranks.loc[list(species)].to_numpy(dtype=str)
     return rank_labels(values), list(ranks.columns), f"taxonomy ranks {', '.join(ranks.columns)}"
 
 
-def species_distances(species: Sequence[str], distances: Sequence[float], *, tree: str | Path | None = None,
+def species_distances(species: Sequence[str], distances: Sequence[float], *, tree: str | None = None,
                       ranks: pd.DataFrame | None = None) -> np.ndarray:
     """(L, S, S) distances between the species' groups per level: from the tree (:func:`level_distances`),
     else 0 within and 1 between rank groups."""

@@ -32,6 +32,9 @@ from torch import nn
 from traitpipe.phylo.levels import head_name
 from traitpipe.phylo.quantize import VectorQuantizer
 
+#: Phylo-NN's input normalisation (mean, std per channel): pixels in [-1, 1].
+MEAN_STD = ([0.5] * 3, [0.5] * 3)
+
 
 @dataclass
 class Disentangled:

@@ -178,7 +178,7 @@ def generate_codes(base: nn.Module, model: Disentangler, images: Dataset | torch
         Images in [-1, 1]: a dataset of float32 (3, S, S) items (read in ``workers`` DataLoader processes),
         a tensor (N, 3, S, S) on the CPU, or batches already set up: a callable yielding
         (index int64 (B,), images float32 (B, 3, S, S)) in image order (a shard job's
-        :func:`traitpipe.jobs.common.read_once`).
+        :func:`traitpipe.jobs.images.read_once`).
 
     Returns
     -------

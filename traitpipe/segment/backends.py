@@ -8,7 +8,7 @@ a torch device, a fine-tuned weights file or None) with:
 - ``segment(support, support_labels, queries)`` -> an iterator of :class:`traitpipe.segment.sst.Frame` (each
   frame's label image and per-part masks, the parts, its chunk), frame 0 the support, then the queries in order;
   ``queries`` is a sequence read one item at a time and in order (``queries[k]`` for k = 0, 1, ..., the
-  last one again allowed; ``len``; no slices): the segment job streams them (:class:`traitpipe.jobs.common.ReadAhead`),
+  last one again allowed; ``len``; no slices), which the caller may read from disk as they are asked for,
   so an item may raise :class:`traitpipe.collection.images.ImageError`, and going back raises ValueError;
 - ``round_trip_iou(support, query, support_labels, part)`` -> float, SST's retrieval score.
 
@@ -19,25 +19,23 @@ config schema's ``segment.backend`` list, which a test keeps equal to it).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from traitpipe.registry import Registry
+
 #: name -> "module:Class"; imported only when a run names it.
-BACKENDS: dict[str, str] = {"sam2_video": "traitpipe.segment.backends:SAM2Video"}
+BACKENDS = Registry("segmentation backend")
+BACKENDS.register("sam2_video", "traitpipe.segment.backends:SAM2Video")
 
 
 def load_segmenter(settings: dict, device: torch.device, tuned: str | Path | None = None,
                    trained: str | Path | None = None):
     """The backend ``settings["backend"]`` names, built on ``device`` (see the module docstring)."""
-    name = settings["backend"]
-    if name not in BACKENDS:
-        raise ValueError(f"segment.backend {name!r} is not one of {', '.join(sorted(BACKENDS))}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(settings, device, tuned, trained)
+    return BACKENDS[settings["backend"]](settings, device, tuned, trained)
 
 
 class SAM2Video:

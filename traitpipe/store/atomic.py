@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 from pathlib import Path
@@ -61,3 +62,10 @@ def atomic_path(final: str | Path):
         _remove(old)
     else:
         os.replace(tmp, final)
+
+
+def write_json(path: str | Path, value: dict) -> Path:
+    """Write a JSON file atomically (sorted keys, indented)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(value, indent=1, sort_keys=True, default=str) + "\n")
+    return Path(path)

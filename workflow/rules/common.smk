@@ -2,6 +2,7 @@
 # Snakefile is parsed: the config is validated, the manifest read and the shard
 # list planned (no checkpoint rules), so the DAG builds in seconds.
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from traitpipe.plan import Plan
 from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
 from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
-from traitpipe.segment.references import find_references, parts_file
+from traitpipe.collection.references import find_references, parts_file
 
 try:
     CFG = validate_config(config)
@@ -85,18 +86,13 @@ MAPPED, CAMS, TRUTH = PLAN.mapped, PLAN.cams, PLAN.truth
 SCORE_PARTS, SCORE_MAPS, RETRIEVAL = PLAN.flags["score_parts"], PLAN.flags["score_maps"], PLAN.flags["retrieval"]
 SCORE_FINETUNE, SUMMARIZE = PLAN.flags["score_finetune"], PLAN.flags["summarize"]
 MAP_PRODUCTS = PLAN.map_products
-# What INTR's explain job depends on: its section, the explained class, the faithfulness mask, the device.
-INTR_SETTINGS = canonical_json({"intr": CFG["intr"], "device": CFG["device"],
-                                **{k: CFG["explain"][k] for k in ("target", "faithfulness_fraction")}})
 # segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
 TRAINED_SAM2 = [f"{RESULTS}/models/sam2_trained.pt"] if PLAN.flags["trained_sam2"] else []
 
 wildcard_constraints:
     shard=r"\d+",
-    method="|".join(m["name"] for m in CFG["explain"]["methods"]),
-    prompts="species|concept",
-    clip_method="|".join(m["name"] for m in CFG["clip"]["methods"]),
-    mapped="|".join(MAPPED) or "-",
+    mapped="|".join(map(re.escape, MAPPED)) or "-",
+    **{name: "|".join(map(re.escape, values)) for name, values in PLAN.wildcard_values().items()},
 
 
 def settings(*sections):
@@ -105,24 +101,28 @@ def settings(*sections):
     return canonical_json({name: CFG[name] for name in sections})
 
 
-def method_settings(section, wildcard):
-    """The settings param of the per-shard jobs of one CAM method of ``section`` (explain, or clip: the CAM on a
-    CLIP, which also reads the clip section): that method's own entry (named by ``wildcard``), not the others'."""
-    sections = ["explain"] + ([section] if section != "explain" else [])
-
-    def settings_of(wildcards):
-        chosen = {name: {k: v for k, v in CFG[name].items() if k != "methods"} for name in sections}
-        method = next(m for m in CFG[section]["methods"] if m["name"] == getattr(wildcards, wildcard))
-        return canonical_json({**chosen, "method": method, "device": CFG["device"]})
-
-    return settings_of
+def config_files(model):
+    """Input name -> files, of the files the config names for a model (traitpipe.products.Model.files)."""
+    return {name: checkpoint_files(value) if kind == "local" else collection_files(value)
+            for name, (value, kind) in model.file_settings(CFG).items()}
 
 
-def clip_model_settings():
-    """What the CLIP model step depends on: its model, prompts and training (not the CAM methods and their batch
-    size, which the per-shard jobs read), the taxonomy ranks its species prompts are built from, the device."""
-    clip = {k: v for k, v in CFG["clip"].items() if k not in ("methods", "batch_size")}
-    return canonical_json({"clip": clip, "ranks": CFG["collection"]["columns"]["ranks"], "device": CFG["device"]})
+def model_options(names, files, first=None):
+    """'--<name> WEIGHTS --<name>-description DESCRIPTION' for models ``names`` whose files (weights, description
+    of each, in order) are ``files``; the first model as '--<first> ... --description ...' when ``first``."""
+    files = list(files)
+    options = []
+    for k, name in enumerate(names):
+        flag = first if (first and k == 0) else name
+        described = "description" if (first and k == 0) else f"{name}-description"
+        options += [f"--{flag} {shlex.quote(files[2 * k])}", f"--{described} {shlex.quote(files[2 * k + 1])}"]
+    return " ".join(options)
+
+
+def heads_files(product, shards):
+    """The ranked-heads tables (``prompt_heads``) of a product whose kind writes them, in these shards; else []."""
+    kind = PLAN.kind(product)
+    return [table_file(kind.table, s) for s in shards] if kind.table == "prompt_heads" else []
 
 
 def table_file(table, shard, partition=None):

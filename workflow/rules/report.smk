@@ -4,7 +4,7 @@ rule report:
         failures=PLAN.failure_files(),
         evaluation=PLAN.evaluation_files(),
         species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
-        heads=[table_file("prompt_heads", s) for s in SHARDS] if "promptcam" in MAPPED else [],
+        heads=[file for m in MAPPED for file in heads_files(m, SHARDS)],
         maps=[map_file(p, s) for p in MAP_PRODUCTS for s in SHARDS],
         phylogeny=PHYLOGENY,
         phylonn=[model_file("phylonn.json")] if CFG["phylo"]["enabled"] else [],

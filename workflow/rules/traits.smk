@@ -3,7 +3,7 @@ rule cam_parts:
         images=table_file("images", "{shard}"),
         labels=map_file("segment", "{shard}"),
         maps=map_file("cam-{mapped}", "{shard}"),
-        heads=lambda wildcards: [table_file("prompt_heads", wildcards.shard)] if wildcards.mapped == "promptcam" else [],
+        heads=lambda wildcards: heads_files(wildcards.mapped, [wildcards.shard]),
         truth=lambda wildcards: truth_files("trait_truth", wildcards.shard),
     output:
         cam_parts=table_file("cam_parts", "{shard}", "{mapped}"),
@@ -56,7 +56,7 @@ rule summarize:
         maps=[map_file("cam-{mapped}", s) for s in SHARDS],
         labels=[map_file("segment", s) for s in SHARDS],
         cam_parts=[table_file("cam_parts", s, "{mapped}") for s in SHARDS],
-        heads=lambda wildcards: [table_file("prompt_heads", s) for s in SHARDS] if wildcards.mapped == "promptcam" else [],
+        heads=lambda wildcards: heads_files(wildcards.mapped, SHARDS),
     output:
         species_maps=f"{RESULTS}/maps/species/cam-{{mapped}}.zarr/zarr.json",
         species_traits=table_file("species_traits", "all", "{mapped}"),

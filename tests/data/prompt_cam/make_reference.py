@@ -21,10 +21,8 @@ authors' exact on-disk layout ({'model_state_dict': model.state_dict()}) beside 
 from __future__ import annotations
 
 import ast
-import copy
 import logging
 import sys
-import textwrap
 import types
 from pathlib import Path
 
