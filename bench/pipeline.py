@@ -70,8 +70,8 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
         model, meta = load_classifier(r / "classifier.pt", r / "classifier.json", device)
         settings = config["explain"]
         size = settings["batch_size"]
-        targets = torch.from_numpy(explained_classes(rows["species"], meta["classes"], settings["target"]))
-        batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]).to(device),
+        targets = torch.from_numpy(explained_classes(rows["species"], meta.classes, settings["target"]))
+        batches = [(to_batch(pixels[s:s + size], meta.input_size, meta.mean, meta.std).to(device),
                     targets[s:s + size].to(device)) for s in range(0, len(pixels), size)]
         layers = default_layers(model)
         return lambda: [explain_batch(model, batch, layers, method="gradcam", alphas=[None],
@@ -84,7 +84,7 @@ def bare_compute(job: str, config: dict, r: Path, rows, pixels: list[np.ndarray]
     classes = json.loads((r / "prompt_cam.json").read_text())["classes"]
     size = config["prompt_cam"]["batch_size"]
     targets = torch.from_numpy(explained_classes(rows["species"], classes, config["explain"]["target"]))
-    batches = [(to_batch(pixels[s:s + size], meta["input_size"], meta["mean"], meta["std"]).to(device),
+    batches = [(to_batch(pixels[s:s + size], meta.input_size, meta.mean, meta.std).to(device),
                 targets[s:s + size].to(device)) for s in range(0, len(pixels), size)]
 
     def run():

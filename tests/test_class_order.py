@@ -68,7 +68,7 @@ def test_the_classifier_job_keeps_a_checkpoints_own_class_order(small_collection
     given = [species[1], species[0], *species[2:]]
     assert _run_classifier_job(tmp_path / "b", small_collection, tmp_path / "bare.pt", given)["classes"] == given
     meta = _run_classifier_job(tmp_path / "c", small_collection, tmp_path / "bare.pt")
-    assert meta["classes"] == species and "no class list" in meta["source"]["class_order_warning"]
+    assert meta["classes"] == species and "no class list" in meta["extra"]["class_order_warning"]
     assert "WARNING" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"in the collection only \['" + species[0]):
         _run_classifier_job(tmp_path / "d", small_collection, tmp_path / "bare.pt", ["other", *species[1:]])

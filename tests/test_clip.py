@@ -196,13 +196,13 @@ def test_the_jobs_embed_the_prompts_once_and_explain_each_set(small_collection, 
                      "--failures", str(tmp_path / "failures.parquet")])
     description = json.loads((models / "clip.json").read_text())
     concepts = json.loads((small_collection / "concepts.json").read_text())
-    assert sorted(description["prompts"]) == ["concept", "species"] and description["random_weights"] is False
+    assert sorted(description["extra"]["prompts"]) == ["concept", "species"] and description["random_weights"] is False
     assert description["input_size"] == 64
     rows = read_rows([images[0]])
     pixels, _, _ = load_pixels(json.loads(run_config.read_text()), rows)
     batch = to_batch(pixels, 64, description["mean"], description["std"])
     for name in ("species", "concept"):
-        prompts = description["prompts"][name]
+        prompts = description["extra"]["prompts"][name]
         explain.main(["--config", str(run_config), "--method", "gradcam", "--prompts", name, "--images", images[0],
                       "--weights", str(models / "clip.pt"), "--description", str(models / "clip.json"),
                       "--maps", str(tmp_path / f"{name}.zarr"), "--cams", str(tmp_path / f"{name}.parquet"),

@@ -181,9 +181,9 @@ def test_the_jobs_load_a_checkpoint_in_the_authors_layout_and_map_every_image(sm
     original, run_config, images, models, species = _authors_intr(tmp_path, small_collection)
     checkpoint = tmp_path / "checkpoint.pth"
     description = json.loads((models / "intr.json").read_text())
-    assert description["arch"] == {"backbone": "test_resnet", "nheads": 2, "num_classes": 4, "d_model": 16,
+    assert description["architecture"] == {"backbone": "test_resnet", "nheads": 2, "num_classes": 4, "d_model": 16,
                                    "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 32}
-    assert description["classes"] == species and description["source"] == f"checkpoint {checkpoint}"
+    assert description["classes"] == species and description["source"]["checkpoint"] == str(checkpoint)
     _intr_job(run_config, images[0], models, tmp_path)
     cams = pd.read_parquet(tmp_path / "cams.parquet")
     rows = read_rows([images[0]])

@@ -8,6 +8,7 @@ import torch
 
 from traitpipe.explain.prompt_cam import PromptCAM, load_released
 from traitpipe.jobs.models import load_prompt_cam
+from traitpipe.store.cards import ModelCard, Source
 
 
 def _model(seed=0, reg_tokens=1, init_values=None):
@@ -71,10 +72,10 @@ def _reference_case(case, tmp_path):
     reference = torch.load(REFERENCE / "reference.pt", weights_only=True)["cases"][case]
     c = reference["config"]
     description = tmp_path / "classifier.json"
-    description.write_text(json.dumps({
-        "arch": "vit_tiny_patch16_224", "classes": [f"c{k}" for k in range(c["num_classes"])],
-        "kwargs": {"img_size": c["img_size"], "patch_size": c["patch_size"], "embed_dim": c["embed_dim"],
-                   "depth": c["depth"], "num_heads": c["num_heads"], "init_values": c["init_values"]}}))
+    ModelCard("classifier", Source("random"), classes=[f"c{k}" for k in range(c["num_classes"])], architecture={
+        "arch": "vit_tiny_patch16_224", "kwargs": {
+            "img_size": c["img_size"], "patch_size": c["patch_size"], "embed_dim": c["embed_dim"], "depth": c["depth"],
+            "num_heads": c["num_heads"], "init_values": c["init_values"]}}).write(description)
     model, _ = load_prompt_cam(None, description, REFERENCE / f"reference_case{case}_model.pt")
     return model.eval(), reference
 
@@ -182,7 +183,8 @@ def test_a_released_checkpoint_is_trained_on_and_explained_at_the_authors_normal
                            "--description", paths["prompt_cam.json"], "--evaluation", str(tmp_path / "e2.parquet"),
                            "--failures", str(tmp_path / "f2.parquet")])
     described = json.loads(Path(paths["prompt_cam.json"]).read_text())
-    assert described["mean"] == described["std"] == [0.5] * 3 and "released" in described["source"]
+    assert described["mean"] == described["std"] == [0.5] * 3
+    assert described["source"]["kind"] == "file" and described["source"]["checkpoint"].endswith("released.pt")
     assert list(torch.load(paths["prompt_cam.pt"], weights_only=True)) == ["model_state_dict"]
     prompt_cam.main(["--config", str(run_config), "--images", images[0], "--weights", paths["prompt_cam.pt"],
                      "--description", paths["prompt_cam.json"], "--classifier", paths["classifier.pt"],

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow
@@ -201,3 +203,20 @@ def test_docs_outputs_md_is_written_from_the_schemas():
                                                    for f in s)
     doc = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
     assert doc.read_text() == outputs_markdown(), "docs/outputs.md is stale: run python scripts/write_outputs_doc.py"
+
+
+def test_a_model_card_reads_back_and_refuses_another_layout(tmp_path):
+    """One layout for every model: what a card writes reads back equal; a description in another layout (the
+    keys a job wrote before cards) is refused with the keys named, not half-read."""
+    from traitpipe.store.cards import ModelCard, Source
+
+    card = ModelCard("intr", Source("file", "c.pth", "ab"), sha256="cd", classes=["A a"], mean=[0.5] * 3,
+                     std=[0.5] * 3, input_size=64, accuracy={"train": 1.0, "val": 0.5}, architecture={"nheads": 2})
+    card.write(tmp_path / "intr.json")
+    assert ModelCard.read(tmp_path / "intr.json") == card
+    assert card.used()["origin"] == "checkpoint c.pth" and card.used()["checkpoint_sha256"] == "ab"
+    assert ModelCard("clip", Source("trained here", trained="contrastively")).origin() == "trained here (contrastively)"
+    assert ModelCard("c", Source("random"), random_weights=True).origin() == "random weights"
+    (tmp_path / "old.json").write_text(json.dumps({"arch": "vit", "classes": ["A a"], "source": "trained here"}))
+    with pytest.raises(ValueError, match="old.json: not a traitpipe model card: unknown keys arch"):
+        ModelCard.read(tmp_path / "old.json")

@@ -15,7 +15,9 @@ import yaml
 from traitpipe.cli import DEMO_COLLECTION, DEMO_CONFIG, DEMO_PARAMS
 from traitpipe.collection import synthesize
 from traitpipe.models.clip import TINY
+from traitpipe.models.checkpoints import sha256_file
 from traitpipe.store import open_maps
+from traitpipe.store.cards import ModelCard
 
 from conftest import write_config, write_dwca, write_parquet_images
 from test_progress import progress_lines
@@ -302,10 +304,14 @@ def test_run_then_query(collection_copy, tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "6 images, 0 broken, 0 console errors" in done.stdout
     phylonn = json.loads((tmp_path / "results" / "models" / "phylonn.json").read_text())
+    cards = {path.stem: ModelCard.read(path) for path in (tmp_path / "results" / "models").glob("*.json")}
+    assert set(cards) == {"classifier", "prompt_cam", "intr", "clip", "phylonn"}  # one layout for every model
+    for name, card in cards.items():  # each card names its weights
+        assert card.sha256 == sha256_file(tmp_path / "results" / "models" / f"{name}.pt"), name
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select distinct subset, n from evaluation where stage = 'phylonn'", cwd=tmp_path)
     # evaluated on the held-out specimens only (one of five per species here): 4 species, 6 pairs
-    assert len(phylonn["held_out"]) == 4 and json.loads(done.stdout) == [{"subset": "held_out", "n": 6}]
+    assert len(phylonn["extra"]["held_out"]) == 4 and json.loads(done.stdout) == [{"subset": "held_out", "n": 6}]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select count(distinct image_id) as images, count(*) as n, max(rank) as last, "
                      "count(distinct head) as heads from prompt_heads", cwd=tmp_path)
@@ -431,7 +437,9 @@ def test_a_species_without_reference_mask_fails_alone(collection_copy, tmp_path)
                      "select count(distinct image_id) as n from parts", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"n": 15}]
     tuned = json.loads((tmp_path / "results" / "models" / "sam2_finetuned.json").read_text())
-    assert len(tuned["losses"]) == 2 and tuned["species"] == 3 and tuned["sha256"]
+    assert tuned["sha256"] and tuned["source"]["trained"] == "fine-tuned (segment.finetune)"
+    tuned = tuned["extra"]
+    assert len(tuned["losses"]) == 2 and tuned["species"] == 3
     # the guard: each species' next 2 queries set aside, measured before tuning and after its last step
     assert tuned["check_pairs"] == 3 * 2 and [c["step"] for c in tuned["checks"]] == [0, 2]
     assert tuned["kept_step"] == min(tuned["checks"], key=lambda c: c["loss"])["step"]
@@ -516,12 +524,12 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
     done = traitpipe("run", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = json.loads((tmp_path / "results" / "models" / "sam2_trained.json").read_text())
-    assert len(trained["held_out"]) == 1 and len(trained["history"]) == 1 and trained["sha256"]
-    assert "not released SAM 2 weights" in trained["origin"]
+    assert len(trained["extra"]["held_out"]) == 1 and len(trained["history"]) == 1 and trained["sha256"]
+    assert "not released SAM 2 weights" in trained["source"]["trained"]
     labels = open_maps(tmp_path / "results" / "maps" / "segment" / "shard-00000.zarr")
     sam2 = labels.attrs["provenance"]["models"]["sam2"]
     tuned = json.loads((tmp_path / "results" / "models" / "sam2_finetuned.json").read_text())
-    assert tuned["base"]["trained_here"] and tuned["sha256"] != trained["sha256"]
+    assert tuned["source"]["kind"] == "trained here" and tuned["sha256"] != trained["sha256"]
     assert sam2["random_weights"] is False and sam2["trained_here"] is True and sam2["sha256"] == tuned["sha256"]
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",
                      "select subset, n from evaluation where method = 'sst' and metric = 'miou' order by 1",
@@ -530,11 +538,11 @@ def test_a_sam2_trained_here_segments_and_is_scored_on_held_out_species(tmp_path
     assert {r["subset"]: r["n"] for r in json.loads(done.stdout)} == {"cryptic": 8, "held_out": 4, "queries": 16,
                                                                       "trained": 12}
     assert labels.attrs["parts"] == {str(k): f"part_{k}" for k in range(1, 8)}  # named from the reference masks
-    assert trained["pretrain_losses"] and len(trained["pretrain_losses"]) == 2
-    assert trained["warning"].startswith("held-out mIoU 0.0")  # 1 epoch: flagged as not worth reading
+    assert trained["extra"]["pretrain_losses"] and len(trained["extra"]["pretrain_losses"]) == 2
+    assert trained["extra"]["warning"].startswith("held-out mIoU 0.0")  # 1 epoch: flagged as not worth reading
     # fine-tuning scored SST before and after on the same query images, none of which it tuned on or guarded
     # with: each species' 4 queries are 2 tuned, 1 guard, 1 scored
-    roles = {k: set(tuned[k]) for k in ("tuned_images", "check_images", "scored_images")}
+    roles = {k: set(tuned["extra"][k]) for k in ("tuned_images", "check_images", "scored_images")}
     assert [len(v) for v in roles.values()] == [8, 4, 4]
     assert not roles["scored_images"] & (roles["tuned_images"] | roles["check_images"])
     done = traitpipe("query", "--results", str(tmp_path / "results"), "--format", "json",

@@ -7,7 +7,6 @@ import torch
 
 from traitpipe.jobs.images import read_rows
 from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.models import class_order
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -16,6 +15,7 @@ from traitpipe.models.classifier import build_classifier, head_outputs
 from traitpipe.models.sources import source_kind
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(train["seed"])
     model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], source=checkpoint,
                                    new_head=train["enabled"])
-    info["class_order_warning"] = warning
     mean, std = spec["mean"] or info["mean"], spec["std"] or info["std"]  # the config's, else the model's own
     rows, images, labels, is_val, failures = labelled_images(config, args.images, spec["input_size"], mean, std,
                                                              train["val_fraction"], train["seed"], classes)
@@ -50,8 +49,6 @@ def main(argv: list[str] | None = None) -> None:
             weight_decay=train["weight_decay"], linear_probe=train["linear_probe"], seed=train["seed"],
             device=device, val=val, precision=spec["precision"],
             max_per_class=config["training"]["max_images_per_species"], workers=workers)
-        info["random_weights"] = False
-        info["trained"] = "linear probe" if train["linear_probe"] else "fine-tuned"
     model.eval()
     predicted = predict(model, images, train["batch_size"], device, spec["precision"], workers).argmax(1)
     correct = (predicted == labels).numpy()
@@ -60,13 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(weights) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     accuracy, evaluation = accuracy_rows("classifier", correct, is_val)
-    write_json(description, {
-        **{k: spec[k] for k in ("arch", "kwargs", "input_size")}, "mean": mean, "std": std, "classes": classes,
-        "source": info, "sha256": sha256_file(weights), "accuracy": accuracy,
-        "history": history, "device": str(device)})
-    step.record(precision=spec["precision"], models={"classifier": {**info, "sha256": sha256_file(weights)}})
+    trained = ("linear probe" if train["linear_probe"] else "fine-tuned") if train["enabled"] else None
+    card = ModelCard("classifier", Source(info["source"], info["checkpoint"], info["sha256"], trained),
+                     sha256=sha256_file(weights), random_weights=info["random_weights"] and not train["enabled"],
+                     classes=classes, mean=mean, std=std, input_size=spec["input_size"], precision=spec["precision"],
+                     accuracy=accuracy, history=history, device=str(device),
+                     architecture={"arch": spec["arch"], "kwargs": spec["kwargs"]},
+                     extra={"class_order_warning": warning})
+    card.write(description)
+    step.record(precision=spec["precision"], models={"classifier": card.used()})
     step.write("evaluation", evaluation, args.evaluation)
     step.write_failures(failures)
-    origin = f"{info['source']} weights" + (f", {info['trained']} here" if train["enabled"] else "")
-    step.finish(f"{spec['arch']} ({origin}), train accuracy {accuracy['train']:.3f}, "
+    step.finish(f"{spec['arch']} ({card.origin()}), train accuracy {accuracy['train']:.3f}, "
                 f"val accuracy {accuracy['val']:.3f} on {int(is_val.sum())} images")

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 
 from traitpipe.explain.clip import PromptClassifier, encode_prompts, preprocessing, train_clip
-from traitpipe.models.clip import build_clip, clip_tokenizer, load_clip, model_config
+from traitpipe.models.clip import NAMED, build_clip, clip_tokenizer, load_clip, model_config
 from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.images import read_rows
 from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 
 def config_value(value, file: str | None):
@@ -61,12 +61,14 @@ def main(argv: list[str] | None = None) -> None:
                              precision=settings["precision"],
                              max_per_class=config["training"]["max_images_per_species"],
                              workers=config["loader"]["workers"])
-        source, random_weights = {"kind": "trained here", "trained": "contrastively, here (clip.train)"}, False
+        source, random_weights = Source("trained here", trained="contrastively (clip.train)"), False
     else:
         clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
         clip.to(device)
         pre = preprocessing(clip)
-        source = {"kind": "random" if checkpoint is None else "checkpoint", "checkpoint": checkpoint}
+        kind = "random" if checkpoint is None else "hf-hub" if checkpoint.startswith(NAMED) else "file"
+        source = Source(kind, checkpoint, sha256_file(checkpoint) if kind == "file" and Path(checkpoint).is_file()
+                        else None)
         random_weights = checkpoint is None
     clip.to(device).eval()
     scale = clip.logit_scale.exp().item()
@@ -87,15 +89,16 @@ def main(argv: list[str] | None = None) -> None:
         visual = {k: v.detach().cpu() for k, v in clip.visual.state_dict().items()}
         torch.save({"config": architecture, "visual": visual, "logit_scale": scale, "prompts": stored}, tmp)
     sha = sha256_file(args.weights)
-    write_json(args.description, {
-        **pre, "source": source, "model": architecture, "random_weights": random_weights, "sha256": sha,
-        "accuracy": accuracy, "history": history, "settings": settings, "device": str(device),
-        "prompts": {name: {k: chosen[k] for k in ("texts", "labels", "species_prompt")}
-                    for name, chosen in sets.items()}})
-    step.record(precision=settings["precision"],
-                models={"clip": {"sha256": sha, "random_weights": random_weights, **source}})
+    card = ModelCard("clip", source, sha256=sha, random_weights=random_weights, mean=pre["mean"], std=pre["std"],
+                     input_size=pre["input_size"], precision=settings["precision"], accuracy=accuracy,
+                     history=history, device=str(device), architecture=architecture,
+                     extra={"settings": settings, "prompts": {name: {k: chosen[k] for k in
+                                                                     ("texts", "labels", "species_prompt")}
+                                                              for name, chosen in sets.items()}})
+    card.write(args.description)
+    step.record(precision=settings["precision"], models={"clip": card.used()})
     step.write("evaluation", evaluation, args.evaluation)
     step.write_failures(failures)
     said = ", ".join(f"{name} zero-shot val accuracy {value['val']:.3f}" for name, value in accuracy.items())
     counts = ", ".join(f"{name} ({len(chosen['texts'])})" for name, chosen in sets.items())
-    step.finish(f"{source['kind']}; prompt sets {counts}" + (f"; {said}" if said else ""))
+    step.finish(f"{card.origin()}; prompt sets {counts}" + (f"; {said}" if said else ""))

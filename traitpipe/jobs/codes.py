@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     """``traitpipe job codes --config RUN_CONFIG --images T --weights F --description F --codes T --failures T``."""
     step = Step("codes", argv, paths=("images", "weights", "description", "codes", "failures"))
     args, config, device = step.args, step.config, step.device
-    base, model, meta = load_phylonn(args.weights, args.description, config["phylo"], device)
+    base, model, card = load_phylonn(args.weights, args.description, config["phylo"], device)
     rows, settings = read_rows(args.images), config["phylo"]
     batches, problems = read_once(ImageInputs(config, rows, settings["image_size"], *MEAN_STD),
                                   settings["batch_size"], config["loader"]["workers"], device)
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
                        codes["reconstruction_error"].tolist())]
     read, records, failures = leave_out_unread(rows, problems, records)  # all failed: a shard with no codes
     step.record(precision=config["phylo"]["precision"],
-                models={"phylonn": {"sha256": meta["sha256"], "random_weights": False}})
+                models={"phylonn": card.used()})
     step.write("codes", records, args.codes)
     step.write_failures(failures)
     step.finish(f"{read.sum()} images")

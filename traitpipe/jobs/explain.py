@@ -41,25 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.prompts is None:
         spec, product, precision, batch_size = method_spec(config, args.method), args.method, \
             settings["precision"], settings["batch_size"]
-        model, meta = load_classifier(args.weights, args.description, device)
-        classes, prompts, species_class = meta["classes"], None, meta["classes"]
-        used = {"classifier": {**meta["source"], "sha256": meta["sha256"]}}
+        model, card = load_classifier(args.weights, args.description, device)
+        classes, prompts, species_class = card.classes, None, card.classes
     else:
         spec, product = method_spec(config, args.method, "clip"), f"clip-{args.prompts}-{args.method}"
         precision, batch_size = config["clip"]["precision"], config["clip"]["batch_size"]
-        model, meta = load_prompt_classifier(args.weights, args.description, args.prompts, device)
-        classes, prompts, species_class = meta["labels"], meta["texts"], meta["species_prompt"]
-        used = {"clip": {**meta["source"], "sha256": meta["sha256"], "random_weights": meta["random_weights"]}}
+        model, card, chosen = load_prompt_classifier(args.weights, args.description, args.prompts, device)
+        classes, prompts, species_class = chosen["labels"], chosen["texts"], chosen["species_prompt"]
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
     rows = read_rows(args.images)
-    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], meta["mean"], meta["std"]),
+    batches, problems = read_once(ImageInputs(config, rows, card.input_size, card.mean, card.std),
                                   batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], species_class, settings["target"])
-    grid = _layer_grid(model, layers, meta["input_size"], device)
-    prov = step.record(precision=precision, models=used)
+    grid = _layer_grid(model, layers, card.input_size, device)
+    prov = step.record(precision=precision, models={card.name: card.used()})
     attrs = {"provenance": prov, "method": product, "alphas": alphas, "layers": layers, "classes": classes,
-             "input_size": meta["input_size"], "target": settings["target"],
+             "input_size": card.input_size, "target": settings["target"],
              **({"prompts": prompts} if prompts is not None else {}),
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
                      "resize a map to the image's (height, width) from the images table to overlay it"}

@@ -26,17 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("intr", argv, paths=("images", "weights", "description", "maps", "cams", "failures"))
     args, config, device = step.args, step.config, step.device
     settings, fraction = config["intr"], config["explain"]["faithfulness_fraction"]
-    model, meta = load_intr_model(args.weights, args.description)
+    model, card = load_intr_model(args.weights, args.description)
     model.to(device)
-    classes, size = meta["classes"], meta["input_size"]
+    classes, size = card.classes, card.input_size
     with torch.no_grad():  # the backbone's grid at input_size
         grid = tuple(model.attention_maps(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
     rows, batch_size = read_rows(args.images), settings["batch_size"]
-    batches, problems = read_once(ImageInputs(config, rows, size, meta["mean"], meta["std"]), batch_size,
+    batches, problems = read_once(ImageInputs(config, rows, size, card.mean, card.std), batch_size,
                                   config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=settings["precision"],
-                       models={"intr": {"sha256": meta["sha256"], "random_weights": False, "source": meta["source"]}})
+                       models={"intr": card.used()})
     attrs = {"provenance": prov, "method": "intr", "heads": list(range(model.num_heads)), "classes": classes,
              "input_size": size, "target": config["explain"]["target"],
              "note": "the last decoder layer's cross-attention of the target class's query over the backbone's "

@@ -7,13 +7,13 @@ import torch
 
 from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
 from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
 from traitpipe.jobs.models import class_order
 from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 #: The authors' normalisation (datasets/constants.py: ImageNet's).
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         classes, warning = class_order(settings["classes"], checkpoint, classes, model.num_classes, config, "intr")
         order = {name: i for i, name in enumerate(classes)}
         labels = torch.tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
-        source = f"checkpoint {checkpoint}"
+        source = Source("file", checkpoint, sha256_file(checkpoint))
     else:
         model = INTR(len(classes), **arch)
         fit, val = split(images, labels, is_val)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                              batch_size=settings["batch_size"], seed=settings["seed"], device=device,
                              val=val, precision=settings["precision"],
                              max_per_class=config["training"]["max_images_per_species"], workers=workers)
-        source = "trained here"
+        source = Source("trained here")
     model.eval()
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"], workers).argmax(1)
                == labels).numpy()
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     sha = sha256_file(args.weights)
-    write_json(args.description, {
-        "arch": {"backbone": arch["backbone"], "nheads": arch["nheads"], **architecture(model.state_dict())},
-        "classes": classes, "input_size": settings["input_size"], "mean": MEAN, "std": STD, "source": source,
-        "random_weights": False, "sha256": sha, "accuracy": accuracy, "history": history, "settings": settings,
-        "device": str(device)})
-    step.record(precision=settings["precision"],
-                models={"intr": {"sha256": sha, "random_weights": False, "source": source,
-                                 "class_order_warning": warning}})
+    card = ModelCard("intr", source, sha256=sha, classes=classes, mean=MEAN, std=STD,
+                     input_size=settings["input_size"], precision=settings["precision"], accuracy=accuracy,
+                     history=history, device=str(device),
+                     architecture={"backbone": arch["backbone"], "nheads": arch["nheads"],
+                                   **architecture(model.state_dict())},
+                     extra={"class_order_warning": warning, "settings": settings})
+    card.write(args.description)
+    step.record(precision=settings["precision"], models={"intr": card.used()})
     step.write("evaluation", evaluation, args.evaluation)
     step.write_failures(failures)
-    step.finish(f"{source}, train accuracy {accuracy['train']:.3f}, val accuracy {accuracy['val']:.3f}")
+    step.finish(f"{card.origin()}, train accuracy {accuracy['train']:.3f}, val accuracy {accuracy['val']:.3f}")

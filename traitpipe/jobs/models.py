@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from traitpipe.models.checkpoints import load_state_dict
+from traitpipe.store.cards import ModelCard
 
 
 def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict, what: str):
@@ -33,18 +33,19 @@ def class_order(setting, checkpoint: str, species, n_outputs: int, config: dict,
 
 
 def load_classifier(weights: str | Path, description: str | Path,
-                    device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The run's classifier (``models/classifier.pt`` and its ``.json``) on ``device``, in eval mode, and its description."""
+                    device: torch.device) -> tuple[torch.nn.Module, ModelCard]:
+    """The run's classifier (``models/classifier.pt`` and its card) on ``device``, in eval mode, and its card."""
     from traitpipe.models.classifier import build_classifier  # timm: 1.5 s of import the other steps skip
 
-    meta = json.loads(Path(description).read_text())
-    model, _ = build_classifier(meta["arch"], len(meta["classes"]), kwargs=meta["kwargs"], source=weights)
-    return model.to(device).eval(), meta
+    card = ModelCard.read(description)
+    model, _ = build_classifier(card.architecture["arch"], len(card.classes), kwargs=card.architecture["kwargs"],
+                                source=weights)
+    return model.to(device).eval(), card
 
 
 def load_prompt_cam(classifier_weights: str | Path, classifier_description: str | Path, weights: str | Path | None = None,
                     *, drop_path: float = 0.0, prompt_dropout: float = 0.0):
-    """A PromptCAM on the run's classifier backbone (frozen), and the classifier's description.
+    """A PromptCAM on the run's classifier backbone (frozen), and the classifier's card.
 
     ``weights``: Prompt-CAM weights in the authors' layout (backbone, ``vpt.prompt_embeddings``, ``head.*``)
     to load (the workflow's ``models/prompt_cam.pt`` or a released checkpoint); None: fresh prompts and head.
@@ -52,13 +53,14 @@ def load_prompt_cam(classifier_weights: str | Path, classifier_description: str 
     from traitpipe.explain.prompt_cam import PromptCAM, load_released
     from traitpipe.models.classifier import build_classifier
 
-    meta = json.loads(Path(classifier_description).read_text())
-    backbone, _ = build_classifier(meta["arch"], len(meta["classes"]),
-                                   kwargs={**meta["kwargs"], "drop_path_rate": drop_path}, source=classifier_weights)
-    model = PromptCAM(backbone, len(meta["classes"]), prompt_dropout=prompt_dropout)
+    card = ModelCard.read(classifier_description)
+    backbone, _ = build_classifier(card.architecture["arch"], len(card.classes),
+                                   kwargs={**card.architecture["kwargs"], "drop_path_rate": drop_path},
+                                   source=classifier_weights)
+    model = PromptCAM(backbone, len(card.classes), prompt_dropout=prompt_dropout)
     if weights is not None:
         load_released(model, load_state_dict(weights))
-    return model, meta
+    return model, card
 
 
 def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):
@@ -79,32 +81,33 @@ def build_phylonn(settings: dict, groups: list[int], level_names: list[str]):
 
 
 def load_phylonn(weights: str | Path, description: str | Path, settings: dict, device: torch.device):
-    """The run's Phylo-NN (base VQGAN and disentangler, eval mode, on ``device``) and its description."""
-    meta = json.loads(Path(description).read_text())
-    base, model = build_phylonn(settings, meta["groups"], meta["level_names"])
+    """The run's Phylo-NN (base VQGAN and disentangler, eval mode, on ``device``) and its card."""
+    card = ModelCard.read(description)
+    base, model = build_phylonn(settings, card.extra["groups"], card.extra["level_names"])
     base.load_state_dict(load_state_dict(weights, key="base"))
     model.load_state_dict(load_state_dict(weights, key="disentangler"))
-    return base.to(device).eval(), model.to(device).eval(), meta
+    return base.to(device).eval(), model.to(device).eval(), card
 
 
 def load_intr_model(weights: str | Path, description: str | Path):
-    """The run's INTR (``models/intr.pt``, this module's layout) sized and named as its description says, in
-    eval mode, and the description."""
+    """The run's INTR (``models/intr.pt``, this module's layout) sized and named as its card says, in eval mode,
+    and the card."""
     from traitpipe.explain.intr import load_intr
 
-    meta = json.loads(Path(description).read_text())
-    model = load_intr(load_state_dict(weights), backbone=meta["arch"]["backbone"], nheads=meta["arch"]["nheads"])
-    return model.eval(), meta
+    card = ModelCard.read(description)
+    model = load_intr(load_state_dict(weights), backbone=card.architecture["backbone"],
+                      nheads=card.architecture["nheads"])
+    return model.eval(), card
 
 
 def load_prompt_classifier(weights: str | Path, description: str | Path, prompts: str, device: torch.device):
     """The run's CLIP image tower scored against one prompt set (``models/clip.pt``, written by the clip_model job),
-    on ``device`` in eval mode, and its description with that set's ``texts``, ``labels`` and ``species_prompt``."""
+    on ``device`` in eval mode, its card, and that set's ``texts``, ``labels`` and ``species_prompt`` (a dict)."""
     from traitpipe.explain.clip import PromptClassifier
     from traitpipe.models.clip import image_tower
     from traitpipe.models.checkpoints import load_checkpoint
 
-    meta = json.loads(Path(description).read_text())
+    card = ModelCard.read(description)
     stored = load_checkpoint(weights)
     if prompts not in stored["prompts"]:
         raise KeyError(f"{weights} has no prompt set {prompts!r}; it has {', '.join(stored['prompts'])}")
@@ -112,4 +115,4 @@ def load_prompt_classifier(weights: str | Path, description: str | Path, prompts
     visual.load_state_dict(stored["visual"])
     chosen = stored["prompts"][prompts]
     model = PromptClassifier(visual, chosen["embeddings"], stored["logit_scale"])
-    return model.to(device).eval(), {**meta, **{k: chosen[k] for k in ("texts", "labels", "species_prompt")}}
+    return model.to(device).eval(), card, {k: chosen[k] for k in ("texts", "labels", "species_prompt")}

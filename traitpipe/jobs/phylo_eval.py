@@ -8,7 +8,6 @@ distances into ``evaluation``; both say which images they used in ``subset``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from traitpipe.jobs.step import Step
 from traitpipe.phylo.distances import js_distance_matrix, upper_spearman
 from traitpipe.phylo.levels import species_distances
 from traitpipe.phylo.model import level_positions
+from traitpipe.store.cards import ModelCard
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
                 optional=("phylogeny",), compute=False)
     args, config = step.args, step.config
     sizes = config["phylo"]["model"]
-    held = set(json.loads(Path(args.description).read_text())["held_out"])
+    held = set(ModelCard.read(args.description).extra["held_out"])
     codes = pd.concat([pd.read_parquet(f) for f in args.codes], ignore_index=True)
     subset = "held_out"
     if held:

@@ -13,7 +13,6 @@ import torch
 from traitpipe.jobs.images import read_rows, readable_inputs
 from traitpipe.jobs.splits import held_out, species_ranks, split
 from traitpipe.phylo.model import MEAN_STD
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.models import build_phylonn
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -22,6 +21,7 @@ from traitpipe.phylo.levels import species_levels
 from traitpipe.phylo.model import split_authors_state
 from traitpipe.phylo.training import generate_codes, train_base, train_disentangler
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         base_state, disentangler_state = split_authors_state(load_state_dict(checkpoint))
         base.load_state_dict(base_state)
         model.load_state_dict(disentangler_state)
-        origin = f"checkpoint {checkpoint}"
+        origin = Source("file", checkpoint, sha256_file(checkpoint))
     else:
         common = {"batch_size": train["batch_size"], "lr": train["lr"], "seed": train["seed"], "device": device,
                   "precision": settings["precision"], "workers": workers,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         base_history = train_base(base, fit_images, epochs=train["base_epochs"], labels=fit_targets[:, -1],
                                   **common)
         history = train_disentangler(base, model, fit_images, fit_targets, epochs=train["epochs"], **common)
-        origin = "trained here"
+        origin = Source("trained here")
     logits = generate_codes(base, model, images, batch_size=settings["batch_size"], device=device,
                             precision=settings["precision"], workers=workers)["level_logits"]
     correct = [(level.argmax(1) == targets[:, k]).numpy() for k, level in enumerate(logits)]
@@ -69,19 +69,19 @@ def main(argv: list[str] | None = None) -> None:
                     "disentangler": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
     accuracy = {subset: [float(c[m].mean()) if m.any() else float("nan") for c in correct]
                 for subset, m in (("train", ~is_val), ("held_out", is_val))}
-    write_json(description, {"model": settings["model"], "image_size": settings["image_size"],
-                             "feature_size": base.feature_size, "groups": groups, "level_names": level_names,
-                             "species": species, "levels_from": source, "origin": origin,
-                             "held_out": rows["image_id"][is_val].tolist(), "level_accuracy": accuracy,
-                             "base_history": base_history, "history": history,
-                             "sha256": sha256_file(weights), "device": str(device)})
-    step.record(precision=settings["precision"],
-                models={"phylonn": {"sha256": sha256_file(weights), "random_weights": False, "source": origin}})
+    card = ModelCard("phylonn", origin, sha256=sha256_file(weights), classes=species, mean=MEAN_STD[0],
+                     std=MEAN_STD[1], input_size=settings["image_size"], precision=settings["precision"],
+                     accuracy=accuracy, history=history, device=str(device), architecture=settings["model"],
+                     extra={"feature_size": base.feature_size, "groups": groups, "level_names": level_names,
+                            "levels_from": source, "held_out": rows["image_id"][is_val].tolist(),
+                            "base_history": base_history})
+    card.write(description)
+    step.record(precision=settings["precision"], models={"phylonn": card.used()})
     step.write("evaluation", [{"method": "phylonn", "metric": "head_accuracy", "subset": subset, "level": str(k),
                                "value": a, "n": int(m.sum())}
                               for subset, m in (("train", ~is_val), ("held_out", is_val))
                               for k, a in enumerate(accuracy[subset])], args.evaluation)
     step.write_failures(failures)
     step.finish(f"{len(rows)} images ({int(is_val.sum())} held out), {len(species)} species, groups per "
-                f"level {groups} ({source}), {origin}, held-out head accuracy "
+                f"level {groups} ({source}), {card.origin()}, held-out head accuracy "
                 f"{[round(a, 3) for a in accuracy['held_out']]}")

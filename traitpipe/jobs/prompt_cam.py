@@ -3,10 +3,8 @@ and the ranked trait heads into the ``prompt_heads`` table."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +15,7 @@ from traitpipe.models.classes import explained_classes
 from traitpipe.jobs.models import load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
+from traitpipe.store.cards import ModelCard
 from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 
@@ -26,20 +25,19 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("prompt_cam", argv, paths=("images", "weights", "description", "classifier", "classifier_description",
                                            "maps", "heads", "failures"))
     args, config, device = step.args, step.config, step.device
-    model, meta = load_prompt_cam(args.classifier, args.classifier_description, args.weights)
+    model, _ = load_prompt_cam(args.classifier, args.classifier_description, args.weights)
     model.to(device).eval()
-    info = json.loads(Path(args.description).read_text())
-    classes, heads = info["classes"], model.num_heads
+    card = ModelCard.read(args.description)
+    classes, heads = card.classes, model.num_heads
     grid = tuple(model.backbone.patch_embed.grid_size)
     rows, batch_size = read_rows(args.images), config["prompt_cam"]["batch_size"]
-    batches, problems = read_once(ImageInputs(config, rows, meta["input_size"], info["mean"], info["std"]),
+    batches, problems = read_once(ImageInputs(config, rows, card.input_size, card.mean, card.std),
                                   batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=config["prompt_cam"]["precision"],
-                       models={"prompt_cam": {"sha256": info["sha256"], "random_weights": False,
-                                              "source": info["source"]}})
-    attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": meta["input_size"],
-             "normalisation": {"mean": info["mean"], "std": info["std"]},
+                       models={"prompt_cam": card.used()})
+    attrs = {"provenance": prov, "method": "promptcam", "classes": classes, "input_size": card.input_size,
+             "normalisation": {"mean": card.mean, "std": card.std},
              "target": config["explain"]["target"],
              "note": "raw last-block attention of the target class's prompt over the patches, one map per head; "
                      "the map covers the whole image resized to input_size"}

@@ -20,13 +20,13 @@ import torch
 
 from traitpipe.explain.prompt_cam import RELEASED_MEAN, RELEASED_STD
 from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.models import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(settings["seed"])
     model, meta = load_prompt_cam(args.classifier, args.classifier_description, checkpoint,
                                   drop_path=settings["drop_path"], prompt_dropout=settings["prompt_dropout"])
-    mean, std = (list(RELEASED_MEAN), list(RELEASED_STD)) if checkpoint is not None else (meta["mean"], meta["std"])
-    rows, images, labels, is_val, failures = labelled_images(config, args.images, meta["input_size"], mean, std,
+    mean, std = (list(RELEASED_MEAN), list(RELEASED_STD)) if checkpoint is not None else (meta.mean, meta.std)
+    rows, images, labels, is_val, failures = labelled_images(config, args.images, meta.input_size, mean, std,
                                                              settings["val_fraction"], settings["seed"])
     workers = config["loader"]["workers"]
-    history, source, classes, warning = [], "trained here", meta["classes"], None
+    history, source, classes, warning = [], Source("trained here"), meta.classes, None
     if checkpoint is not None:  # released: loaded above
-        source = f"released checkpoint {checkpoint}"
-        classes, warning = class_order(settings["classes"], checkpoint, meta["classes"],
+        source = Source("file", checkpoint, sha256_file(checkpoint))
+        classes, warning = class_order(settings["classes"], checkpoint, meta.classes,
                                        model.prompts.shape[1], config, "prompt_cam")
         order = {name: i for i, name in enumerate(classes)}
         labels = torch.tensor(rows["species"].map(order).to_numpy(), dtype=torch.long)
@@ -70,12 +70,13 @@ def main(argv: list[str] | None = None) -> None:
                   "head.bias": model.head.bias.detach().cpu()})
     with atomic_path(weights) as tmp:
         torch.save({"model_state_dict": state}, tmp)
-    write_json(description, {"classifier": meta, "classes": classes, "source": source, "mean": mean, "std": std,
-                             "sha256": sha256_file(weights), "accuracy": accuracy, "history": history,
-                             "settings": settings, "device": str(device)})
-    step.record(precision=settings["precision"],
-                models={"prompt_cam": {"sha256": sha256_file(weights), "random_weights": False, "source": source,
-                                       "class_order_warning": warning}})
+    card = ModelCard("prompt_cam", source, sha256=sha256_file(weights), classes=classes, mean=mean, std=std,
+                     input_size=meta.input_size, precision=settings["precision"], accuracy=accuracy,
+                     history=history, device=str(device),
+                     architecture={"classifier": meta.architecture, "prompts": list(model.prompts.shape)},
+                     extra={"class_order_warning": warning, "settings": settings})
+    card.write(description)
+    step.record(precision=settings["precision"], models={"prompt_cam": card.used()})
     step.write("evaluation", evaluation, args.evaluation)
     step.write_failures(failures)
-    step.finish(f"{source}, train accuracy {accuracy['train']:.3f}, val accuracy {accuracy['val']:.3f}")
+    step.finish(f"{card.origin()}, train accuracy {accuracy['train']:.3f}, val accuracy {accuracy['val']:.3f}")

@@ -3,7 +3,6 @@ PNG files for papers. Built from the run's tables and maps alone."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from traitpipe.jobs.images import load_pixels
 from traitpipe.jobs.splits import cryptic_pairs
 from traitpipe.jobs.step import Step
 from traitpipe.products import MAP_KINDS, map_products
+from traitpipe.store.cards import ModelCard
 from traitpipe.phylo.levels import read_tree
 from traitpipe.report.build import QUERIES, data_uri, describe, render
 from traitpipe.report.figures import Panel, evaluation_chart, map_name, png, specimen_grid, tree_figure
@@ -70,8 +70,8 @@ def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
                 continue
             seen.add(name)
             random = bool(info.get("random_weights"))
-            weights = RANDOM if random else info.get("trained") or info.get("checkpoint") or info.get("source") or "?"
-            if name == "sam2" and not random:
+            weights = RANDOM if random else info.get("origin") or "?"  # a model card's (traitpipe.store.cards)
+            if name == "sam2" and not random:  # SAM 2 as its backend loaded it
                 weights = info.get("checkpoint") or "?"
                 if info.get("trained_here"):
                     weights = f"trained here on the collection's true part masks, not released weights ({weights})"
@@ -79,9 +79,9 @@ def models_table(index: MapIndex, phylonn: str | None) -> list[dict]:
                          "weights": f"{weights}" + (" (recorded in provenance; the overlays say so)" if random else ""),
                          "sha256": info.get("sha256") or "-"})
     if phylonn:
-        info = json.loads(Path(phylonn).read_text())
-        rows.append({"name": "phylonn", "used_by": "codes", "random": False, "weights": info.get("origin", "?"),
-                     "sha256": info.get("sha256") or "-"})
+        card = ModelCard.read(phylonn)
+        rows.append({"name": "phylonn", "used_by": "codes", "random": card.random_weights, "weights": card.origin(),
+                     "sha256": card.sha256 or "-"})
     return rows
 
 

@@ -13,13 +13,13 @@ from traitpipe.jobs.images import read_rows
 
 from traitpipe.jobs.masks import truth_images
 
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.collection.references import part_names
 from traitpipe.segment.sst import config_file
 from traitpipe.segment.train import STUCK_MIOU, train_sam2
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 
 
 #: segment.train keys that are train_sam2's arguments of the same name.
@@ -71,15 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
-    write_json(args.description, {
-        "origin": "trained here on the collection's true part masks, not released SAM 2 weights",
-        "collection": config["collection"]["root"], "config": settings["config"],
-        "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None,
-        "image_size": settings["image_size"], "parts": parts, "train": train,
-        "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped, "history": history,
-        "pretrain_losses": pretrain_losses, "attempts": attempts,
-        "warning": warning,
-        "sha256": sha256_file(weights), "device": str(device)})
+    ModelCard("sam2", Source("trained here", trained="on the collection's true part masks, not released SAM 2 "
+                                                 "weights"),
+              sha256=sha256_file(weights), classes=[names[p] if names else f"part_{p}" for p in parts],
+              input_size=settings["image_size"],
+              accuracy={"val_miou": last.get("val_miou")}, history=history, device=str(device),
+              architecture={"config": settings["config"],
+                            "config_yaml": Path(config_path).read_text() if Path(config_path).is_file() else None},
+              extra={"collection": config["collection"]["root"], "train": train,
+                     "species": sorted(set(videos) - set(held)), "held_out": held, "skipped": skipped,
+                     "pretrain_losses": pretrain_losses, "attempts": attempts, "warning": warning}
+              ).write(args.description)
     if pretrain_losses:
         step.finish(f"encoder pretrained {len(pretrain_losses)} steps: part-labelling loss {pretrain_losses[0]:.3f} -> "
                     f"{np.mean(pretrain_losses[-20:]):.3f}")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from traitpipe.jobs.images import read_rows, readable_inputs
+from traitpipe.store.cards import ModelCard
 
 
 def labelled_images(config: dict, tables: Sequence[str], size: int, mean, std, val_fraction: float, seed: int,
@@ -87,7 +88,7 @@ def sam2_split(description: str | None) -> dict[str, set[str]]:
     subsets ``trained`` and ``held_out``; none without a description."""
     if description is None:
         return {}
-    trained = json.loads(Path(description).read_text())
+    trained = ModelCard.read(description).extra
     return {"trained": set(trained["species"]), "held_out": set(trained["held_out"])}
 
 

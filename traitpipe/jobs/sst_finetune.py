@@ -24,7 +24,6 @@ from traitpipe.collection.images import ImageError
 from traitpipe.jobs.images import load_pixels, read_rows
 from traitpipe.jobs.masks import load_support, truth_images
 from traitpipe.jobs.splits import sam2_split
-from traitpipe.store.atomic import write_json
 from traitpipe.jobs.step import Step
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.segment.backends import SAM2Video
@@ -32,6 +31,7 @@ from traitpipe.segment.finetune import finetune
 from traitpipe.collection.references import part_names
 from traitpipe.segment.train import video_overlaps
 from traitpipe.store.atomic import atomic_path
+from traitpipe.store.cards import ModelCard, Source
 from traitpipe.store.schemas import PART_TRUTH
 from traitpipe.traits.evaluation import segmentation_scores
 
@@ -113,13 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(args.weights)
     with atomic_path(weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in predictor.state_dict().items()}}, tmp)
-    write_json(args.description, {
-        "base": {"config": settings["config"], "checkpoint": args.trained or settings["checkpoint"],
-                 "random_weights": settings["checkpoint"] is None, "trained_here": args.trained is not None},
-        "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"], "losses": tuning["losses"],
-        "checks": tuning["checks"], "check_pairs": len(checks), "kept_step": tuning["kept_step"],
-        "species": len(examples), "skipped": skipped, "sha256": sha256_file(weights), "device": str(device),
-        "precision": segmenter.precision, **roles})
+    base = args.trained or settings["checkpoint"]
+    kind = ("trained here" if args.trained else "random" if base is None else
+            "file" if Path(base).is_file() else "hf-hub")
+    ModelCard("sam2", Source(kind, None if args.trained else base, trained="fine-tuned (segment.finetune)"),
+              sha256=sha256_file(weights), classes=[scored_names[k] for k in sorted(scored_names)],
+              input_size=settings["image_size"], precision=segmenter.precision, history=tuning["losses"],
+              device=str(device), architecture={"config": settings["config"]},
+              extra={"base": base, "tuned_modules": tune["modules"], "steps": tune["steps"], "lr": tune["lr"],
+                     "losses": tuning["losses"], "checks": tuning["checks"], "check_pairs": len(checks),
+                     "kept_step": tuning["kept_step"], "species": len(examples), "skipped": skipped, **roles}
+              ).write(args.description)
     losses, kept = tuning["losses"], tuning["kept_step"]
     step.finish(f"{tune['steps']} steps on {len(examples)} species, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     if checks:
