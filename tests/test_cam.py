@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import timm
 import torch
-from pytorch_grad_cam import FinerCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam import FinerCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from torch import nn
 
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, combine_layers, compute_cams, default_layers, token_grid
 
 REFERENCE = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM,
-             "layercam": LayerCAM}
+             "layercam": LayerCAM, "gradcamelementwise": GradCAMElementWise}
 
 
 def _models():

@@ -62,6 +62,12 @@ def hirescam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (grads * activations).sum(1)
 
 
+@METHODS.register("gradcamelementwise")
+def gradcamelementwise(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM element-wise: the positive part of gradient times activation, summed over channels."""
+    return (grads * activations).clamp(min=0).sum(1)
+
+
 @METHODS.register("layercam")
 def layercam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """LayerCAM: positive gradients times activations, summed over channels."""
