@@ -225,6 +225,30 @@ def test_named_sources_load_offline_from_the_hugging_face_cache_with_their_own_n
         build_classifier("ignored", 3, kwargs=TINY, source="hf-hub:lab/tiny-beetles")
 
 
+def test_a_folder_in_the_hubs_layout_loads_without_cache_or_network(tmp_path, monkeypatch):
+    """classifier.checkpoint naming a folder (config.json and model.safetensors, as the Hub serves a timm model):
+    its architecture, weights and normalisation, read from disk alone."""
+    from traitpipe.models.checkpoints import CheckpointError
+
+    torch.manual_seed(2)
+    model, _ = build_classifier("vit_tiny_patch16_224", 3, kwargs=TINY)
+    cfg = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "input_size": [3, 32, 32], "num_classes": 3}
+    _hub_cache(tmp_path, "lab/tiny-beetles", model, cfg)
+    folder = next((tmp_path / "hub").rglob("snapshots/*"))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty"))  # nothing from a cache either
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    loaded, info = build_classifier("ignored", 3, kwargs=TINY, source=folder)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+    assert info["source"] == "local-dir" and info["sha256"] == sha256_file(folder / "model.safetensors")
+    assert info["mean"] == [0.1, 0.2, 0.3] and not info["random_weights"]
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="needs config.json and model.safetensors"):
+        build_classifier("ignored", 3, kwargs=TINY, source=folder)
+
+
 def test_normalisation_comes_from_the_architecture():
     import timm
 

@@ -97,13 +97,13 @@ def check_layers(config: dict, n_classes: int) -> list[str]:
     """The explanation layers the config names exist in the classifier's architecture.
 
     The model is built on PyTorch's ``meta`` device: its structure without memory or weights, in a moment.
-    An ``hf-hub`` classifier names its own architecture and is checked when it is loaded instead.
+    A classifier whose source names its own architecture (``hf-hub``, a folder) is checked when it is loaded.
     """
-    from traitpipe.models.sources import source_kind
+    from traitpipe.models.sources import OWN_ARCHITECTURE, source_kind
 
     settings = config["classifier"]
     named = [(m["name"], m["layers"]) for m in config["explain"]["methods"] if m["layers"]]
-    if not (config["explain"]["enabled"] and named) or source_kind(settings["checkpoint"]) == "hf-hub":
+    if not (config["explain"]["enabled"] and named) or source_kind(settings["checkpoint"]) in OWN_ARCHITECTURE:
         return []
     import timm
     import torch

@@ -12,7 +12,7 @@ from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
 from traitpipe.models.classifier import build_classifier, head_outputs
-from traitpipe.models.sources import source_kind
+from traitpipe.models.sources import PRETRAINED, source_kind
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.cards import ModelCard, Source
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = step.checkpoint("classifier")
     species = sorted(read_rows(args.images)["species"].unique())
     classes, warning, kind = species, None, source_kind(checkpoint)
-    if not train["enabled"] and kind in ("timm", "hf-hub"):
+    if not train["enabled"] and kind in PRETRAINED:
         raise SystemExit(f"classifier.checkpoint {checkpoint!r} gives pretrained features, not a head for "
                          "this collection's species: set classifier.train.enabled (with train.linear_probe: true "
                          "to keep the backbone as it is)")

@@ -9,7 +9,7 @@ import timm
 from torch import nn
 
 from traitpipe.models.checkpoints import CheckpointError, load_state_dict
-from traitpipe.models.sources import SOURCES, source_kind
+from traitpipe.models.sources import OWN_ARCHITECTURE, SOURCES, source_kind
 
 
 def normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
@@ -52,7 +52,7 @@ def build_classifier(arch: str, num_classes: int, *, kwargs: dict | None = None,
         ``std`` (lists of 3 floats).
     """
     kwargs, kind = dict(kwargs or {}), source_kind(source)
-    if kind != "hf-hub" and not timm.is_model(arch.split(".")[0]):
+    if kind not in OWN_ARCHITECTURE and not timm.is_model(arch.split(".")[0]):
         near = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
         raise ValueError(f"unknown timm architecture {arch!r}; similar names: {', '.join(near) or '(none)'}")
     model, found = SOURCES[kind](arch, num_classes, kwargs, source, new_head)

@@ -9,6 +9,8 @@ a file path               ``file``: a local checkpoint, a state dict in timm's l
 ``timm``                  ``timm``: timm's pretrained weights for ``arch`` (its tag picks which,
                           e.g. ``vit_small_patch16_224.dino``)
 ``hf-hub:<org>/<repo>``   ``hf-hub``: a timm model on the Hugging Face Hub, its architecture and weights
+a folder                  ``local-dir``: the same model as files in the Hub's layout on disk
+                          (``config.json`` beside ``model.safetensors``), no cache, no network
 ========================  ==================================================================
 
 The two named sources are fetched by timm (through the Hugging Face cache) only because the
@@ -29,6 +31,10 @@ if TYPE_CHECKING:  # timm and torch load with the first model built: the workflo
 
 #: kind -> builder(arch, num_classes, kwargs, value, new_head) -> (model, info: checkpoint, sha256)
 SOURCES = Registry("classifier source")
+#: The kinds whose model names its own architecture (``classifier.arch`` is not used).
+OWN_ARCHITECTURE = {"hf-hub", "local-dir"}
+#: The kinds that give pretrained weights with a head of their own, not one for the collection's species.
+PRETRAINED = {"timm", "hf-hub", "local-dir"}
 
 
 def source_kind(value: str | Path | None) -> str:
@@ -36,13 +42,15 @@ def source_kind(value: str | Path | None) -> str:
 
     Examples
     --------
-    >>> [source_kind(v) for v in (None, "timm", "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", "models/w.pt")]
-    ['random', 'timm', 'hf-hub', 'file']
+    >>> [source_kind(v) for v in (None, "timm", "hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", "models/w.pt", ".")]
+    ['random', 'timm', 'hf-hub', 'file', 'local-dir']
     """
     if value is None:
         return "random"
     if str(value) == "timm":
         return "timm"
+    if Path(value).is_dir():
+        return "local-dir"
     return "hf-hub" if str(value).startswith("hf-hub:") else "file"
 
 
@@ -67,6 +75,17 @@ def _timm(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> t
 @SOURCES.register("hf-hub")
 def _hf_hub(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
     return _create(str(value), True, num_classes, kwargs), {}
+
+
+@SOURCES.register("local-dir")
+def _local_dir(arch: str, num_classes: int, kwargs: dict, value, new_head: bool) -> tuple[nn.Module, dict]:
+    from traitpipe.models.checkpoints import CheckpointError, sha256_file
+
+    weights = Path(value) / "model.safetensors"
+    if not (Path(value) / "config.json").is_file() or not weights.is_file():
+        raise CheckpointError(f"checkpoint folder {value} needs config.json and model.safetensors (the Hugging Face "
+                              "Hub's layout of a timm model)")
+    return _create(f"local-dir:{value}", True, num_classes, kwargs), {"sha256": sha256_file(weights)}
 
 
 @SOURCES.register("file")
