@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import math
-import sys
-
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from traitpipe.explain.batch import explain_batch
 from traitpipe.explain.cam import cam_pass, default_layers
 from traitpipe.explain.faithfulness import DROP_COLUMNS
-from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.jobs.images import ImageInputs, read_rows
+from traitpipe.jobs.map_pass import map_shard
 from traitpipe.models.classes import explained_classes
 from traitpipe.jobs.models import load_classifier, load_prompt_classifier
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import autocast, to_device
-from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 def method_spec(config: dict, name: str, section: str = "explain") -> dict:
     """The ``<section>.methods`` entry called ``name`` (section ``explain`` or ``clip``)."""
@@ -51,8 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     layers = spec["layers"] or default_layers(model)
     alphas = spec["alphas"]
     rows = read_rows(args.images)
-    batches, problems = read_once(ImageInputs(config, rows, card.input_size, card.mean, card.std),
-                                  batch_size, config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], species_class, settings["target"])
     grid = _layer_grid(model, layers, card.input_size, device)
     prov = step.record(precision=precision, models={card.name: card.used()})
@@ -61,23 +55,20 @@ def main(argv: list[str] | None = None) -> None:
              **({"prompts": prompts} if prompts is not None else {}),
              "note": "raw maps (ReLU, no min-max) over the whole image resized to input_size; "
                      "resize a map to the image's (height, width) from the images table to overlay it"}
-    records = []
-    with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((len(alphas), *grid), "float16", ("alpha", "y", "x"))}, attrs) as group:
-        with background_writes(group) as write:  # the write overlaps the next batch
-            for index, batch in tqdm(batches(), total=math.ceil(len(rows) / batch_size), desc=product, unit="batch",
-                                     file=sys.stderr):
-                start = int(index[0])
-                target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
-                with autocast(device, precision):
-                    out = explain_batch(model, to_device(batch, device), layers, method=spec["name"], alphas=alphas,
-                                        n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
-                                        target=target)
-                write("cam", start, out.raw.cpu().numpy().astype(np.float16))
-                records += _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
-                                    settings["faithfulness_fraction"], targets[start:start + len(batch)] >= 0, prompts)
-        read, records, failures = leave_out_unread(rows, problems, records)
-        keep_images(group, read)
+
+    def explain(start: int, batch: torch.Tensor):
+        target = to_device(torch.from_numpy(targets[start:start + len(batch)]), device)
+        with autocast(device, precision):
+            out = explain_batch(model, batch, layers, method=spec["name"], alphas=alphas,
+                                n_compare=settings["n_compare"], fraction=settings["faithfulness_fraction"],
+                                target=target)
+        return out.raw.cpu().numpy(), _records(rows.iloc[start:start + len(batch)], out, alphas, classes,
+                                               settings["faithfulness_fraction"],
+                                               targets[start:start + len(batch)] >= 0, prompts)
+
+    read, records, failures = map_shard(config, rows, ImageInputs(config, rows, card.input_size, card.mean, card.std),
+                                        args.maps, (len(alphas), *grid), ("alpha", "y", "x"), attrs, explain,
+                                        batch_size=batch_size, device=device, desc=product)
     step.write("cams", records, args.cams)
     step.write_failures(failures)
     step.finish(f"{product}: {read.sum()} images x {len(alphas)} alphas")

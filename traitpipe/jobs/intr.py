@@ -3,21 +3,16 @@
 
 from __future__ import annotations
 
-import math
-import sys
-
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from traitpipe.explain.cam import similar_classes
 from traitpipe.explain.faithfulness import DROP_COLUMNS, confidence_drop
-from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
+from traitpipe.jobs.images import ImageInputs, read_rows
+from traitpipe.jobs.map_pass import map_shard
 from traitpipe.jobs.step import Step
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
 from traitpipe.jobs.models import load_intr_model
-from traitpipe.store.maps import background_writes, keep_images, map_writer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +27,6 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():  # the backbone's grid at input_size
         grid = tuple(model.attention_maps(torch.zeros(1, 3, size, size, device=device)).shape[-2:])
     rows, batch_size = read_rows(args.images), settings["batch_size"]
-    batches, problems = read_once(ImageInputs(config, rows, size, card.mean, card.std), batch_size,
-                                  config["loader"]["workers"], device)
     targets = explained_classes(rows["species"], classes, config["explain"]["target"])
     prov = step.record(precision=settings["precision"],
                        models={"intr": card.used()})
@@ -42,34 +35,31 @@ def main(argv: list[str] | None = None) -> None:
              "note": "the last decoder layer's cross-attention of the target class's query over the backbone's "
                      "stride-32 grid, one map per head (each sums to 1); the map covers the whole image resized "
                      "to input_size"}
-    records = []
-    with map_writer(args.maps, rows["image_id"].tolist(),
-                    {"cam": ((model.num_heads, *grid), "float16", ("head", "y", "x"))}, attrs) as group:
-        with background_writes(group) as write:  # the write overlaps the next batch
-            for index, batch in tqdm(batches(), total=math.ceil(len(rows) / batch_size), desc="intr", unit="batch",
-                                     file=sys.stderr):
-                start, batch = int(index[0]), to_device(batch, device)
-                wanted = to_device(torch.tensor(targets[start:start + len(batch)]), device)
-                with torch.no_grad(), autocast(device, settings["precision"]):
-                    logits, maps = model(batch, return_maps=True)  # (B, C), (B, heads, C, h, w): one pass
-                    logits = logits.float()
-                    predicted = logits.argmax(1)
-                    target = torch.where(wanted >= 0, wanted, predicted)
-                    chosen = maps[torch.arange(len(batch), device=maps.device), :, target].float()  # (B, heads, h, w)
-                    similar = similar_classes(logits, target, 1)[:, 0]
-                    drop = confidence_drop(model, batch, chosen.mean(1), target, similar,
-                                           probabilities=logits.softmax(1), fraction=fraction)
-                write("cam", start, chosen.cpu().numpy().astype(np.float16))
-                values = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}
-                for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
-                    t, p, d = int(target[i]), int(predicted[i]), int(similar[i])
-                    records.append({"image_id": image_id, "alpha": None, "target": t, "target_species": classes[t],
-                                    "target_source": "true" if targets[start + i] >= 0 else "predicted",
-                                    "predicted": p, "predicted_species": classes[p], "compared": None,
-                                    "similar_class": d, "similar_species": classes[d], "mask_fraction": fraction,
-                                    **{name: column[i] for name, column in values.items()}})
-        read, records, failures = leave_out_unread(rows, problems, records)
-        keep_images(group, read)
+
+    def explain(start: int, batch: torch.Tensor):
+        wanted = to_device(torch.tensor(targets[start:start + len(batch)]), device)
+        with torch.no_grad(), autocast(device, settings["precision"]):
+            logits, maps = model(batch, return_maps=True)  # (B, C), (B, heads, C, h, w): one pass
+            logits = logits.float()
+            predicted = logits.argmax(1)
+            target = torch.where(wanted >= 0, wanted, predicted)
+            chosen = maps[torch.arange(len(batch), device=maps.device), :, target].float()  # (B, heads, h, w)
+            similar = similar_classes(logits, target, 1)[:, 0]
+            drop = confidence_drop(model, batch, chosen.mean(1), target, similar,
+                                   probabilities=logits.softmax(1), fraction=fraction)
+        values, records = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}, []
+        for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
+            t, p, d = int(target[i]), int(predicted[i]), int(similar[i])
+            records.append({"image_id": image_id, "alpha": None, "target": t, "target_species": classes[t],
+                            "target_source": "true" if targets[start + i] >= 0 else "predicted",
+                            "predicted": p, "predicted_species": classes[p], "compared": None,
+                            "similar_class": d, "similar_species": classes[d], "mask_fraction": fraction,
+                            **{name: column[i] for name, column in values.items()}})
+        return chosen.cpu().numpy(), records
+
+    read, records, failures = map_shard(config, rows, ImageInputs(config, rows, size, card.mean, card.std), args.maps,
+                                        (model.num_heads, *grid), ("head", "y", "x"), attrs, explain,
+                                        batch_size=batch_size, device=device, desc="intr")
     step.write("cams", records, args.cams)
     step.write_failures(failures)
     step.finish(f"intr: {read.sum()} images x {model.num_heads} heads")
