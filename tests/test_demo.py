@@ -35,13 +35,13 @@ def test_demo_sam2_segments_the_species_it_never_saw():
     assert rows and min(rows.values()) >= 0.7, rows
 
 
-def test_the_readme_says_what_the_demo_found():
-    """Every number of the README's "What the demo found" is the demo's: written from its evaluation table by
-    `traitpipe findings --readme README.md`, and checked here after each `make demo`, so it cannot drift."""
+def test_the_findings_say_what_the_demo_found():
+    """Every number of "What the demo found" (docs/findings.md) is the demo's: written from its evaluation table by
+    `traitpipe findings --write docs/findings.md`, and checked here after each `make demo`, so it cannot drift."""
     from traitpipe.report.findings import findings, findings_in
 
     evaluation("true")  # fails with a clear message when the demo has not run
     expected = findings(connect(str(REPO / "results")).sql("select * from evaluation").df())
-    assert findings_in((REPO / "README.md").read_text()) == expected, (
-        "README.md's findings differ from this demo's tables: run `traitpipe findings --readme README.md` and "
+    assert findings_in((REPO / "docs" / "findings.md").read_text()) == expected, (
+        "docs/findings.md differs from this demo's tables: run `traitpipe findings --write docs/findings.md` and "
         "read what changed")

@@ -1,4 +1,4 @@
-"""The README's findings are written from a run's evaluation table; a test of the demo checks the README."""
+"""The demo's findings (docs/findings.md) are written from a run's evaluation table; a test of the demo checks them."""
 
 import numpy as np
 import pandas as pd
@@ -54,10 +54,10 @@ def test_every_number_comes_from_the_table():
     assert "the classifier the CAMs explain 90%" in findings(changed)  # nothing is written down twice
 
 
-def test_the_readme_block_is_replaced_whole_and_found_again():
-    readme = f"# title\n\n{START}\nold numbers\n{END}\n\nmore text\n"
+def test_the_findings_block_is_replaced_whole_and_found_again():
+    page = f"# title\n\n{START}\nold numbers\n{END}\n\nmore text\n"
     block = findings(EVALUATION)
-    updated = replace_findings(readme, block)
+    updated = replace_findings(page, block)
     assert updated.startswith("# title\n\n") and updated.endswith("\n\nmore text\n") and "old numbers" not in updated
     assert findings_in(updated) == block
     with pytest.raises(ValueError, match="no findings block"):

@@ -222,15 +222,15 @@ def cmd_findings(args: argparse.Namespace) -> None:
         block = findings(connect(args.results).sql("select * from evaluation").df())
     except FileNotFoundError as error:
         _fail(str(error))
-    if args.readme is None:
+    if args.write is None:
         print(block, end="")
         return
-    readme = Path(args.readme)
+    target = Path(args.write)
     try:
-        readme.write_text(replace_findings(readme.read_text(), block))
+        target.write_text(replace_findings(target.read_text(), block))
     except (OSError, ValueError) as error:
-        _fail(f"{readme}: {error}")
-    print(f"{readme}: findings written from {args.results}")
+        _fail(f"{target}: {error}")
+    print(f"{target}: findings written from {args.results}")
 
 
 def cmd_job(args: argparse.Namespace) -> None:
@@ -297,9 +297,9 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_report)
 
     found = sub.add_parser("findings", help="what a run found, every number from its evaluation table (Markdown); "
-                                            "--readme FILE rewrites that file's findings block (the README's)")
+                                            "--write FILE rewrites that file's findings block (docs/findings.md's)")
     found.add_argument("--results", default="results")
-    found.add_argument("--readme", default=None)
+    found.add_argument("--write", default=None)
     found.set_defaults(func=cmd_findings)
 
     job = sub.add_parser("job", help="run one workflow step (called by the workflow's rules)")

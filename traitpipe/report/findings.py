@@ -1,8 +1,8 @@
-"""What a run found, in the README's words: every number read from the run's ``evaluation`` table.
+"""What a run found, in words: every number read from the run's ``evaluation`` table.
 
-The README's "What the demo found" lies between :data:`START` and :data:`END`; ``traitpipe findings --readme
-README.md`` writes it from the demo's results, and the demo's tests check that the README says what the demo's
-tables say, so a number in it cannot drift from the run.
+``docs/findings.md`` ("What the demo found") holds a block between :data:`START` and :data:`END`;
+``traitpipe findings --write docs/findings.md`` writes it from the demo's results, and the demo's tests check that
+the file says what the demo's tables say, so a number in it cannot drift from the run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from traitpipe.report.figures import map_name
 
-START = "<!-- findings: written by `traitpipe findings --readme README.md` from the demo's tables; do not edit -->"
+START = "<!-- findings: written by `traitpipe findings --write docs/findings.md` from the demo's tables; do not edit -->"
 END = "<!-- end of findings -->"
 
 
@@ -78,7 +78,7 @@ def map_table(scores: Scores) -> list[str]:
 
 
 def findings(evaluation: pd.DataFrame) -> str:
-    """The README's findings, from a run's ``evaluation`` rows (with ``stage``).
+    """A run's findings, from its ``evaluation`` rows (with ``stage``).
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ def findings(evaluation: pd.DataFrame) -> str:
 
 
 def replace_findings(text: str, block: str) -> str:
-    """``text`` (a README) with its findings block replaced by ``block``.
+    """``text`` (a Markdown file) with its findings block replaced by ``block``.
 
     Raises
     ------
@@ -159,6 +159,6 @@ def replace_findings(text: str, block: str) -> str:
 
 
 def findings_in(text: str) -> str:
-    """The findings block of ``text`` (a README), markers included, ending in a newline; '' when it has none."""
+    """The findings block of ``text`` (a Markdown file), markers included, ending in a newline; '' when it has none."""
     start, end = text.find(START), text.find(END)
     return text[start:end + len(END)] + "\n" if 0 <= start < end else ""
