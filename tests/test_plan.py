@@ -82,8 +82,10 @@ def test_every_product_on_plans_every_file_of_every_product():
     from traitpipe.products import MAP_KINDS
 
     methods = [{"name": name} for name in METHODS]
-    plan = Plan.make(_demo_config(explain={"methods": methods}, clip={"methods": methods}), SHARDS)
-    assert len(plan.mapped) == 2 * len(METHODS) + 2 + len(METHODS) == len(set(plan.mapped))
+    plan = Plan.make(_demo_config(explain={"methods": methods}, clip={"methods": methods},
+                                  occlusion={"enabled": True}), SHARDS)
+    assert len(plan.mapped) == 2 * len(METHODS) + 3 + len(METHODS) == len(set(plan.mapped))
+    assert "occlusion" in plan.cams
     assert plan.models == ["classifier", "prompt_cam", "intr", "clip"]
     targets, failures = set(plan.targets()), set(plan.failure_files())
     for product in plan.products:

@@ -200,6 +200,11 @@ MAP_KINDS.register("prompt_cam", MapKind(
 MAP_KINDS.register("intr", MapKind(
     "intr", job="intr", product="intr", models=("intr",), table="cams", table_option="cams", panel="heads",
     products=_one("intr", "intr"), settings=_intr_settings))
+MAP_KINDS.register("occlusion", MapKind(
+    "occlusion", job="occlusion", product="occlusion", models=("classifier",), table="cams", table_option="cams",
+    panel="alphas", products=_one("occlusion", "occlusion"),
+    settings=lambda config, **_: {"occlusion": config["occlusion"], "device": config["device"],
+                                  **{k: config["explain"][k] for k in ("target", "faithfulness_fraction")}}))
 MAP_KINDS.register("clip", MapKind(
     "clip", job="explain", product="clip-{prompts}-{clip_method}", models=("clip",), table="cams",
     table_option="cams", panel="alphas", products=_clip_products, settings=_cam_settings("clip", "clip_method"),

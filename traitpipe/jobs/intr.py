@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.cam import similar_classes
-from traitpipe.explain.faithfulness import DROP_COLUMNS, confidence_drop
+from traitpipe.explain.faithfulness import confidence_drop
 from traitpipe.jobs.images import ImageInputs, read_rows
-from traitpipe.jobs.map_pass import map_shard
+from traitpipe.jobs.map_pass import cams_records, map_shard
 from traitpipe.jobs.step import Step
 from traitpipe.models.classes import explained_classes
 from traitpipe.models.device import autocast, to_device
@@ -47,15 +47,9 @@ def main(argv: list[str] | None = None) -> None:
             similar = similar_classes(logits, target, 1)[:, 0]
             drop = confidence_drop(model, batch, chosen.mean(1), target, similar,
                                    probabilities=logits.softmax(1), fraction=fraction)
-        values, records = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}, []
-        for i, image_id in enumerate(rows["image_id"].iloc[start:start + len(batch)]):
-            t, p, d = int(target[i]), int(predicted[i]), int(similar[i])
-            records.append({"image_id": image_id, "alpha": None, "target": t, "target_species": classes[t],
-                            "target_source": "true" if targets[start + i] >= 0 else "predicted",
-                            "predicted": p, "predicted_species": classes[p], "compared": None,
-                            "similar_class": d, "similar_species": classes[d], "mask_fraction": fraction,
-                            **{name: column[i] for name, column in values.items()}})
-        return chosen.cpu().numpy(), records
+        return chosen.cpu().numpy(), cams_records(rows["image_id"].iloc[start:start + len(batch)],
+                                                  targets[start:start + len(batch)] >= 0, target, predicted, similar,
+                                                  drop, classes, fraction)
 
     read, records, failures = map_shard(config, rows, ImageInputs(config, rows, size, card.mean, card.std), args.maps,
                                         (model.num_heads, *grid), ("head", "y", "x"), attrs, explain,

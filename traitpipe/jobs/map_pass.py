@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from traitpipe.explain.faithfulness import DROP_COLUMNS
 from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once
 from traitpipe.models.device import to_device
 from traitpipe.store.maps import background_writes, keep_images, map_writer
@@ -67,3 +68,33 @@ def map_shard(config: dict, rows: pd.DataFrame, inputs: ImageInputs, maps: str, 
         read, records, failures = leave_out_unread(rows, problems, records)
         keep_images(group, read)
     return read, records, failures
+
+
+def cams_records(image_ids: Sequence[str], true: np.ndarray, target: torch.Tensor, predicted: torch.Tensor,
+                 similar: torch.Tensor, drop, classes: Sequence[str], fraction: float) -> list[dict]:
+    """``cams`` rows of a batch of one-map-per-image products (``alpha`` null, nothing compared).
+
+    Parameters
+    ----------
+    image_ids : sequence of str, length B
+    true : numpy.ndarray of bool, shape (B,)
+        Whether each target is the image's true class (else the predicted one).
+    target, predicted, similar : torch.Tensor, int64, shape (B,)
+        The explained class, the predicted one, the class most similar to the target.
+    drop : traitpipe.explain.faithfulness.ConfidenceDrop
+        The faithfulness of each image's map.
+    classes : sequence of str
+        The species of each class.
+    fraction : float
+        The share of pixels the faithfulness masks.
+    """
+    values = {name: getattr(drop, name).cpu().tolist() for name in DROP_COLUMNS}
+    records = []
+    for i, image_id in enumerate(image_ids):
+        t, p, d = int(target[i]), int(predicted[i]), int(similar[i])
+        records.append({"image_id": image_id, "alpha": None, "target": t, "target_species": classes[t],
+                        "target_source": "true" if true[i] else "predicted", "predicted": p,
+                        "predicted_species": classes[p], "compared": None, "similar_class": d,
+                        "similar_species": classes[d], "mask_fraction": fraction,
+                        **{name: column[i] for name, column in values.items()}})
+    return records
