@@ -77,3 +77,11 @@ def test_load_segmenter_builds_the_backend_a_registry_line_names(monkeypatch):
     labels = np.ones((4, 4), np.uint8)
     frames = list(segmenter.segment(np.zeros((4, 4, 3), np.uint8), labels, [np.zeros((2, 3, 3), np.uint8)]))
     assert frames[1].labels.shape == (2, 3) and [f.chunk for f in frames] == [0, 0]
+
+
+def test_every_file_contributing_names_exists():
+    """CONTRIBUTING's recipes name files: a module renamed or moved without the recipe fails here."""
+    root = JOBS.parents[1]
+    named = set(re.findall(r"`((?:traitpipe|tests|workflow|docs|config|scripts)/[\w/.]+\.(?:py|smk|yaml|md))`",
+                           (root / "CONTRIBUTING.md").read_text()))
+    assert len(named) > 20 and sorted(p for p in named if not (root / p).is_file()) == []
