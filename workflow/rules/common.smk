@@ -3,7 +3,6 @@
 # list planned (no checkpoint rules), so the DAG builds in seconds.
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from traitpipe.collection.manifest import ManifestError, load_manifest, outside_
 from traitpipe.collection.shards import shard_rows
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
 from traitpipe.plan import Plan
+from traitpipe.rules import collection_files, local_files, model_options, option, optional, reference_options, store
 from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
 from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
@@ -103,20 +103,8 @@ def settings(*sections):
 
 def config_files(model):
     """Input name -> files, of the files the config names for a model (traitpipe.products.Model.files)."""
-    return {name: checkpoint_files(value) if kind == "local" else collection_files(value)
+    return {name: local_files(value) if kind == "local" else collection_files(value, CFG["collection"]["root"])
             for name, (value, kind) in model.file_settings(CFG).items()}
-
-
-def model_options(names, files, first=None):
-    """'--<name> WEIGHTS --<name>-description DESCRIPTION' for models ``names`` whose files (weights, description
-    of each, in order) are ``files``; the first model as '--<first> ... --description ...' when ``first``."""
-    files = list(files)
-    options = []
-    for k, name in enumerate(names):
-        flag = first if (first and k == 0) else name
-        described = "description" if (first and k == 0) else f"{name}-description"
-        options += [f"--{flag} {shlex.quote(files[2 * k])}", f"--{described} {shlex.quote(files[2 * k + 1])}"]
-    return " ".join(options)
 
 
 def heads_files(product, shards):
@@ -137,45 +125,10 @@ def map_file(product, shard):
     return str(map_path(RESULTS, product, shard) / "zarr.json")
 
 
-def store(marker):
-    """The Zarr store of a declared ``zarr.json`` (handed to the job)."""
-    return str(Path(marker).parent)
-
-
-def optional(path):
-    """[path] for a file the config names, [] for none."""
-    return [] if path is None else [str(path)]
-
-
-def local_file(value):
-    """[value] when a config value (a checkpoint, a class list) is a local file, else [] (a named source, null)."""
-    return [value] if isinstance(value, str) and Path(value).is_file() else []
-
-
-def checkpoint_files(value):
-    """The files of a local checkpoint: [value] for a file, every file of a folder (the Hub's layout), else []."""
-    if not isinstance(value, str) or not Path(value).exists():
-        return []
-    path = Path(value)
-    return [value] if path.is_file() else sorted(str(p) for p in path.iterdir() if p.is_file())
-
-
-def collection_files(value):
-    """[file] for a config value naming a file under the collection root (a class list), else []."""
-    if not isinstance(value, str):
-        return []
-    path = Path(value) if Path(value).is_absolute() else Path(CFG["collection"]["root"]) / value
-    return [str(path)]
-
-
-def on_disk(file):
-    """The file Snakemake can hash for an image: itself, or the archive or Parquet file that holds it."""
-    return source_file(file)
-
-
 def reference_files(species):
-    """The support image and reference mask of each of these species that has one (on disk)."""
-    return sorted({on_disk(file) for name in species if name in REFERENCES for file in REFERENCES[name]})
+    """The support image and reference mask of each of these species that has one (the file on disk: itself,
+    or the archive or Parquet file that holds it)."""
+    return sorted({source_file(file) for name in species if name in REFERENCES for file in REFERENCES[name]})
 
 
 def shard_references(wildcards):
@@ -183,16 +136,10 @@ def shard_references(wildcards):
     return reference_files(SPECIES_OF_SHARD[wildcards.shard])
 
 
-def reference_options(species):
-    """'--reference SPECIES IMAGE MASK' for each of these species that has a reference (their files are inputs)."""
-    return " ".join(f"--reference {shlex.quote(name)} {shlex.quote(REFERENCES[name][0])} "
-                    f"{shlex.quote(REFERENCES[name][1])}" for name in species if name in REFERENCES)
-
-
 def shard_image_files(wildcards):
     """The image files one shard's ingest reads, those that exist (for an image inside a Darwin Core archive,
     the archive): a missing one is a failures row, not a missing input that would stop the run."""
-    files = {on_disk(file) for file in SHARD_ROWS[wildcards.shard]["file"]}
+    files = {source_file(file) for file in SHARD_ROWS[wildcards.shard]["file"]}
     return sorted(file for file in files if allowed(file) and os.path.isfile(file))
 
 
@@ -202,12 +149,6 @@ def truth_files(column, shard):
     if not TRUTH[column]:
         return []
     return [file for file in SHARD_ROWS[shard][column].unique() if file and os.path.isfile(file)]
-
-
-def option(flag, files):
-    """'--flag FILE' for an optional file a rule hands its job ('' when the rule has none)."""
-    files = [files] if isinstance(files, str) else list(files)
-    return " ".join(f"--{flag} {shlex.quote(str(f))}" for f in files)
 
 
 PARTS_FILE = optional(parts_file(CFG["segment"]["parts"], CFG["collection"]["root"]))

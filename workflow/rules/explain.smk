@@ -51,7 +51,7 @@ for kind in PLAN.map_kinds():
             failures=table_file("failures", "{shard}", f"cam-{kind.product}"),
         params:
             job=kind.job,
-            options=lambda wildcards, kind=kind: " ".join(f"--{flag} {shlex.quote(getattr(wildcards, name))}"
+            options=lambda wildcards, kind=kind: " ".join(option(flag, getattr(wildcards, name))
                                                           for flag, name in kind.options),
             table_option=f"--{kind.table_option}",
             maps=lambda wildcards, output: store(output.maps),

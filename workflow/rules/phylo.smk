@@ -2,7 +2,7 @@ rule phylo_train:
     input:
         images=[table_file("images", s) for s in SHARDS],
         phylogeny=PHYLOGENY,
-        checkpoint=local_file(CFG["phylo"]["checkpoint"]),
+        checkpoint=local_files(CFG["phylo"]["checkpoint"]),
     output:
         weights=model_file("phylonn.pt"),
         description=model_file("phylonn.json"),

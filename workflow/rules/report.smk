@@ -8,7 +8,7 @@ rule report:
         maps=[map_file(p, s) for p in MAP_PRODUCTS for s in SHARDS],
         phylogeny=PHYLOGENY,
         phylonn=[model_file("phylonn.json")] if CFG["phylo"]["enabled"] else [],
-        cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
+        cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"], CFG["collection"]["root"]),
     output:
         # marked for `snakemake --report`: Snakemake's report of a run carries this one
         report=report(f"{RESULTS}/report.html", category="traitpipe", labels={"file": "report.html"}),

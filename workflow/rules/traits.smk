@@ -85,7 +85,7 @@ rule evaluate:
         cams=[table_file("cams", s, m) for m in CAMS for s in SHARDS],
         part_truth=[table_file("part_truth", s) for s in SHARDS] if SCORE_PARTS else [],
         map_truth=[table_file("map_truth", s, m) for m in MAPPED for s in SHARDS] if SCORE_MAPS else [],
-        cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"]),
+        cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"], CFG["collection"]["root"]),
         sam2=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_PARTS else [],
         retrieval=[table_file("retrieval", s) for s in SHARDS] if SCORE_PARTS and RETRIEVAL else [],
     output:
