@@ -26,6 +26,9 @@ EVALUATION = _rows(
     ("evaluate", "gradcam", None, "trait_energy", "all", None, None, 0.0069, 96),
     ("evaluate", "gradcam", 1.0, "trait_energy", "all", None, None, 0.0044, 96),
     ("evaluate", "gradcam", 1.0, "relative_drop@0.05", "cryptic", None, None, 0.096, 48),
+    ("evaluate", "gradcam", None, "trait_part", "all", None, None, 0.375, 8),
+    ("evaluate", "gradcam", None, "trait_part", "cryptic", None, None, 1 / 3, 6),
+    ("evaluate", "intr", None, "trait_part", "all", "head 0", None, 1.0, 8),  # a head: not the map's answer
     ("evaluate", "uniform", None, "trait_energy", "all", None, None, 0.0036, 96),
     ("phylonn", "phylonn", None, "spearman_phylo_codes_vs_tree", "held_out", "0", None, 0.78, 28),
     ("phylonn", "phylonn", None, "spearman_phylo_codes_vs_tree", "held_out", "3", None, 0.85, 28),
@@ -48,8 +51,9 @@ def test_every_number_comes_from_the_table():
            "to 0.85 over the levels; in the non-phylogenetic codes, 0.34." in block
     table = [line for line in block.splitlines() if line.startswith("| ")]
     assert table[2].startswith("| a blind map (`uniform`) | 0.36% |")  # the blind map first, then each map
-    assert table[3] == "| gradcam | 0.69% | - | - | - | - |"
-    assert table[4] == "| Finer-gradcam (alpha 1) | 0.44% | - | - | - | 0.096 |"
+    assert table[3] == "| gradcam | 0.69% | - | - | - | 3 of 8 | 2 of 6 | - |"
+    assert table[4] == "| Finer-gradcam (alpha 1) | 0.44% | - | - | - | - | - | 0.096 |"
+    assert len(table) == 5  # INTR's heads are scored one by one, not as the map's answer
     changed = EVALUATION.assign(value=np.where(EVALUATION["metric"] == "top1_accuracy", 0.9, EVALUATION["value"]))
     assert "the classifier the CAMs explain 90%" in findings(changed)  # nothing is written down twice
 

@@ -79,8 +79,12 @@ def test_cryptic_sisters_differ_only_by_their_marks(tmp_path):
 
     root = synthesize(tmp_path / "c", n_species=8, per_species=2, size=64, seed=0)
     params = json.loads((root / "collection.json").read_text())
-    assert params["version"] == 4 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
+    assert params["version"] == 5 and len(params["cryptic_pairs"]) == 3  # the demo's tree: every sister pair
     looks = json.loads((root / "truth" / "species.json").read_text())
+    # each species' trait part(s), as the part names of the masks: a wing mark is on both wings
+    assert {name: parts for name, parts in params["trait_parts"].items()} == {
+        name: {"forewing": ["left_forewing", "right_forewing"], "hindwing": ["left_hindwing", "right_hindwing"]}.get(
+            look["mark_part"], [look["mark_part"]]) for name, look in looks.items()}
     concepts = json.loads((root / "concepts.json").read_text())  # each mark in words: its colour and its part
     assert sorted(concepts) == sorted(looks)
     for name, concept in concepts.items():

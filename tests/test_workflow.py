@@ -247,14 +247,14 @@ def test_run_then_query(collection_copy, tmp_path):
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "clip", "n": 2},
-                                       {"stage": "evaluate", "n": 64},
+                                       {"stage": "evaluate", "n": 78},
                                        {"stage": "intr", "n": 2}, {"stage": "phylo_train", "n": 6},
                                        {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
     done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
                      "select method, alpha, list(distinct metric order by metric) as metrics, "
                      "list(distinct subset order by subset) as subsets from evaluation where stage = 'evaluate' "
                      "and part is null group by all order by all", cwd=tmp_path)
-    maps = ["relative_drop@0.05", "relative_drop_own@0.05", "trait_energy", "trait_pointing"]
+    maps = ["relative_drop@0.05", "relative_drop_own@0.05", "trait_energy", "trait_part", "trait_pointing"]
     assert json.loads(done.stdout) == [
         {"method": "clip-concept-gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
         {"method": "clip-concept-gradcam", "alpha": None, "metrics": maps + ["zero_shot_accuracy"],

@@ -41,7 +41,7 @@ PARTS = {
 MARK_PARTS = ("forewing", "hindwing", "thorax", "abdomen")
 #: Relative distances from the root that define the family and genus columns.
 RANK_DISTANCES = {"family": 0.33, "genus": 0.5}
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 _SYLLABLES = ("ar", "be", "ca", "do", "ly", "mi", "no", "pha", "ra", "si", "te", "tho", "xe", "zo")
 _EPITHETS = (
@@ -376,7 +376,8 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
         ``images/``, ``masks/`` (one labelled reference mask per species and
         ``parts.json``), ``truth/`` (part labels and trait mask of every image,
         ``species.json``), ``concepts.json`` (each species' mark in words, :func:`mark_concept`: the trait
-        concept prompts of a CLIP) and ``collection.json`` (the parameters and the cryptic pairs, written last).
+        concept prompts of a CLIP) and ``collection.json`` (the parameters, the cryptic pairs and each species'
+        trait parts, written last).
     """
     if not 2 <= n_species <= len(_EPITHETS):
         raise ValueError(f"n_species must be in 2..{len(_EPITHETS)}, got {n_species}")
@@ -455,7 +456,9 @@ def synthesize(out_dir, *, n_species: int = 8, per_species: int = 12, size: int 
     params = {"generator": "traitpipe.collection.synthesize", "version": GENERATOR_VERSION,
               "n_species": n_species, "per_species": per_species, "size": size, "seed": seed, "cryptic": cryptic,
               "damaged": damaged, "damaged_part": damaged_part,
-              "cryptic_pairs": [[names[a], names[b]] for a, b in cryptic_tips]}
+              "cryptic_pairs": [[names[a], names[b]] for a, b in cryptic_tips],
+              "trait_parts": {name: [PARTS[label] for label in _MARK_LABELS[look.mark_part]]
+                              for name, look in zip(names, looks)}}
     (out / "collection.json").write_text(json.dumps(params, indent=1) + "\n")
     return out
 

@@ -4,16 +4,19 @@ true trait, faithfulness per method and alpha; on all images and on the cryptic 
 from __future__ import annotations
 
 
-from traitpipe.jobs.splits import cryptic_pairs, sam2_split
+from traitpipe.jobs.splits import cryptic_pairs, sam2_split, trait_parts
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
 from traitpipe.traits.evaluation import (faithfulness_scores, map_scores, retrieval_scores, segmentation_scores,
-                                        zero_shot_scores)
+                                        trait_part_scores, zero_shot_scores)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job evaluate --config RUN_CONFIG --images T.. --cams T.. [--part-truth T..] [--map-truth T..]
-    [--retrieval T..] [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+    [--retrieval T..] [--species-traits T..] [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+
+    ``--cryptic-pairs``: a JSON file with the cryptic pairs and, where known, each species' trait part(s)
+    (``trait_parts``); the part each map names in ``--species-traits`` is then scored (``trait_part``).
 
     ``--retrieval``: the round-trip IoU of ``segment.retrieval.part``, scored against the part's true
     condition (intact, damaged, absent) read from the true part masks.
@@ -21,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     ``--sam2``: the description of a SAM 2 trained here (``models/sam2_trained.json``); SST is then also
     scored on the species it held out from training (``subset = held_out``) and, in-sample, on those it
     trained on (``trained``)."""
-    step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth", "retrieval"),
+    step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth", "retrieval",
+                                                             "species_traits"),
                 optional=("cryptic_pairs", "sam2"), compute=False)
     args = step.args
     species = read_table_files(args.images, "images").drop_duplicates("image_id").set_index("image_id")["species"]
@@ -35,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
                     "each method's own mean is in relative_drop_own@")
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
+    truth = trait_parts(args.cryptic_pairs)
+    if args.species_traits and truth:
+        records += trait_part_scores(read_table_files(args.species_traits, "species_traits"), truth, image_subsets)
     if args.part_truth:
         part_truth = read_table_files(args.part_truth, "part_truth")
         # a SAM 2 trained here: its training species apart (in-sample) from the held-out ones

@@ -92,6 +92,14 @@ def sam2_split(description: str | None) -> dict[str, set[str]]:
     return {"trained": set(trained["species"]), "held_out": set(trained["held_out"])}
 
 
+def trait_parts(file: str | None) -> dict[str, list[str]]:
+    """Each species' trait part(s) a JSON file names (``{"trait_parts": {species: [part, ...]}}``, as the
+    synthetic collection's ``collection.json``); none without a file or the key."""
+    if file is None:
+        return {}
+    return {name: list(parts) for name, parts in json.loads(Path(file).read_text()).get("trait_parts", {}).items()}
+
+
 def cryptic_pairs(file: str | None) -> list[tuple[str, str]]:
     """The cryptic species pairs a JSON file lists (``{"cryptic_pairs": [[a, b], ...]}``, as the synthetic
     collection's ``collection.json``); none without a file."""

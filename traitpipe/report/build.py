@@ -42,6 +42,10 @@ def describe(row: dict) -> str:
         return f"{name} puts {value:.1%} of its map's mass on the true trait (mean of {n} images, {subset})."
     if metric == "trait_pointing":
         return f"{name}'s peak falls on the true trait in {value:.0%} of {n} images ({subset})."
+    if metric == "trait_part":
+        head = f", {row['level']}" if row["level"] else ""
+        return (f"The part {name}{head} names for a species is the part its trait is on for {round(value * n)} of "
+                f"{n} species ({subset}).")
     if metric.startswith("relative_drop"):
         share = float(metric.split("@")[1])
         images = ("the images every map ranks" if metric.startswith("relative_drop@")

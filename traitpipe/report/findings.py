@@ -56,20 +56,29 @@ def _num(value: float, digits: int = 2, missing: str = "n/a") -> str:
     return missing if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _species(row: dict | None) -> str:
+    """'k of n' species of a ``trait_part`` row, '-' for none."""
+    value = value_of(row)
+    return "-" if math.isnan(value) else f"{round(value * row['n'])} of {int(row['n'])}"
+
+
 def map_table(scores: Scores) -> list[str]:
     """One Markdown table row per map (method and alpha) scored against the planted mark: trait energy and
-    pointing on all images and on the cryptic pairs, and RD@0.05 on the cryptic pairs (over the images every
+    pointing on all images and on the cryptic pairs, the species whose named part is the mark's (INTR's heads
+    aside), and RD@0.05 on the cryptic pairs (over the images every
     map ranks); the blind map's energy first."""
     rows = scores.rows[(scores.rows["stage"] == "evaluate") & (scores.rows["metric"] == "trait_energy")]
     keys = rows[["method", "alpha"]].drop_duplicates()
     keys = keys.assign(blind=keys["method"] != "uniform").sort_values(["blind", "method", "alpha"],
                                                                       na_position="first")
-    lines = ["| map | mass on the mark | cryptic pairs | peak on the mark | cryptic pairs | RD@0.05, cryptic |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| map | mass on the mark | cryptic pairs | peak on the mark | cryptic pairs | part named right | "
+             "cryptic pairs | RD@0.05, cryptic |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, alpha in zip(keys["method"], keys["alpha"]):
         alpha = None if pd.isna(alpha) else float(alpha)
         cells = [_pct(scores.value(metric, subset, stage="evaluate", method=method, alpha=alpha), digits, "-")
                  for metric, digits in (("trait_energy", 2), ("trait_pointing", 1)) for subset in ("all", "cryptic")]
+        cells += [_species(scores.row("trait_part", subset, stage="evaluate", method=method, alpha=alpha, level=None))
+                  for subset in ("all", "cryptic")]
         cells.append(_num(scores.value("relative_drop@0.05", "cryptic", stage="evaluate", method=method,
                                        alpha=alpha), 3, "-"))
         name = "a blind map (`uniform`)" if method == "uniform" else map_name(method, alpha)
@@ -131,7 +140,8 @@ def findings(evaluation: pd.DataFrame) -> str:
                      f"{_num(float(nonphylo['value'].iloc[0]) if len(nonphylo) else float('nan'))}.")
     lines = [START, ""] + [textwrap.fill(line, 110, subsequent_indent="  ") for line in lines[2:]]
     lines += ["", textwrap.fill("Each map against the mark the collection plants (mass: the mean share of a map's "
-                                "mass on the mark; peak: the share of images whose map peaks on it; RD@0.05: the "
+                                "mass on the mark; peak: the share of images whose map peaks on it; part named "
+                                "right: the species whose maps name the part their mark is on; RD@0.05: the "
                                 "relative confidence drop when the map's top 5% pixels are hidden, compared over the "
                                 "images every map ranks, each map against its own model):", 110), ""]
     lines += map_table(s)

@@ -154,6 +154,41 @@ def map_scores(map_truth: pd.DataFrame, subsets: Subsets) -> list[dict]:
     return records
 
 
+def trait_part_scores(traits: pd.DataFrame, truth: Mapping[str, list[str]], subsets: Subsets) -> list[dict]:
+    """Is the part a map names for a species (``species_traits``) where the species' trait is? ``trait_part``:
+    the share of the species with a known trait part whose named part is one of them, per method and alpha
+    (Prompt-CAM's top-ranked head); INTR's heads each on their own (``level`` "head <k>"). The answer a user
+    reads, scored: a map can put mass near the trait and still name another part.
+
+    Parameters
+    ----------
+    traits : pandas.DataFrame
+        ``species_traits`` rows with their ``method``.
+    truth : mapping of str to list of str
+        Each species' trait part(s): both sides where the trait is on both (``left_forewing``,
+        ``right_forewing``), each counting as right.
+    subsets : mapping
+        Subset name -> its species (None: all).
+
+    Examples
+    --------
+    >>> traits = pd.DataFrame({"method": "gradcam", "alpha": np.nan, "rank": None, "head": None,
+    ...                        "species": ["A a", "B b", "C c"], "part": ["left_forewing", "head", "thorax"]})
+    >>> truth = {"A a": ["left_forewing", "right_forewing"], "B b": ["abdomen"], "C c": ["thorax"]}
+    >>> [(r["subset"], round(r["value"], 3), r["n"]) for r in trait_part_scores(traits, truth, {"all": None})]
+    [('all', 0.667, 3)]
+    """
+    rows = traits[(traits["rank"].isna() | (traits["rank"] == 0)) & traits["species"].isin(list(truth))]
+    records = []
+    for (method, alpha, head), group in rows.groupby(["method", "alpha", "head"], dropna=False, sort=True):
+        right = pd.Series([part in truth[name] for name, part in zip(group["species"], group["part"])],
+                          index=group.index)
+        for name, chosen in _subsets(group, subsets):
+            record = _record(method, alpha, "trait_part", name, right[chosen.index].mean(), len(chosen))
+            records.append({**record, "level": None if pd.isna(head) else f"head {int(head)}"})
+    return records
+
+
 def faithfulness_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
     """The mean relative confidence drop (Finer-CAM's RD, docs/methods.md) per method and alpha, named for the
     share of pixels masked.

@@ -88,6 +88,7 @@ rule evaluate:
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"], CFG["collection"]["root"]),
         sam2=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_PARTS else [],
         retrieval=[table_file("retrieval", s) for s in SHARDS] if SCORE_PARTS and RETRIEVAL else [],
+        species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
     output:
         evaluation=table_file("evaluation", "evaluate", "evaluate"),
     params:
@@ -104,5 +105,6 @@ rule evaluate:
     shell:
         "traitpipe job evaluate --config {params.run_config:q} --images {input.images:q} --cams {input.cams:q}"
         " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} --retrieval {input.retrieval:q}"
+        " --species-traits {input.species_traits:q}"
         " {params.cryptic_pairs} {params.sam2}"
         " --evaluation {output.evaluation:q} > {log:q} 2>&1"
