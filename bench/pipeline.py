@@ -33,7 +33,7 @@ from traitpipe.collection.synthetic import synthesize
 from traitpipe.jobs.images import image_files, load_pixels, read_rows
 from traitpipe.jobs.masks import load_support
 from traitpipe.models.classes import explained_classes
-from traitpipe.models.device import resolve_device
+from traitpipe.jobs.devices import resolve_device
 from traitpipe.models.transforms import to_batch
 
 SPECIES, PER_SPECIES, GOAL, REPEATS = 4, 128, 0.8, 2

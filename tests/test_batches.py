@@ -10,7 +10,7 @@ from conftest import ingest_shards, write_config
 from traitpipe.config import canonical_json, load_config
 from traitpipe.models.batches import Batches, epoch_length, epoch_order
 from traitpipe.models.classifier import build_classifier
-from traitpipe.models.device import resolve_device
+from traitpipe.jobs.devices import resolve_device
 from traitpipe.models.training import train_classifier
 from traitpipe.store.tables import read_table
 

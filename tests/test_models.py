@@ -8,7 +8,7 @@ import torch
 from traitpipe.models.checkpoints import CheckpointError, load_state_dict, sha256_file
 from traitpipe.models.classes import carried_classes
 from traitpipe.models.classifier import build_classifier, normalisation
-from traitpipe.models.device import resolve_device
+from traitpipe.jobs.devices import resolve_device
 from traitpipe.models.training import split_by_specimen, train_classifier
 
 TINY = {"img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2}
@@ -143,7 +143,7 @@ def test_jobs_on_one_machine_take_different_gpus(tmp_path, monkeypatch):
     import fcntl
     import threading
 
-    from traitpipe.models import device as device_module
+    from traitpipe.jobs import devices as device_module
 
     def hold(index):  # another job's claim: the same lock, from another open file
         handle = open(tmp_path / f"gpu-{index}.lock", "a")

@@ -29,7 +29,7 @@ def test_every_cam_method_in_the_registry_is_accepted_by_the_config_schema():
 def test_steps_do_not_import_each_other():
     """A step is read, call, write: what steps share lives in jobs.images, jobs.masks, jobs.models, jobs.splits,
     jobs.step or the library."""
-    shared = {"images", "map_pass", "masks", "models", "splits", "step", "__init__"}
+    shared = {"devices", "images", "map_pass", "masks", "models", "splits", "step", "__init__"}
     imports = {}
     for file in sorted(JOBS.glob("*.py")):
         steps = set(re.findall(r"from traitpipe\.jobs\.(\w+) import", file.read_text())) - shared
@@ -49,7 +49,7 @@ def test_every_job_uses_the_step_skeleton_and_schema_columns():
     """Each step parses, reads the config, picks the device and writes through jobs.step.Step; no job lists
     a table's columns (they come from store/schemas.py)."""
     for file in sorted(JOBS.glob("*.py")):
-        if file.stem in {"images", "map_pass", "masks", "models", "splits", "step", "__init__"}:
+        if file.stem in {"devices", "images", "map_pass", "masks", "models", "splits", "step", "__init__"}:
             continue
         text = file.read_text()
         assert "Step(" in text and "write_table(" not in text and "provenance(" not in text, file.name

@@ -117,7 +117,8 @@ class Step:
         if compute:
             import torch  # only the jobs that compute pay for importing torch
 
-            from traitpipe.models.device import resolve_device, seed_everything
+            from traitpipe.jobs.devices import resolve_device
+            from traitpipe.models.device import seed_everything
 
             if self.args.threads:
                 torch.set_num_threads(self.args.threads)
