@@ -23,6 +23,10 @@ EVALUATION = _rows(
     ("evaluate", "sst", None, "round_trip_iou_damaged", "queries", None, "left_forewing", 0.731, 8),
     ("evaluate", "sst", None, "round_trip_iou_intact", "queries", None, "left_forewing", 0.869, 72),
     ("classifier", "classifier", None, "top1_accuracy", "val", None, None, 0.6667, 24),
+    ("classifier", "classifier", None, "pair_accuracy", "A a | B b", None, None, 0.5, 8),
+    ("classifier", "classifier", None, "pair_accuracy", "C c | D d", None, None, 1.0, 8),
+    ("intr", "intr", None, "pair_accuracy", "A a | B b", None, None, 0.875, 8),
+    ("intr", "intr", None, "pair_accuracy", "C c | D d", None, None, 0.75, 8),
     ("evaluate", "gradcam", None, "trait_energy", "all", None, None, 0.0069, 96),
     ("evaluate", "gradcam", 1.0, "trait_energy", "all", None, None, 0.0044, 96),
     ("evaluate", "gradcam", 1.0, "relative_drop@0.05", "cryptic", None, None, 0.096, 48),
@@ -47,6 +51,8 @@ def test_every_number_comes_from_the_table():
            "the time (`retrieval_auc` 0.872); the mean round-trip IoU is 0.003 where it is absent, 0.73 where torn, " \
            "0.87 where intact." in block
     assert "right: the classifier the CAMs explain 67% (24 images)." in block
+    assert ("- The same on each cryptic pair (A a | B b; C c | D d): the classifier the CAMs explain 50%, 100%; "
+            "INTR 88%, 75%.") in block
     assert "(held-out specimens): species distances in the phylogenetic codes follow the tree's with Spearman 0.78 " \
            "to 0.85 over the levels; in the non-phylogenetic codes, 0.34." in block
     table = [line for line in block.splitlines() if line.startswith("| ")]

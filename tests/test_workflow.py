@@ -246,10 +246,11 @@ def test_run_then_query(collection_copy, tmp_path):
         {"codes": "phylo", "level": k, "pairs": 6} for k in range(3)]
     done = traitpipe("query", "--results", results, "--format", "json",
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
-    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 2}, {"stage": "clip", "n": 2},
+    # each model: top-1 accuracy on the training and the held-out images, and on the held-out images of the pair
+    assert json.loads(done.stdout) == [{"stage": "classifier", "n": 3}, {"stage": "clip", "n": 3},
                                        {"stage": "evaluate", "n": 78},
-                                       {"stage": "intr", "n": 2}, {"stage": "phylo_train", "n": 6},
-                                       {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 2}]
+                                       {"stage": "intr", "n": 3}, {"stage": "phylo_train", "n": 6},
+                                       {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 3}]
     done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
                      "select method, alpha, list(distinct metric order by metric) as metrics, "
                      "list(distinct subset order by subset) as subsets from evaluation where stage = 'evaluate' "

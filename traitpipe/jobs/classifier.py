@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from traitpipe.jobs.images import read_rows
-from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
 from traitpipe.jobs.models import class_order
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -19,9 +19,10 @@ from traitpipe.store.cards import ModelCard, Source
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job classifier --config RUN_CONFIG --images T.. --weights F --description F --evaluation F
-    --failures F``."""
-    step = Step("classifier", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",))
+    """``traitpipe job classifier --config RUN_CONFIG --images T.. [--cryptic-pairs F] --weights F --description F
+    --evaluation F --failures F``."""
+    step = Step("classifier", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",),
+                optional=("cryptic_pairs",))
     args, config, device = step.args, step.config, step.device
     spec, train = config["classifier"], config["classifier"]["train"]
     checkpoint = step.checkpoint("classifier")
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     weights, description = args.weights, args.description
     with atomic_path(weights) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
-    accuracy, evaluation = accuracy_rows("classifier", correct, is_val)
+    accuracy, evaluation = accuracy_rows("classifier", correct, is_val, rows["species"].to_numpy(),
+                                         cryptic_pairs(args.cryptic_pairs))
     trained = ("linear probe" if train["linear_probe"] else "fine-tuned") if train["enabled"] else None
     card = ModelCard("classifier", Source(info["source"], info["checkpoint"], info["sha256"], trained),
                      sha256=sha256_file(weights), random_weights=info["random_weights"] and not train["enabled"],

@@ -16,7 +16,7 @@ from traitpipe.explain.clip import PromptClassifier, encode_prompts, preprocessi
 from traitpipe.models.clip import NAMED, build_clip, clip_tokenizer, load_clip, model_config
 from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.images import read_rows
-from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
@@ -31,10 +31,10 @@ def config_value(value, file: str | None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job clip_model --config RUN_CONFIG --images T.. [--concepts F] [--common-names F] --weights F
-    --description F --evaluation T --failures T``."""
+    """``traitpipe job clip_model --config RUN_CONFIG --images T.. [--concepts F] [--common-names F]
+    [--cryptic-pairs F] --weights F --description F --evaluation T --failures T``."""
     step = Step("clip_model", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",),
-                optional=("concepts", "common_names"))
+                optional=("concepts", "common_names", "cryptic_pairs"))
     args, config, device = step.args, step.config, step.device
     settings, checkpoint = config["clip"], step.checkpoint("clip")
     ranks = config["collection"]["columns"]["ranks"]
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             logits = predict(classifiers[name], images, settings["batch_size"], device, settings["precision"],
                              config["loader"]["workers"])
-            accuracy[name], records = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val)
+            accuracy[name], records = accuracy_rows(f"clip-{name}", (logits.argmax(1) == own).numpy(), is_val,
+                                                    rows["species"].to_numpy(), cryptic_pairs(args.cryptic_pairs))
             evaluation += records
     stored = {name: {**chosen, "embeddings": classifiers[name].text.cpu()} for name, chosen in sets.items()}
     with atomic_path(args.weights) as tmp:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.intr import INTR, architecture, load_intr, train_intr
-from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import load_state_dict, sha256_file
@@ -22,9 +22,10 @@ ARCH_KEYS = ("backbone", "d_model", "nheads", "enc_layers", "dec_layers", "dim_f
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``traitpipe job intr_train --config RUN_CONFIG --images T.. --weights F --description F --evaluation T
-    --failures T``."""
-    step = Step("intr_train", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",))
+    """``traitpipe job intr_train --config RUN_CONFIG --images T.. [--cryptic-pairs F] --weights F --description F
+    --evaluation T --failures T``."""
+    step = Step("intr_train", argv, paths=("weights", "description", "evaluation", "failures"), lists=("images",),
+                optional=("cryptic_pairs",))
     args, config, device = step.args, step.config, step.device
     settings, checkpoint = config["intr"], step.checkpoint("intr")
     arch = {key: settings[key] for key in ARCH_KEYS}
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"], workers).argmax(1)
                == labels).numpy()
-    accuracy, evaluation = accuracy_rows("intr", correct, is_val)
+    accuracy, evaluation = accuracy_rows("intr", correct, is_val, rows["species"].to_numpy(),
+                                         cryptic_pairs(args.cryptic_pairs))
     with atomic_path(args.weights) as tmp:
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "classes": classes}, tmp)
     sha = sha256_file(args.weights)

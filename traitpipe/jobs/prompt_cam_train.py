@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from traitpipe.explain.prompt_cam import RELEASED_MEAN, RELEASED_STD
-from traitpipe.jobs.splits import accuracy_rows, labelled_images, split
+from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
 from traitpipe.jobs.models import class_order, load_prompt_cam
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
@@ -31,9 +31,10 @@ from traitpipe.store.cards import ModelCard, Source
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job prompt_cam_train --config RUN_CONFIG --images T.. --classifier F --classifier-description F
-    --weights F --description F --evaluation T --failures T``."""
+    [--cryptic-pairs F] --weights F --description F --evaluation T --failures T``."""
     step = Step("prompt_cam_train", argv, paths=("classifier", "classifier_description", "weights", "description",
-                                                 "evaluation", "failures"), lists=("images",))
+                                                 "evaluation", "failures"), lists=("images",),
+                optional=("cryptic_pairs",))
     args, config, device = step.args, step.config, step.device
     settings, checkpoint = config["prompt_cam"], step.checkpoint("prompt_cam")
     seed_everything(settings["seed"])
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     correct = (predict(model, images, settings["batch_size"], device, settings["precision"], workers).argmax(1)
                == labels).numpy()
-    accuracy, evaluation = accuracy_rows("promptcam", correct, is_val)
+    accuracy, evaluation = accuracy_rows("promptcam", correct, is_val, rows["species"].to_numpy(),
+                                         cryptic_pairs(args.cryptic_pairs))
     weights, description = args.weights, args.description
     state = {k: v.cpu() for k, v in model.backbone.state_dict().items()}
     state.update({"vpt.prompt_embeddings": model.prompts.detach().cpu(), "head.weight": model.head.weight.detach().cpu(),

@@ -64,9 +64,12 @@ def held_out(rows: pd.DataFrame, val_fraction: float, seed: int) -> np.ndarray:
     return split_by_specimen(specimens, species, val_fraction, seed)
 
 
-def accuracy_rows(method: str, correct: np.ndarray, is_val: np.ndarray) -> tuple[dict[str, float], list[dict]]:
+def accuracy_rows(method: str, correct: np.ndarray, is_val: np.ndarray, species: np.ndarray | None = None,
+                  pairs: Sequence[tuple[str, str]] = ()) -> tuple[dict[str, float], list[dict]]:
     """Top-1 accuracy on the training and held-out images: {"train": a, "val": a} (NaN where a subset is
-    empty) and the ``evaluation`` records.
+    empty) and the ``evaluation`` records; with each image's species and the cryptic ``pairs``, also
+    ``pair_accuracy``: the held-out accuracy over the images of each pair's two species (subset "<a> | <b>"),
+    whether the model tells the sisters apart.
 
     Parameters
     ----------
@@ -74,12 +77,26 @@ def accuracy_rows(method: str, correct: np.ndarray, is_val: np.ndarray) -> tuple
         The ``evaluation.method`` value.
     correct, is_val : numpy.ndarray of bool, shape (N,)
         Whether each image was classified right, and whether it is held out.
+    species : numpy.ndarray of str, shape (N,), optional
+    pairs : sequence of (str, str)
+
+    Examples
+    --------
+    >>> correct, is_val = np.array([True, False, True, True]), np.array([True, True, True, False])
+    >>> _, rows = accuracy_rows("m", correct, is_val, np.array(["a", "b", "c", "a"]), [("a", "b")])
+    >>> [(r["metric"], r["subset"], r["value"], r["n"]) for r in rows]
+    [('top1_accuracy', 'train', 1.0, 1), ('top1_accuracy', 'val', 0.6666666666666666, 3), ('pair_accuracy', 'a | b', 0.5, 2)]
     """
     accuracy, records = {}, []
     for subset, chosen in (("train", ~is_val), ("val", is_val)):
         accuracy[subset] = float(correct[chosen].mean()) if chosen.any() else float("nan")
         records.append({"method": method, "metric": "top1_accuracy", "subset": subset, "level": None,
                         "value": accuracy[subset], "n": int(chosen.sum())})
+    for a, b in pairs:
+        chosen = is_val & np.isin(species, [a, b])
+        if chosen.any():
+            records.append({"method": method, "metric": "pair_accuracy", "subset": f"{a} | {b}", "level": None,
+                            "value": float(correct[chosen].mean()), "n": int(chosen.sum())})
     return accuracy, records
 
 

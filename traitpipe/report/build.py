@@ -69,6 +69,8 @@ def describe(row: dict) -> str:
                 "its own (its species', or its species' concept), zero-shot.")
     if metric == "top1_accuracy":
         return f"{name} classifies {value:.0%} of {n} {subset} images right."
+    if metric == "pair_accuracy":
+        return f"{name} classifies {value:.0%} of the {n} held-out images of the cryptic pair {subset} right."
     if metric == "head_accuracy":
         return f"Phylo-NN's level-{row['level']} head names the right group for {value:.0%} of {n} {subset} images."
     if metric.startswith("spearman_"):

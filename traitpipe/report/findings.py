@@ -129,6 +129,12 @@ def findings(evaluation: pd.DataFrame) -> str:
     said = [f"{name} {_pct(value_of(row))} ({n(row)} images)" for name, row in accuracy.items() if row is not None]
     if said:
         lines.append("- Held-out specimens classified right: " + "; ".join(said) + ".")
+    pairs = evaluation[evaluation["metric"] == "pair_accuracy"]
+    if len(pairs):
+        order = list(dict.fromkeys(pairs["subset"]))
+        said = [f"{name} " + ", ".join(_pct(s.value("pair_accuracy", pair, method=method)) for pair in order)
+                for method, name in names.items() if (pairs["method"] == method).any()]
+        lines.append(f"- The same on each cryptic pair ({'; '.join(order)}): " + "; ".join(said) + ".")
     phylo = evaluation[evaluation["metric"] == "spearman_phylo_codes_vs_tree"]
     nonphylo = evaluation[evaluation["metric"] == "spearman_nonphylo_codes_vs_tree"]
     if len(phylo):

@@ -242,7 +242,8 @@ TABLE_DOCS: dict[str, str] = {
                   "`trait_pointing`; `trait_part`, the share of species whose named part (`species_traits`) is "
                   "the one their trait is on; `relative_drop@0.05` over the images every map ranks and "
                   "`relative_drop_own@0.05` over each map's own; `zero_shot_accuracy`), of training (stage of "
-                  "the model: `top1_accuracy`, Phylo-NN's `head_accuracy`; stage `sst_finetune`: `miou_untuned` "
+                  "the model: `top1_accuracy`, `pair_accuracy` on the held-out images of each cryptic pair (subset "
+                  "`<a> | <b>`), Phylo-NN's `head_accuracy`; stage `sst_finetune`: `miou_untuned` "
                   "and `miou_tuned`) and of the codes (stage `phylonn`: `spearman_<phylo|nonphylo>_codes_vs_tree`"
                   " per level).",
 }

@@ -9,6 +9,7 @@ for model in PLAN.trained():
         input:
             images=[table_file("images", s) for s in SHARDS],
             needs=[model_file(f"{n}.{ext}") for n in model.needs for ext in ("pt", "json")],
+            pairs=collection_files(CFG["evaluate"]["cryptic_pairs"], CFG["collection"]["root"]),
             **config_files(model),
         output:
             weights=model_file(f"{model.name}.pt"),
@@ -19,8 +20,9 @@ for model in PLAN.trained():
             job=model.job,
             run_config=RUN_CONFIG,
             settings=canonical_json(model.depends_on(CFG)),
-            options=lambda wildcards, input, model=model: model_options(model.needs, input.needs) + " " + " ".join(
-                option(name.replace("_", "-"), getattr(input, name)) for name in model.options),
+            options=lambda wildcards, input, model=model: " ".join([
+                model_options(model.needs, input.needs), option("cryptic-pairs", input.pairs),
+                *(option(name.replace("_", "-"), getattr(input, name)) for name in model.options)]),
         conda:
             CONDA_ENV
         log:
