@@ -117,3 +117,17 @@ def test_a_registered_map_kind_and_model_enter_the_plan(monkeypatch):
     assert plan.table("failures", "all", "probe_train") in plan.failure_files()
     assert {plan.table("cams", s, "probe") for s in SHARDS} <= set(plan.targets())
     assert products.map_products(_demo_config())["probe"] == "probe"
+
+
+def test_the_slurm_profile_places_every_models_and_map_products_rule():
+    """Each train and map rule the registries make runs on a GPU: the slurm profile gives it the GPU partition,
+    threads and memory (and a map rule an array job); one it forgets would run in the CPU partition asking for
+    a GPU. A new product's entries fail here until its rules are in the profile."""
+    from traitpipe.cli import SNAKEFILE
+    from traitpipe.products import MAP_KINDS, MODELS
+
+    profile = yaml.safe_load((SNAKEFILE.parent / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = [model.job for model in MODELS.values()] + [kind.rule for kind in MAP_KINDS.values()]
+    assert [r for r in rules if profile["set-resources"].get(r, {}).get("slurm_partition") != "gpu"
+            or r not in profile["set-threads"]] == []
+    assert {kind.rule for kind in MAP_KINDS.values()} <= set(profile["slurm-array-jobs"].split(","))
