@@ -119,15 +119,15 @@ def test_a_registered_map_kind_and_model_enter_the_plan(monkeypatch):
     assert products.map_products(_demo_config())["probe"] == "probe"
 
 
-def test_the_slurm_profile_places_every_models_and_map_products_rule():
-    """Each train and map rule the registries make runs on a GPU: the slurm profile gives it the GPU partition,
-    threads and memory (and a map rule an array job); one it forgets would run in the CPU partition asking for
-    a GPU. A new product's entries fail here until its rules are in the profile."""
+def test_the_slurm_profile_puts_every_models_and_map_products_rule_in_the_gpu_partition():
+    """Each train and map rule the registries make runs on a GPU: the slurm profile's default partition is the
+    GPU one and only CPU rules name another, so a new product's rules need no line in the profile; one that
+    landed in the CPU partition would ask it for a GPU."""
     from traitpipe.cli import SNAKEFILE
     from traitpipe.products import MAP_KINDS, MODELS
 
     profile = yaml.safe_load((SNAKEFILE.parent / "profiles" / "slurm" / "config.yaml").read_text())
+    default = profile["default-resources"]["slurm_partition"]
     rules = [model.job for model in MODELS.values()] + [kind.rule for kind in MAP_KINDS.values()]
-    assert [r for r in rules if profile["set-resources"].get(r, {}).get("slurm_partition") != "gpu"
-            or r not in profile["set-threads"]] == []
-    assert {kind.rule for kind in MAP_KINDS.values()} <= set(profile["slurm-array-jobs"].split(","))
+    assert default == "gpu" and [r for r in rules if profile["set-resources"].get(r, {}).get(
+        "slurm_partition", default) != "gpu"] == []
