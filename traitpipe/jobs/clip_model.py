@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 
 from traitpipe.explain.clip import PromptClassifier, encode_prompts, preprocessing, train_clip
-from traitpipe.models.clip import NAMED, build_clip, clip_tokenizer, load_clip, model_config
+from traitpipe.models.clip import build_clip, clip_tokenizer, load_clip, model_config
 from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.images import read_rows
 from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
+from traitpipe.models.sources import source_kind
 from traitpipe.models.training import predict
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.cards import ModelCard, Source
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
         clip.to(device)
         pre = preprocessing(clip)
-        kind = "random" if checkpoint is None else "hf-hub" if checkpoint.startswith(NAMED) else "file"
-        source = Source(kind, checkpoint, sha256_file(checkpoint) if kind == "file" and Path(checkpoint).is_file()
-                        else None)
+        kind = source_kind(checkpoint)  # random, hf-hub, a Hub-layout folder (local-dir) or a weights file
+        source = Source(kind, checkpoint, sha256_file(checkpoint) if kind == "file" else None)
         random_weights = checkpoint is None
     clip.to(device).eval()
     scale = clip.logit_scale.exp().item()

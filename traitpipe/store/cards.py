@@ -32,8 +32,8 @@ class Source:
     Attributes
     ----------
     kind : str
-        ``random`` (a random initialisation), ``timm``, ``hf-hub``, ``file`` (a checkpoint file or folder) or
-        ``trained here`` (no checkpoint: the weights are the run's own).
+        ``random`` (a random initialisation), ``timm``, ``hf-hub``, ``file`` (a checkpoint file), ``local-dir``
+        (a folder in the Hub's layout) or ``trained here`` (no checkpoint: the weights are the run's own).
     checkpoint : str or None
         The config's value naming the weights (a file, ``hf-hub:<org>/<repo>``, a timm name).
     checkpoint_sha256 : str or None
@@ -105,8 +105,8 @@ class ModelCard:
             return "random weights"
         if source.kind == "trained here":
             return "trained here" + (f" ({source.trained})" if source.trained else "")
-        loaded = {"random": "random initialisation", "timm": "timm's pretrained weights", "hf-hub": str(source.checkpoint),
-                  "file": f"checkpoint {source.checkpoint}"}.get(source.kind, source.kind)
+        loaded = {"random": "random initialisation", "timm": "timm's pretrained weights",
+                  "hf-hub": str(source.checkpoint)}.get(source.kind, f"checkpoint {source.checkpoint}")
         return loaded + (f", {source.trained} here" if source.trained else "")
 
     def used(self) -> dict:
