@@ -40,11 +40,18 @@ def test_the_demo_plan_names_every_product_and_its_files():
         "classifier", "prompt_cam", "intr", "clip", "phylo_train", "phylonn", "sst_finetune", "evaluate"]
     per_shard = {stage for stage, shards in _stages(plan.failure_files(), "failures").items()
                  if shards == set(SHARDS)}
+    # one interventions job per model the maps explain, not per map product
+    assert plan.effect_models == ["classifier", "prompt_cam", "intr", "clip-species", "clip-concept"]
+    assert plan.intervened["layercam"] == "classifier" and plan.intervened["clip-concept-gradcam"] == "clip-concept"
     assert per_shard == {"ingest", "segment", "codes", "part_truth"} | {f"cam-{m}" for m in plan.mapped} | {
-        f"cam_parts-{m}" for m in plan.mapped}
+        f"cam_parts-{m}" for m in plan.mapped} | {f"part_effects-{m}" for m in plan.effect_models}
     targets = plan.targets()
     assert "results/report.html" in targets and len(targets) == len(set(targets))
     assert {f"results/tables/species_traits/method={m}/part-all.parquet" for m in plan.mapped} <= set(targets)
+    assert {f"results/tables/species_traits/method=interventions-{m}/part-all.parquet"
+            for m in plan.effect_models} <= set(targets)
+    kind, wildcards = plan.intervention("clip-concept")
+    assert kind.models == ("clip",) and wildcards["prompts"] == "concept"
 
 
 def test_steps_that_are_off_make_no_files():
@@ -110,12 +117,14 @@ def test_a_registered_map_kind_and_model_enter_the_plan(monkeypatch):
     monkeypatch.setitem(MODELS, "probe", Model("probe", job="probe_train", section="intr"))
     monkeypatch.setitem(MAP_KINDS, "probe", MapKind(
         "probe", job="probe", product="probe", models=("probe",), table="cams", table_option="cams", panel="heads",
-        products=lambda config: [("probe", {})], settings=lambda config, **_: {}))
+        products=lambda config: [("probe", {})], settings=lambda config, **_: {}, intervened="probe"))
     plan = Plan.make(_demo_config(), SHARDS)
     assert plan.mapped[-1] == "probe" and plan.models[-1] == "probe" and plan.kind("probe") is MAP_KINDS["probe"]
     assert plan.table("evaluation", "probe", "probe") in plan.evaluation_files()
     assert plan.table("failures", "all", "probe_train") in plan.failure_files()
     assert {plan.table("cams", s, "probe") for s in SHARDS} <= set(plan.targets())
+    assert plan.effect_models[-1] == "probe" and plan.table("failures", "00000", "part_effects-probe") in \
+        plan.failure_files()
     assert products.map_products(_demo_config())["probe"] == "probe"
 
 

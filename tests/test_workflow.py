@@ -105,7 +105,7 @@ def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collecti
 
 
 GPU_RULES = {"sam2_train", "sst_finetune", "segment", "classifier", "explain", "prompt_cam_train", "prompt_cam",
-             "intr_train", "intr", "clip_model", "clip", "phylo_train", "codes"}
+             "intr_train", "intr", "clip_model", "clip", "phylo_train", "codes", "part_effects"}
 
 
 def test_slurm_profile_asks_for_gpus_on_exactly_the_gpu_rules(tmp_path):
@@ -248,22 +248,26 @@ def test_run_then_query(collection_copy, tmp_path):
                      "select stage, count(*) as n from evaluation group by 1 order by 1", cwd=tmp_path)
     # each model: top-1 accuracy on the training and the held-out images, and on the held-out images of the pair
     assert json.loads(done.stdout) == [{"stage": "classifier", "n": 3}, {"stage": "clip", "n": 3},
-                                       {"stage": "evaluate", "n": 78},
+                                       {"stage": "evaluate", "n": 114},
                                        {"stage": "intr", "n": 3}, {"stage": "phylo_train", "n": 6},
                                        {"stage": "phylonn", "n": 4}, {"stage": "prompt_cam", "n": 3}]
     done = traitpipe("query", "--results", results, "--format", "json",  # the scores against the planted truth
                      "select method, alpha, list(distinct metric order by metric) as metrics, "
                      "list(distinct subset order by subset) as subsets from evaluation where stage = 'evaluate' "
                      "and part is null group by all order by all", cwd=tmp_path)
-    maps = ["relative_drop@0.05", "relative_drop_own@0.05", "trait_energy", "trait_part", "trait_pointing"]
+    maps = ["part_effect_spearman", "part_effect_top1", "relative_drop@0.05", "relative_drop_own@0.05",
+            "trait_energy", "trait_part", "trait_pointing"]
+    both = ["all", "cryptic"]
     assert json.loads(done.stdout) == [
-        {"method": "clip-concept-gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
-        {"method": "clip-concept-gradcam", "alpha": None, "metrics": maps + ["zero_shot_accuracy"],
-         "subsets": ["all", "cryptic"]},
-        {"method": "gradcam", "alpha": 1.0, "metrics": maps, "subsets": ["all", "cryptic"]},
-        {"method": "gradcam", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
-        {"method": "intr", "alpha": None, "metrics": maps, "subsets": ["all", "cryptic"]},
-        {"method": "promptcam", "alpha": None, "metrics": maps[2:], "subsets": ["all", "cryptic"]},
+        {"method": "clip-concept-gradcam", "alpha": 1.0, "metrics": maps, "subsets": both},
+        {"method": "clip-concept-gradcam", "alpha": None, "metrics": maps + ["zero_shot_accuracy"], "subsets": both},
+        {"method": "gradcam", "alpha": 1.0, "metrics": maps, "subsets": both},
+        {"method": "gradcam", "alpha": None, "metrics": maps, "subsets": both},
+        # the part each model's own interventions name, scored as a map's is
+        *({"method": f"interventions-{model}", "alpha": None, "metrics": ["trait_part"], "subsets": both}
+          for model in ("classifier", "clip-concept", "intr", "prompt_cam")),
+        {"method": "intr", "alpha": None, "metrics": maps, "subsets": both},
+        {"method": "promptcam", "alpha": None, "metrics": maps[:2] + maps[4:], "subsets": both},
         {"method": "sst", "alpha": None, "metrics": ["miou"], "subsets": ["cryptic", "queries"]},
         {"method": "uniform", "alpha": None, "metrics": ["trait_energy"], "subsets": ["all", "cryptic"]}]
     # Prompt-CAM's heads are ranked where the model predicts the true class, and only those images are summarised
@@ -285,9 +289,17 @@ def test_run_then_query(collection_copy, tmp_path):
                      "sum(n) as images from species_traits group by 1 order by 1", cwd=tmp_path)
     assert json.loads(done.stdout) == [{"method": "clip-concept-gradcam", "n": 8, "share": True, "images": 40},
                                        {"method": "gradcam", "n": 8, "share": True, "images": 40},
+                                       *({"method": f"interventions-{model}", "n": 4, "share": True, "images": 20}
+                                         for model in ("classifier", "clip-concept", "intr", "prompt_cam")),
                                        {"method": "intr", "n": 8, "share": True, "images": 40},
                                        {"method": "promptcam", "n": 2 * ranked["species"], "share": True,
                                         "images": 2 * ranked["images"]}]
+    done = traitpipe("query", "--results", results, "--format", "json",  # every part of every image, per model
+                     "select model, count(*) as n, count(distinct image_id) as images, "
+                     "bool_and((delta_logit is null) = (area_share = 0)) as absent, "
+                     "bool_and(fill = 'mean') as fill from part_effects group by 1 order by 1", cwd=tmp_path)
+    assert json.loads(done.stdout) == [{"model": model, "n": 20 * 7, "images": 20, "absent": True, "fill": True}
+                                       for model in ("classifier", "clip-concept", "intr", "prompt_cam")]
     means = open_maps(tmp_path / "results" / "maps" / "species" / "cam-gradcam.zarr")
     assert means["mean"].shape == (4, 2, 64, 64) and means["species_id"].shape == (4,)
     total = means["mean"][:].sum(axis=(2, 3))  # a mean of distributions, where some map had mass

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from traitpipe.products import MAP_KINDS, MODELS, MapKind, Model
+from traitpipe.products import MAP_KINDS, MODELS, MapKind, Model, intervened_models
 from traitpipe.store.tables import table_path
 
 
@@ -58,7 +58,11 @@ class Plan:
     flags : dict of str to bool
         ``score_parts`` (SST against true parts), ``trained_sam2`` (a SAM 2 trained here), ``score_maps`` (maps
         against the true trait), ``retrieval``, ``score_finetune`` (SST before and after fine-tuning),
-        ``summarize``, ``evaluate`` and the steps that are on: ``segment``, ``explain``, ``phylo``, ``report``.
+        ``summarize``, ``evaluate``, ``interventions`` (each part of each image removed, per model the maps
+        explain) and the steps that are on: ``segment``, ``explain``, ``phylo``, ``report``.
+    intervened : dict of str to str
+        Each map product -> the model whose part interventions its maps are scored against (empty when
+        interventions are off).
     """
 
     results: str
@@ -68,6 +72,7 @@ class Plan:
     models: list[str]
     truth: dict[str, bool]
     flags: dict[str, bool]
+    intervened: dict[str, str]
 
     @classmethod
     def make(cls, config: dict, species_of_shard: Mapping[str, Sequence[str]]) -> Plan:
@@ -93,10 +98,12 @@ class Plan:
                  "retrieval": config["segment"]["retrieval"]["part"] is not None,
                  "score_finetune": score_parts and config["segment"]["finetune"]["enabled"],
                  "summarize": segment and config["summarize"]["enabled"],  # the parts come from SST
-                 "evaluate": config["evaluate"]["enabled"] and (has_cams or score_parts or score_maps)}
+                 "evaluate": config["evaluate"]["enabled"] and (has_cams or score_parts or score_maps),
+                 "interventions": segment and config["interventions"]["enabled"] and bool(products)}
         return cls(config["results"], list(species_of_shard),
                    {shard: sorted(species) for shard, species in species_of_shard.items()}, products,
-                   [name for name in MODELS if name in needed], truth, flags)
+                   [name for name in MODELS if name in needed], truth, flags,
+                   intervened_models(config) if flags["interventions"] else {})
 
     @property
     def mapped(self) -> list[str]:
@@ -119,6 +126,17 @@ class Plan:
     def trained(self) -> list[Model]:
         """The models the run trains (one train rule each)."""
         return [MODELS[name] for name in self.models]
+
+    @property
+    def effect_models(self) -> list[str]:
+        """The models whose part interventions the run measures (``part_effects``'s ``model``), in product order."""
+        return list(dict.fromkeys(self.intervened.values()))
+
+    def intervention(self, model: str) -> tuple[MapKind, dict[str, str]]:
+        """How the interventions job loads one of :attr:`effect_models`: the kind of the first product explaining
+        it, and that product's wildcards."""
+        product = next(p for p in self.products if self.intervened.get(p.name) == model)
+        return MAP_KINDS[product.kind], product.wildcards
 
     def wildcard_values(self) -> dict[str, list[str]]:
         """Every value each wildcard of the map rules takes (the workflow's wildcard constraints)."""
@@ -161,9 +179,14 @@ class Plan:
             return []
         return [self.table("codes", s) for s in self.shards] + [self.table("species_distances", "all")]
 
+    def species_traits_files(self) -> list[str]:
+        """The part named for each species: by every map product's maps, then by each model's interventions."""
+        maps = [self.table("species_traits", "all", m) for m in self.mapped] if self.flags["summarize"] else []
+        return maps + [self.table("species_traits", "all", f"interventions-{m}") for m in self.effect_models]
+
     def trait_outputs(self) -> list[str]:
-        """The species summaries of every map product, the evaluation and the report."""
-        outputs = [self.table("species_traits", "all", m) for m in self.mapped] if self.flags["summarize"] else []
+        """The species summaries of every map product and model interventions, the evaluation and the report."""
+        outputs = self.species_traits_files()
         if self.flags["evaluate"]:
             outputs.append(self.table("evaluation", "evaluate", "evaluate"))
         if self.flags["report"]:
@@ -190,6 +213,7 @@ class Plan:
         per_shard += ["codes"] if self.flags["phylo"] else []
         per_shard += [f"cam_parts-{m}" for m in self.mapped] if segment else []
         per_shard += ["part_truth"] if self.flags["score_parts"] else []
+        per_shard += [f"part_effects-{m}" for m in self.effect_models]
         once = [model.job for model in self.trained()]
         once += ["phylo_train"] if self.flags["phylo"] else []
         return ([self.table("failures", s, stage) for stage in per_shard for s in self.shards]

@@ -105,6 +105,10 @@ class MapKind:
         config -> [(product name, wildcards)] the config turns on.
     settings : callable
         (config, **wildcards) -> what one product's map job depends on.
+    intervened : str
+        The name of the model its maps explain, a pattern :meth:`products`' wildcards fill: that model's part
+        interventions (``part_effects``) are what its maps are scored against. The first of :attr:`models` is
+        how the interventions job loads it.
     """
 
     rule: str
@@ -116,6 +120,7 @@ class MapKind:
     panel: str
     products: Callable[[dict], list[tuple[str, dict]]]
     settings: Callable[..., dict]
+    intervened: str
     options: tuple[tuple[str, str], ...] = ()
 
     def table_partition(self, product: str) -> str | None:
@@ -170,6 +175,23 @@ def _clip_model_settings(config: dict) -> dict:
     return {"clip": clip, "ranks": config["collection"]["columns"]["ranks"], "device": config["device"]}
 
 
+def intervened_models(config: dict) -> dict[str, str]:
+    """Every map product a validated config turns on -> the model whose part interventions its maps are scored
+    against (``part_effects``'s ``model``).
+
+    Examples
+    --------
+    >>> config = {"explain": {"enabled": True, "methods": [{"name": "gradcam"}]}, "prompt_cam": {"enabled": False},
+    ...           "intr": {"enabled": False}, "occlusion": {"enabled": True},
+    ...           "clip": {"enabled": True, "prompts": {"species": "taxonomic", "concepts": None},
+    ...                    "methods": [{"name": "gradcam"}]}}
+    >>> intervened_models(config)
+    {'gradcam': 'classifier', 'occlusion': 'classifier', 'clip-species-gradcam': 'clip-species'}
+    """
+    return {name: kind.intervened.format(**wildcards) for kind in MAP_KINDS.values()
+            for name, wildcards in kind.products(config)}
+
+
 def map_products(config: dict) -> dict[str, str]:
     """Every map product a validated config turns on (name -> the key of its kind in :data:`MAP_KINDS`), in
     order: the classifier's CAM methods, Prompt-CAM, INTR, the CLIP's products."""
@@ -191,21 +213,21 @@ MODELS.register("clip", Model("clip", job="clip_model", section="clip", settings
 MAP_KINDS = Registry("map product kind")
 MAP_KINDS.register("explain", MapKind(
     "explain", job="explain", product="{method}", models=("classifier",), table="cams", table_option="cams",
-    panel="alphas", products=_cam_products, settings=_cam_settings("explain", "method"),
+    panel="alphas", products=_cam_products, settings=_cam_settings("explain", "method"), intervened="classifier",
     options=(("method", "method"),)))
 MAP_KINDS.register("prompt_cam", MapKind(
     "prompt_cam", job="prompt_cam", product="promptcam", models=("prompt_cam", "classifier"), table="prompt_heads",
     table_option="heads", panel="ranked_heads", products=_one("promptcam", "prompt_cam"),
-    settings=_section("prompt_cam")))
+    settings=_section("prompt_cam"), intervened="prompt_cam"))
 MAP_KINDS.register("intr", MapKind(
     "intr", job="intr", product="intr", models=("intr",), table="cams", table_option="cams", panel="heads",
-    products=_one("intr", "intr"), settings=_intr_settings))
+    products=_one("intr", "intr"), settings=_intr_settings, intervened="intr"))
 MAP_KINDS.register("occlusion", MapKind(
     "occlusion", job="occlusion", product="occlusion", models=("classifier",), table="cams", table_option="cams",
-    panel="alphas", products=_one("occlusion", "occlusion"),
+    panel="alphas", products=_one("occlusion", "occlusion"), intervened="classifier",
     settings=lambda config, **_: {"occlusion": config["occlusion"], "device": config["device"],
                                   **{k: config["explain"][k] for k in ("target", "faithfulness_fraction")}}))
 MAP_KINDS.register("clip", MapKind(
     "clip", job="explain", product="clip-{prompts}-{clip_method}", models=("clip",), table="cams",
     table_option="cams", panel="alphas", products=_clip_products, settings=_cam_settings("clip", "clip_method"),
-    options=(("method", "clip_method"), ("prompts", "prompts"))))
+    intervened="clip-{prompts}", options=(("method", "clip_method"), ("prompts", "prompts"))))

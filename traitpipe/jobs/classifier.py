@@ -11,8 +11,8 @@ from traitpipe.jobs.models import class_order
 from traitpipe.jobs.step import Step
 from traitpipe.models.device import seed_everything
 from traitpipe.models.checkpoints import sha256_file
-from traitpipe.models.classifier import build_classifier, head_outputs
-from traitpipe.models.sources import PRETRAINED, source_kind
+from traitpipe.models.classifier import build_classifier, head_outputs, pool_kwargs
+from traitpipe.models.sources import OWN_ARCHITECTURE, PRETRAINED, source_kind
 from traitpipe.models.training import predict, train_classifier
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.cards import ModelCard, Source
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         outputs = head_outputs(spec["arch"], checkpoint, kwargs=spec["kwargs"])
         classes, warning = class_order(spec["classes"], checkpoint, species, outputs, config, "classifier")
 
+    kwargs = {**spec["kwargs"], **pool_kwargs(None if kind in OWN_ARCHITECTURE else spec["arch"], spec["pool"],
+                                              linear_probe=train["linear_probe"], kwargs=spec["kwargs"])}
     seed_everything(train["seed"])
-    model, info = build_classifier(spec["arch"], len(classes), kwargs=spec["kwargs"], source=checkpoint,
+    model, info = build_classifier(spec["arch"], len(classes), kwargs=kwargs, source=checkpoint,
                                    new_head=train["enabled"])
     mean, std = spec["mean"] or info["mean"], spec["std"] or info["std"]  # the config's, else the model's own
     rows, images, labels, is_val, failures = labelled_images(config, args.images, spec["input_size"], mean, std,
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                      sha256=sha256_file(weights), random_weights=info["random_weights"] and not train["enabled"],
                      classes=classes, mean=mean, std=std, input_size=spec["input_size"], precision=spec["precision"],
                      accuracy=accuracy, history=history, device=str(device),
-                     architecture={"arch": spec["arch"], "kwargs": spec["kwargs"]},
+                     architecture={"arch": spec["arch"], "kwargs": kwargs},
                      extra={"class_order_warning": warning})
     card.write(description)
     step.record(precision=spec["precision"], models={"classifier": card.used()})

@@ -7,16 +7,21 @@ from __future__ import annotations
 from traitpipe.jobs.splits import cryptic_pairs, sam2_split, trait_parts
 from traitpipe.jobs.step import Step
 from traitpipe.store.tables import read_table_files
-from traitpipe.traits.evaluation import (faithfulness_scores, map_scores, retrieval_scores, segmentation_scores,
-                                        trait_part_scores, zero_shot_scores)
+from traitpipe.products import intervened_models
+from traitpipe.traits.evaluation import (faithfulness_scores, map_scores, part_effect_scores, retrieval_scores,
+                                        segmentation_scores, trait_part_scores, zero_shot_scores)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``traitpipe job evaluate --config RUN_CONFIG --images T.. --cams T.. [--part-truth T..] [--map-truth T..]
-    [--retrieval T..] [--species-traits T..] [--cryptic-pairs F] [--sam2 F] --evaluation T``.
+    [--retrieval T..] [--species-traits T..] [--cam-parts T.. --part-effects T..] [--cryptic-pairs F] [--sam2 F]
+    --evaluation T``.
 
     ``--cryptic-pairs``: a JSON file with the cryptic pairs and, where known, each species' trait part(s)
     (``trait_parts``); the part each map names in ``--species-traits`` is then scored (``trait_part``).
+
+    ``--cam-parts`` and ``--part-effects``: every map against its model's part interventions
+    (``part_effect_spearman``, ``part_effect_top1``).
 
     ``--retrieval``: the round-trip IoU of ``segment.retrieval.part``, scored against the part's true
     condition (intact, damaged, absent) read from the true part masks.
@@ -25,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     scored on the species it held out from training (``subset = held_out``) and, in-sample, on those it
     trained on (``trained``)."""
     step = Step("evaluate", argv, paths=("evaluation",), lists=("images", "cams", "part_truth", "map_truth", "retrieval",
-                                                             "species_traits"),
+                                                             "species_traits", "cam_parts", "part_effects"),
                 optional=("cryptic_pairs", "sam2"), compute=False)
     args = step.args
     species = read_table_files(args.images, "images").drop_duplicates("image_id").set_index("image_id")["species"]
@@ -39,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
                     "each method's own mean is in relative_drop_own@")
     if args.map_truth:
         records += map_scores(read_table_files(args.map_truth, "map_truth"), image_subsets)
+    if args.part_effects:
+        cam_parts = read_table_files(args.cam_parts, "cam_parts")
+        records += part_effect_scores(cam_parts, read_table_files(args.part_effects, "part_effects"),
+                                      intervened_models(step.config), image_subsets)
     truth = trait_parts(args.cryptic_pairs)
     if args.species_traits and truth:
         records += trait_part_scores(read_table_files(args.species_traits, "species_traits"), truth, image_subsets)

@@ -24,6 +24,57 @@ def normalisation(model: nn.Module) -> tuple[list[float], list[float]]:
     return [float(v) for v in config["mean"]], [float(v) for v in config["std"]]
 
 
+#: How a classifier pools its backbone's tokens: ``token`` (a ViT's class token, timm's default head) or
+#: ``mean_patch`` (the mean of the normalised patch tokens, as the Finer-CAM authors' linear probe on DINOv2's
+#: ``x_norm_patchtokens.mean(dim=1)`` and open_clip's ``pool_type = 'avg'``).
+POOLS = ("token", "mean_patch")
+
+
+def pool_kwargs(arch: str | None, pool: str | None, *, linear_probe: bool = False, kwargs: dict | None = None) -> dict:
+    """The ``timm.create_model`` keyword arguments that give a classifier its pooling.
+
+    Parameters
+    ----------
+    arch : str or None
+        A timm architecture; None for a source that names its own (a Hub model), taken to be a ViT.
+    pool : {"token", "mean_patch"} or None
+        None: ``mean_patch`` for a linear probe, else the architecture's own head.
+    linear_probe : bool
+    kwargs : dict or None
+        The config's other keyword arguments (a ViT's depth, say), to build the architecture with.
+
+    Returns
+    -------
+    dict
+        For a ViT, ``global_pool`` ("token" or "avg") and, for ``mean_patch``, ``fc_norm=False`` (each token is
+        normalised, then averaged); for a CNN, whose head already averages its last feature map, none.
+
+    Examples
+    --------
+    >>> pool_kwargs("vit_tiny_patch16_224", "mean_patch")
+    {'global_pool': 'avg', 'fc_norm': False}
+    >>> pool_kwargs("vit_tiny_patch16_224", None), pool_kwargs("vit_tiny_patch16_224", None, linear_probe=True)
+    ({}, {'global_pool': 'avg', 'fc_norm': False})
+    >>> pool_kwargs("resnet18", "mean_patch")
+    {}
+    """
+    pool = pool or ("mean_patch" if linear_probe else None)
+    if pool is None:
+        return {}
+    if pool not in POOLS:
+        raise ValueError(f"classifier.pool must be one of {POOLS}, got {pool!r}")
+    if arch is not None:
+        import torch
+
+        with torch.device("meta"):
+            model = timm.create_model(arch, num_classes=2, **dict(kwargs or {}))
+        if not hasattr(model, "num_prefix_tokens"):  # a CNN
+            if pool == "token":
+                raise ValueError(f"classifier.pool: token needs a class token, and {arch} has none; use mean_patch")
+            return {}
+    return {"global_pool": "token"} if pool == "token" else {"global_pool": "avg", "fc_norm": False}
+
+
 def build_classifier(arch: str, num_classes: int, *, kwargs: dict | None = None, source: str | Path | None = None,
                      new_head: bool = False) -> tuple[nn.Module, dict]:
     """Build a timm classifier from a source, in eval mode, and say where its weights came from.

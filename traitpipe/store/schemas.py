@@ -187,11 +187,33 @@ SPECIES_TRAITS = pa.schema([
     col("rank", pa.int32(), "Prompt-CAM: the head rank summarised; null otherwise"),
     col("head", pa.int32(), "INTR: the head summarised (its heads are not ranked); null otherwise"),
     col("part_id", pa.int32(), "the part named", nullable=False),
-    col("part", pa.string(), "the part holding the map's peak in most of the species' images", nullable=False),
-    col("consistency", pa.float32(), "share of the species' images with the peak there", nullable=False),
-    col("mass_share", pa.float32(), "mean share of the map's mass in the part"),
+    col("part", pa.string(), "the part holding the map's peak in most of the species' images; for "
+        "`interventions-<model>`, the part whose removal lowers the margin most, on average", nullable=False),
+    col("consistency", pa.float32(), "share of the species' images with the peak there (the largest margin drop "
+        "there)", nullable=False),
+    col("mass_share", pa.float32(), "mean share of the map's mass in the part; null for interventions"),
     col("area_share", pa.float32(), "mean share of the image the part covers", nullable=False),
     col("n", pa.int64(), "images", nullable=False),
+    col("delta_margin", pa.float32(), "interventions: the mean change of p_target - p_similar when the part is "
+        "removed (`part_effects`); null for a map"),
+])
+
+PART_EFFECTS = pa.schema([
+    col("image_id", pa.string(), "the image", nullable=False),
+    col("species", pa.string(), "its species", nullable=False),
+    col("part_id", pa.int32(), "the SST part removed", nullable=False),
+    col("part", pa.string(), "its name", nullable=False),
+    col("area_share", pa.float32(), "share of the model's input the part covers (0: the image has no such part)",
+        nullable=False),
+    col("target", pa.int32(), "the class explained (as in `cams`)", nullable=False),
+    col("target_species", pa.string(), "its species (a CLIP concept prompt: the species it stands for)"),
+    col("similar_species", pa.string(), "the class most similar to the target, as in `cams`"),
+    col("fill", pa.string(), "what filled the removed part: `background` (the specimen's, the median colour "
+        "outside every SST part) or `mean` (the normalisation mean)", nullable=False),
+    col("delta_logit", pa.float32(), "change of the target's logit, part removed minus intact; NaN: no such part"),
+    col("delta_probability", pa.float32(), "change of the target's probability"),
+    col("delta_margin", pa.float32(), "change of p_target - p_similar: below 0, the part told the target from "
+        "its closest class"),
 ])
 
 EVALUATION = pa.schema([
@@ -212,10 +234,12 @@ EVALUATION = pa.schema([
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "failures": FAILURES, "parts": PARTS, "retrieval": RETRIEVAL,
                                  "cams": CAMS, "prompt_heads": PROMPT_HEADS, "codes": CODES, "species_distances": SPECIES_DISTANCES,
                                  "cam_parts": CAM_PARTS, "map_truth": MAP_TRUTH, "part_truth": PART_TRUTH,
-                                 "species_traits": SPECIES_TRAITS, "evaluation": EVALUATION}
+                                 "species_traits": SPECIES_TRAITS, "part_effects": PART_EFFECTS,
+                                 "evaluation": EVALUATION}
 #: Hive partition column (a low-cardinality filter) per table; it is part of the path, not the file.
 PARTITIONS: dict[str, str] = {"failures": "stage", "cams": "method", "cam_parts": "method", "map_truth": "method",
-                               "species_traits": "method", "evaluation": "stage"}
+                               "species_traits": "method", "part_effects": "model",
+                               "evaluation": "stage"}
 #: What each table holds, one row of it, and when it is written.
 TABLE_DOCS: dict[str, str] = {
     "images": "One row per usable image of the manifest (ingest); the manifest's taxonomy ranks follow as "
@@ -237,6 +261,8 @@ TABLE_DOCS: dict[str, str] = {
     "part_truth": "Per image and part, SST's mask against the true part (when the manifest names truth masks).",
     "species_traits": "Per species and map (alpha; Prompt-CAM's head rank; INTR's head): the part its maps "
                       "point at most.",
+    "part_effects": "Per image, model and SST part: what removing the part does to the model's answer (FunnyBirds' "
+                    "single deletion). The model's own evidence, on any collection: the parts are SST's.",
     "evaluation": "Every score, against the truth (stage `evaluate`: SST's `miou` and per-part `iou`, "
                   "`retrieval_auc` and `round_trip_iou_<intact|damaged|absent>`; each map's `trait_energy` and "
                   "`trait_pointing`; `trait_part`, the share of species whose named part (`species_traits`) is "

@@ -189,6 +189,64 @@ def trait_part_scores(traits: pd.DataFrame, truth: Mapping[str, list[str]], subs
     return records
 
 
+def _image_agreement(group: pd.DataFrame) -> pd.Series:
+    """One image's map against its part effects: the Spearman correlation of the map's mass share per part with
+    each part's effect (the drop of the target's logit), and whether the map's top part has the largest effect.
+    Undefined (NaN) under 3 parts or where either side is constant."""
+    mass, effect = group["mass_share"].to_numpy(float), -group["delta_logit"].to_numpy(float)
+    top1 = float(np.argmax(mass) == np.argmax(effect)) if np.ptp(mass) > 0 else np.nan
+    if len(group) < 3 or np.ptp(mass) == 0 or np.ptp(effect) == 0:
+        return pd.Series({"spearman": np.nan, "top1": top1})
+    ranks = [pd.Series(v).rank().to_numpy() for v in (mass, effect)]
+    return pd.Series({"spearman": float(np.corrcoef(*ranks)[0, 1]), "top1": top1})
+
+
+def part_effect_scores(cam_parts: pd.DataFrame, effects: pd.DataFrame, intervened: Mapping[str, str],
+                       subsets: Subsets) -> list[dict]:
+    """Every map against its model's own evidence (FunnyBirds' single-deletion score, on SST's parts), per method
+    and alpha (Prompt-CAM's top-ranked head; INTR's heads each, ``level`` "head <k>"), as the mean over images of:
+    ``part_effect_spearman``, the Spearman correlation between the map's mass share per part and the drop of the
+    target's logit when that part is removed; ``part_effect_top1``, whether the map's top part is the part whose
+    removal drops the logit most. Needs no truth: the parts are SST's, the effects the model's.
+
+    Parameters
+    ----------
+    cam_parts : pandas.DataFrame
+        ``cam_parts`` rows with their ``method`` (the map product).
+    effects : pandas.DataFrame
+        ``part_effects`` rows with their ``model``.
+    intervened : mapping of str to str
+        Map product -> the ``part_effects`` model it explains (:func:`traitpipe.products.intervened_models`).
+    subsets : mapping
+
+    Examples
+    --------
+    >>> maps = pd.DataFrame({"method": "gradcam", "alpha": np.nan, "head": None, "rank": None, "image_id": "a",
+    ...                      "species": "s", "part_id": [1, 2, 3], "mass_share": [0.7, 0.2, 0.1]})
+    >>> effects = pd.DataFrame({"model": "classifier", "image_id": "a", "part_id": [1, 2, 3],
+    ...                         "delta_logit": [-2.0, -0.5, 0.1]})
+    >>> [(r["metric"], r["value"]) for r in part_effect_scores(maps, effects, {"gradcam": "classifier"}, {"all": None})]
+    [('part_effect_spearman', 1.0), ('part_effect_top1', 1.0)]
+    """
+    rows = cam_parts[(cam_parts["rank"].isna() | (cam_parts["rank"] == 0)) & cam_parts["method"].isin(list(intervened))]
+    rows = rows.assign(model=rows["method"].map(intervened))
+    present = effects[effects["delta_logit"].notna()][["model", "image_id", "part_id", "delta_logit"]]
+    joined = rows.merge(present, on=["model", "image_id", "part_id"])
+    joined = joined[joined["mass_share"].notna()]
+    records = []
+    keys = ["method", "alpha", "head"]
+    for (method, alpha, head), group in joined.groupby(keys, dropna=False, sort=True):
+        per_image = group.groupby(["image_id", "species"], sort=False)[["mass_share", "delta_logit"]].apply(
+            _image_agreement).reset_index()
+        for name, chosen in _subsets(per_image, subsets):
+            for metric in ("spearman", "top1"):
+                values = chosen[metric].dropna()
+                record = _record(method, alpha, f"part_effect_{metric}", name,
+                                 values.mean() if len(values) else np.nan, len(values))
+                records.append({**record, "level": None if pd.isna(head) else f"head {int(head)}"})
+    return records
+
+
 def faithfulness_scores(cams: pd.DataFrame, subsets: Subsets) -> list[dict]:
     """The mean relative confidence drop (Finer-CAM's RD, docs/methods.md) per method and alpha, named for the
     share of pixels masked.

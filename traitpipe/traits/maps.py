@@ -111,3 +111,42 @@ def mask_scores(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.nda
         mass = (flat @ inside.T.astype(np.float64)) / total[:, None]
     peak = inside[:, flat.argmax(axis=1)].T & (total > 0)[:, None]
     return mass, peak
+
+
+def input_masks(labels: np.ndarray, transform: np.ndarray, size: tuple[int, int], part_ids, side: int) -> np.ndarray:
+    """Part masks on a model's square input, from a label map on the canvas: the inverse of :func:`place_maps`.
+
+    The image's region of the canvas is resized (nearest) to ``side`` x ``side``, as the model's input is the
+    whole image resized.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray, integer, shape (canvas, canvas)
+        Part labels on the canvas (the label store's ``part_labels``).
+    transform : numpy.ndarray, shape (3,)
+        ``(scale, offset_y, offset_x)`` of the image.
+    size : (H, W)
+        The image's size.
+    part_ids : sequence of int, length P
+    side : int
+        The model's input side.
+
+    Returns
+    -------
+    numpy.ndarray, bool, shape (P, side, side)
+
+    Examples
+    --------
+    >>> labels = np.zeros((8, 8), np.uint8); labels[2:4, 4:6] = 1  # a 4 x 8 image fills rows 2..5 of the canvas
+    >>> input_masks(labels, np.array([1.0, 2, 0]), (4, 8), [1], 4)[0].astype(int)
+    array([[0, 0, 1, 0],
+           [0, 0, 1, 0],
+           [0, 0, 0, 0],
+           [0, 0, 0, 0]])
+    """
+    scale, oy, ox = float(transform[0]), int(transform[1]), int(transform[2])
+    h, w = max(1, round(int(size[0]) * scale)), max(1, round(int(size[1]) * scale))  # as to_canvas
+    ys = oy + np.minimum(((np.arange(side) + 0.5) * h / side).astype(np.int64), h - 1)
+    xs = ox + np.minimum(((np.arange(side) + 0.5) * w / side).astype(np.int64), w - 1)
+    region = labels[np.ix_(ys, xs)]
+    return np.stack([region == p for p in part_ids]) if len(part_ids) else np.zeros((0, side, side), bool)

@@ -157,4 +157,43 @@ def pointed_parts(cam_parts: pd.DataFrame) -> pd.DataFrame:
     best = per_part.sort_values([*keys, "consistency", "mass_share"], ascending=[True] * 4 + [False, False],
                                 na_position="last", kind="stable")
     return best.drop_duplicates(keys)[[*keys, "part_id", "part", "consistency", "mass_share", "area_share",
-                                       "n"]].reset_index(drop=True)
+                                       "n"]].reset_index(drop=True).assign(delta_margin=np.nan)
+
+
+def effect_parts(effects: pd.DataFrame) -> pd.DataFrame:
+    """Per species, the part the model's own evidence names: the one whose removal lowers the margin to the
+    closest class most, on average over the species' images (``part_effects``).
+
+    ``consistency`` is the share of the species' images whose largest margin drop is at that part; a part an
+    image does not have is left out of its mean.
+
+    Parameters
+    ----------
+    effects : pandas.DataFrame
+        ``part_effects`` rows (image_id, species, part_id, part, area_share, delta_margin).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``species_traits`` columns (``alpha``, ``rank``, ``head`` and ``mass_share`` null).
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"image_id": list("aabb"), "species": "s", "part_id": [1, 2] * 2,
+    ...     "part": ["head", "wing"] * 2, "area_share": 0.1, "delta_margin": [-0.1, -0.5, -0.3, -0.2]})
+    >>> effect_parts(rows)[["species", "part", "consistency", "delta_margin", "n"]].to_dict("records")
+    [{'species': 's', 'part': 'wing', 'consistency': 0.5, 'delta_margin': -0.35, 'n': 2}]
+    """
+    present = effects[effects["delta_margin"].notna()].reset_index(drop=True)
+    present["first"] = False
+    present.loc[present.groupby("image_id")["delta_margin"].idxmin().to_numpy(), "first"] = True
+    per_part = present.groupby(["species", "part_id", "part"], sort=True).agg(
+        delta_margin=("delta_margin", "mean"), firsts=("first", "sum"), area_share=("area_share", "mean"),
+        n=("image_id", "nunique")).reset_index()
+    images = present.groupby("species")["image_id"].nunique()
+    per_part["consistency"] = per_part["firsts"] / per_part["species"].map(images)
+    per_part["n"] = per_part["species"].map(images)
+    best = per_part.sort_values(["species", "delta_margin"], kind="stable").drop_duplicates("species")
+    return best.assign(alpha=np.nan, rank=None, head=None, mass_share=np.nan)[
+        ["species", "alpha", "rank", "head", "part_id", "part", "consistency", "mass_share", "area_share", "n",
+         "delta_margin"]].reset_index(drop=True)

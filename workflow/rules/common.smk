@@ -84,7 +84,7 @@ CONDA_ENV = "../envs/traitpipe.yaml"
 PLAN = Plan.make(CFG, SPECIES_OF_SHARD)
 MAPPED, CAMS, TRUTH = PLAN.mapped, PLAN.cams, PLAN.truth
 SCORE_PARTS, SCORE_MAPS, RETRIEVAL = PLAN.flags["score_parts"], PLAN.flags["score_maps"], PLAN.flags["retrieval"]
-SCORE_FINETUNE, SUMMARIZE = PLAN.flags["score_finetune"], PLAN.flags["summarize"]
+SCORE_FINETUNE = PLAN.flags["score_finetune"]
 MAP_PRODUCTS = PLAN.map_products
 # segment.checkpoint: train: a SAM 2 trained here on the true part masks, which segment and fine-tuning load
 TRAINED_SAM2 = [f"{RESULTS}/models/sam2_trained.pt"] if PLAN.flags["trained_sam2"] else []
@@ -92,6 +92,7 @@ TRAINED_SAM2 = [f"{RESULTS}/models/sam2_trained.pt"] if PLAN.flags["trained_sam2
 wildcard_constraints:
     shard=r"\d+",
     mapped="|".join(map(re.escape, MAPPED)) or "-",
+    intervened="|".join(map(re.escape, PLAN.effect_models)) or "-",
     **{name: "|".join(map(re.escape, values)) for name, values in PLAN.wildcard_values().items()},
 
 

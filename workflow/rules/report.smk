@@ -3,7 +3,7 @@ rule report:
         images=[table_file("images", s) for s in SHARDS],
         failures=PLAN.failure_files(),
         evaluation=PLAN.evaluation_files(),
-        species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
+        species_traits=PLAN.species_traits_files(),
         heads=[file for m in MAPPED for file in heads_files(m, SHARDS)],
         maps=[map_file(p, s) for p in MAP_PRODUCTS for s in SHARDS],
         phylogeny=PHYLOGENY,

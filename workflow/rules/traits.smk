@@ -79,6 +79,54 @@ rule summarize:
         " --species-maps {params.species_maps:q} --species-traits {output.species_traits:q} > {log:q} 2>&1"
 
 
+rule part_effects:
+    input:
+        images=table_file("images", "{shard}"),
+        labels=map_file("segment", "{shard}"),
+        models=lambda wildcards: [model_file(f"{n}.{ext}") for n in PLAN.intervention(wildcards.intervened)[0].models
+                                  for ext in ("pt", "json")],
+    output:
+        part_effects=table_file("part_effects", "{shard}", "{intervened}"),
+        failures=table_file("failures", "{shard}", "part_effects-{intervened}"),
+    params:
+        labels=lambda wildcards, input: store(input.labels),
+        loader=lambda wildcards: PLAN.intervention(wildcards.intervened)[0].models[0],
+        prompts=lambda wildcards: option("prompts", optional(PLAN.intervention(wildcards.intervened)[1].get("prompts"))),
+        models=lambda wildcards, input: model_options(PLAN.intervention(wildcards.intervened)[0].models, input.models,
+                                                      first="weights"),
+        run_config=RUN_CONFIG,
+        settings=settings("interventions", "device"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/part_effects/{{intervened}}-{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/part_effects/{{intervened}}-{{shard}}.tsv"
+    resources:
+        gpu=GPU,
+    threads: job_threads("part_effects")
+    shell:
+        "traitpipe job part_effects --config {params.run_config:q} --threads {threads} --model {wildcards.intervened}"
+        " --loader {params.loader} {params.prompts} --images {input.images:q} --labels {params.labels:q}"
+        " {params.models} --part-effects {output.part_effects:q} --failures {output.failures:q} > {log:q} 2>&1"
+
+
+rule effect_traits:
+    input:
+        part_effects=[table_file("part_effects", s, "{intervened}") for s in SHARDS],
+    output:
+        species_traits=table_file("species_traits", "all", "interventions-{intervened}"),
+    params:
+        run_config=RUN_CONFIG,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/effect_traits/{{intervened}}.log",
+    shell:
+        "traitpipe job effect_traits --config {params.run_config:q} --part-effects {input.part_effects:q}"
+        " --species-traits {output.species_traits:q} > {log:q} 2>&1"
+
+
 rule evaluate:
     input:
         images=[table_file("images", s) for s in SHARDS],
@@ -88,7 +136,9 @@ rule evaluate:
         cryptic_pairs=collection_files(CFG["evaluate"]["cryptic_pairs"], CFG["collection"]["root"]),
         sam2=[model_file("sam2_trained.json")] if TRAINED_SAM2 and SCORE_PARTS else [],
         retrieval=[table_file("retrieval", s) for s in SHARDS] if SCORE_PARTS and RETRIEVAL else [],
-        species_traits=[table_file("species_traits", "all", m) for m in MAPPED] if SUMMARIZE else [],
+        species_traits=PLAN.species_traits_files(),
+        cam_parts=[table_file("cam_parts", s, m) for m in PLAN.intervened for s in SHARDS],
+        part_effects=[table_file("part_effects", s, m) for m in PLAN.effect_models for s in SHARDS],
     output:
         evaluation=table_file("evaluation", "evaluate", "evaluate"),
     params:
@@ -105,6 +155,7 @@ rule evaluate:
     shell:
         "traitpipe job evaluate --config {params.run_config:q} --images {input.images:q} --cams {input.cams:q}"
         " --part-truth {input.part_truth:q} --map-truth {input.map_truth:q} --retrieval {input.retrieval:q}"
-        " --species-traits {input.species_traits:q}"
+        " --species-traits {input.species_traits:q} --cam-parts {input.cam_parts:q}"
+        " --part-effects {input.part_effects:q}"
         " {params.cryptic_pairs} {params.sam2}"
         " --evaluation {output.evaluation:q} > {log:q} 2>&1"
