@@ -182,7 +182,7 @@ def test_a_results_report_opens_in_a_real_browser(tmp_path):
     if find_chromium() is None or shutil.which("chromedriver") is None:
         pytest.skip("no chromium or chromedriver on PATH: the report's browser check did not run "
                     "(apt-get install chromium chromium-driver)")
-    good = data_uri(png(tree_figure(read_tree("((a:1,b:1):1,c:2);"), {"a": "head (80%)"})))
+    good = data_uri(png(tree_figure(read_tree("((a:1,b:1):1,c:2);"), {"a": [("gradcam: head (80%)", True), ("interventions (classifier): wing (60%)", False)], "b": [("thorax", None)]})))
     page = tmp_path / "page.html"
     page.write_text(f'<!DOCTYPE html><html><body><img src="{good}"></body></html>')
     result = check_page(page, tmp_path / "shot.png")

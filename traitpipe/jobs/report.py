@@ -13,9 +13,9 @@ from tqdm import tqdm
 
 from traitpipe.jobs.images import load_pixels
 
-from traitpipe.jobs.splits import cryptic_pairs
+from traitpipe.jobs.splits import cryptic_pairs, trait_parts
 from traitpipe.jobs.step import Step
-from traitpipe.products import MAP_KINDS, map_products
+from traitpipe.products import MAP_KINDS, intervened_models, map_products
 from traitpipe.store.cards import ModelCard
 from traitpipe.phylo.levels import read_tree
 from traitpipe.report.build import QUERIES, data_uri, describe, render
@@ -101,6 +101,45 @@ def trait_map(trait: dict) -> str:
     return name if pd.isna(trait["head"]) else f"{name} head {trait['head']:.0f}"
 
 
+def tree_notes(traits: pd.DataFrame, truth: dict[str, list[str]],
+               intervened: dict[str, str]) -> dict[str, list[tuple[str, bool | None]]]:
+    """What the tree figure says after each species: the part named by each kind of evidence, whether it is
+    right where the truth is known. The evidence is the first Finer-CAM map (else the first map), and the part
+    interventions of the model that map explains, when the run has them.
+
+    Parameters
+    ----------
+    traits : pandas.DataFrame
+        ``species_traits`` rows with their ``method``.
+    truth : dict of str to list of str
+        Each species' trait part(s) (empty: no truth).
+    intervened : dict of str to str
+        Map product -> the model it explains (:func:`traitpipe.products.intervened_models`).
+
+    Examples
+    --------
+    >>> traits = pd.DataFrame({"method": ["gradcam", "gradcam", "interventions-classifier"], "alpha": [None, 1.0, None],
+    ...     "rank": None, "head": None, "species": "A a", "part": ["head", "thorax", "abdomen"],
+    ...     "consistency": [0.5, 0.75, 1.0]})
+    >>> tree_notes(traits, {"A a": ["abdomen"]}, {"gradcam": "classifier"})
+    {'A a': [('Finer-gradcam (alpha 1): thorax (75%)', False), ('interventions (classifier): abdomen (100%)', True)]}
+    """
+    effects = traits[traits["method"].str.startswith("interventions-")]
+    maps = traits[~traits.index.isin(effects.index)]
+    finer = maps[maps["alpha"].notna()]
+    pick = finer if len(finer) else maps[maps["rank"].isna() | (maps["rank"] == 0)]
+    first = pick.sort_values(["method", "alpha", "rank", "head"], kind="stable").drop_duplicates("species")
+    explained = intervened.get(first["method"].iloc[0]) if len(first) else None
+    chosen = effects[effects["method"] == f"interventions-{explained}"]
+    notes: dict[str, list[tuple[str, bool | None]]] = {}
+    for label, rows in ((None, first), (f"interventions ({explained})", chosen)):
+        for t in rows.to_dict("records"):
+            right = t["part"] in truth[t["species"]] if t["species"] in truth else None
+            notes.setdefault(t["species"], []).append(
+                (f"{label or trait_map(t)}: {t['part']} ({t['consistency']:.0%})", right))
+    return notes
+
+
 def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd.DataFrame | None,
                     n_heads: int, random: dict[str, bool], panels_of: dict[str, str]) -> list[Panel]:
     """The panels of one specimen: the image, SST's labels, and each product's maps as its kind's ``panel``
@@ -122,7 +161,7 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
         warning = RANDOM if random[product] else ""
         if panels_of[product] == "ranked_heads":
             mine = heads[heads["image_id"] == image_id].sort_values("rank")
-            shown = "rank {}" if mine["ranked"].all() else "rank {}; misclassified, which the authors leave unranked"
+            shown = "rank {}" if mine["ranked"].all() else "rank {}; misclassified: the authors rank no heads"
             panels += [Panel(image, heat=maps[h], title=f"{product} head {h} ({shown.format(r)})", warning=warning)
                        for r, h in enumerate(mine["head"].tolist()[:n_heads])]
         elif panels_of[product] == "heads":
@@ -199,10 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             "figure": figure(specimen_grid(grid, name), f"species/{slug(name)}.png", dpi=80) if grid else ""})
 
     if args.phylogeny and len(traits):
-        finer = traits[traits["alpha"].notna()]
-        pick = finer if len(finer) else traits[traits["rank"].isna() | (traits["rank"] == 0)]
-        first = pick.sort_values(["method", "alpha", "rank", "head"], kind="stable").drop_duplicates("species")
-        notes = {t["species"]: f"{trait_map(t)}: {t['part']} ({t['consistency']:.0%})" for t in first.to_dict("records")}
+        notes = tree_notes(traits, trait_parts(args.cryptic_pairs), intervened_models(config))
         figure_uris["tree"] = figure(tree_figure(read_tree(Path(args.phylogeny).read_text()), notes), "tree.png")
     else:
         figure_uris["tree"] = None

@@ -46,6 +46,14 @@ def describe(row: dict) -> str:
         head = f", {row['level']}" if row["level"] else ""
         return (f"The part {name}{head} names for a species is the part its trait is on for {round(value * n)} of "
                 f"{n} species ({subset}).")
+    if metric == "part_effect_spearman":
+        head = f" ({row['level']})" if row["level"] else ""
+        return (f"{name}{head} ranks the parts as removing them lowers the explained class's logit with Spearman "
+                f"{value:.2f} (mean of {n} images, {subset}; 0: no relation; the model's own evidence, no truth).")
+    if metric == "part_effect_top1":
+        head = f" ({row['level']})" if row["level"] else ""
+        return (f"{name}{head}'s top part is the part whose removal lowers the explained class's logit most in "
+                f"{value:.0%} of {n} images ({subset}).")
     if metric.startswith("relative_drop"):
         share = float(metric.split("@")[1])
         images = ("the images every map ranks" if metric.startswith("relative_drop@")

@@ -7,6 +7,7 @@ one into PNG bytes. Maps are min-max scaled per image for display only.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,7 +69,7 @@ def _draw(ax, panel: Panel, n_parts: int) -> None:
         ax.imshow(rgba)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(panel.title, fontsize=7)
+    ax.set_title(textwrap.fill(panel.title, 26), fontsize=6)  # wrapped: a long title never runs into the next
     if panel.warning:
         ax.set_xlabel(panel.warning, color=WARNING, fontsize=7, fontweight="bold")
 
@@ -85,7 +86,7 @@ def specimen_grid(rows: Sequence[Sequence[Panel]], title: str, n_parts: int = 10
         The number of part labels, for the label colours.
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.9 * n_rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 2.1 * n_rows + 0.4), squeeze=False)
     for r, row in enumerate(rows):
         for c in range(n_cols):
             if c < len(row):
@@ -108,14 +109,17 @@ def evaluation_chart(evaluation: pd.DataFrame) -> Figure:
     """
     metrics = [m for m in ("trait_energy", "trait_pointing") if m in set(evaluation["metric"])]
     metrics += sorted(m for m in set(evaluation["metric"]) if str(m).startswith("relative_drop@"))
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.2 * max(len(metrics), 1), 3.2), squeeze=False)
+    n_maps = evaluation[["method", "alpha"]].drop_duplicates().shape[0]
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.6 * max(len(metrics), 1), 1.0 + 0.32 * n_maps),
+                             squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         rows = evaluation[evaluation["metric"] == metric]
         table = rows.assign(map=[map_name(m, a) for m, a in zip(rows["method"], rows["alpha"])]).pivot_table(
             index="map", columns="subset", values="value", aggfunc="mean")
-        table.plot.bar(ax=ax, rot=30, legend=True, fontsize=7)
+        table.plot.barh(ax=ax, legend=True, fontsize=7)  # the maps' names on the y axis: none overlaps
         ax.set_title(metric, fontsize=9)
-        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.invert_yaxis()
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -134,14 +138,15 @@ def map_name(method: str, alpha) -> str:
     return f"Finer-{method} (alpha {float(alpha):g})"
 
 
-def tree_figure(tree, tip_notes: Mapping[str, str]) -> Figure:
-    """The phylogeny as a rectangular cladogram, each tip with a note (the part its maps point at).
+def tree_figure(tree, tip_notes: Mapping[str, Sequence[tuple[str, bool | None]]]) -> Figure:
+    """The phylogeny as a rectangular cladogram, each tip with its notes: the part each kind of evidence names,
+    marked right (green, a tick) or wrong (red, a cross) where the truth is known, black where it is not.
 
     Parameters
     ----------
     tree : dendropy.Tree
-    tip_notes : mapping of str to str
-        Tip name -> text printed after it.
+    tip_notes : mapping of str to sequence of (str, bool or None)
+        Tip name -> its notes, each (text, whether it is right; None: no truth), printed after it in order.
     """
     leaves = list(tree.leaf_node_iter())
     y = {leaf: i for i, leaf in enumerate(leaves)}
@@ -153,18 +158,23 @@ def tree_figure(tree, tip_notes: Mapping[str, str]) -> Figure:
         if not node.is_leaf():
             y[node] = float(np.mean([y[child] for child in node.child_node_iter()]))
     depth = max(x.values()) or 1.0
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(leaves) + 0.8))
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(leaves) + 0.8))
     for node in tree.preorder_node_iter():
         if node.parent_node is not None:
             ax.plot([x[node.parent_node], x[node]], [y[node], y[node]], color="black", lw=1)
         if not node.is_leaf():
             ys = [y[child] for child in node.child_node_iter()]
             ax.plot([x[node], x[node]], [min(ys), max(ys)], color="black", lw=1)
+    marks = {True: ("\u2713", "tab:green"), False: ("\u2717", "tab:red"), None: ("", "black")}
     for leaf in leaves:
-        name = leaf.taxon.label
-        note = tip_notes.get(name, "")
-        ax.text(x[leaf] + 0.02 * depth, y[leaf], f"{name}  {note}", va="center", fontsize=8)
-    ax.set_xlim(-0.02 * depth, 2.2 * depth)
+        text = ax.text(x[leaf] + 0.02 * depth, y[leaf], leaf.taxon.label, va="center", fontsize=8,
+                       fontstyle="italic")
+        for note, right in tip_notes.get(leaf.taxon.label, ()):  # each note after the last one
+            mark, colour = marks[right]
+            text = ax.annotate(f"   {note} {mark}", xycoords=text, xy=(1, 0), va="bottom", fontsize=8, color=colour)
+    ax.set_title("The part each kind of evidence names for each species: green \u2713 the part its mark is on, "
+                 "red \u2717 another, black where the truth is not known", fontsize=8, loc="left")
+    ax.set_xlim(-0.02 * depth, 3.2 * depth)
     ax.set_ylim(-1, len(leaves))
     ax.axis("off")
     fig.tight_layout()

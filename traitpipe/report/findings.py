@@ -72,7 +72,8 @@ def map_table(scores: Scores) -> list[str]:
     keys = keys.assign(blind=keys["method"] != "uniform").sort_values(["blind", "method", "alpha"],
                                                                       na_position="first")
     lines = ["| map | mass on the mark | cryptic pairs | peak on the mark | cryptic pairs | part named right | "
-             "cryptic pairs | RD@0.05, cryptic |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "cryptic pairs | RD@0.05, cryptic | agrees with interventions, cryptic |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, alpha in zip(keys["method"], keys["alpha"]):
         alpha = None if pd.isna(alpha) else float(alpha)
         cells = [_pct(scores.value(metric, subset, stage="evaluate", method=method, alpha=alpha), digits, "-")
@@ -81,8 +82,57 @@ def map_table(scores: Scores) -> list[str]:
                   for subset in ("all", "cryptic")]
         cells.append(_num(scores.value("relative_drop@0.05", "cryptic", stage="evaluate", method=method,
                                        alpha=alpha), 3, "-"))
+        cells.append(_num(scores.value("part_effect_spearman", "cryptic", stage="evaluate", method=method,
+                                       alpha=alpha, level=None), 2, "-"))
         name = "a blind map (`uniform`)" if method == "uniform" else map_name(method, alpha)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+#: What each ``trait_part`` score compares, for a reader.
+CLAIM_METRICS = (("trait_part", "part named right"), ("trait_energy", "mass on the mark"),
+                 ("trait_pointing", "peak on the mark"), ("relative_drop@0.05", "RD@0.05"),
+                 ("part_effect_spearman", "agreement with the interventions"))
+
+
+def _score(scores: Scores, metric: str, method: str, alpha, level=None) -> str:
+    """One score on the cryptic pairs, as the findings print it ('k of n' species for ``trait_part``)."""
+    row = scores.row(metric, "cryptic", stage="evaluate", method=method, alpha=alpha, level=level)
+    if metric == "trait_part":
+        return _species(row)
+    value = value_of(row)
+    return _pct(value, 2 if metric == "trait_energy" else 0, "-") if metric.startswith("trait_") else _num(value, 3, "-")
+
+
+def claims(scores: Scores) -> list[str]:
+    """The papers' claims, measured on the cryptic pairs: whether each Finer-CAM map beats its base CAM on each
+    score of :data:`CLAIM_METRICS`, whether Prompt-CAM's top-ranked head and INTR's heads point at the mark."""
+    rows = scores.rows[(scores.rows["stage"] == "evaluate") & (scores.rows["subset"] == "cryptic")]
+    lines = []
+    finer = rows[rows["alpha"].notna()][["method", "alpha"]].drop_duplicates()
+    for method, alpha in zip(finer["method"], finer["alpha"]):
+        said = []
+        for metric, name in CLAIM_METRICS:
+            base, ours = (value_of(scores.row(metric, "cryptic", stage="evaluate", method=method, alpha=a, level=None))
+                          for a in (None, float(alpha)))
+            if math.isnan(base) or math.isnan(ours):
+                continue
+            verdict = "better" if ours > base else "worse" if ours < base else "the same"
+            said.append(f"{name} {_score(scores, metric, method, None)} -> "
+                        f"{_score(scores, metric, method, float(alpha))} ({verdict})")
+        if said:
+            lines.append(f"- {map_name(method, alpha)} against {method}, on the cryptic pairs: " + "; ".join(said) + ".")
+    if (rows["method"] == "promptcam").any():
+        lines.append("- Prompt-CAM's top-ranked head on the cryptic pairs: its peak is on the mark in "
+                     f"{_score(scores, 'trait_pointing', 'promptcam', None)} of the images it ranks, "
+                     f"{_score(scores, 'trait_energy', 'promptcam', None)} of its mass, and it names the mark's part "
+                     f"for {_score(scores, 'trait_part', 'promptcam', None)} species.")
+    heads = rows[(rows["method"] == "intr") & (rows["metric"] == "trait_part") & rows["level"].notna()]
+    if len(heads):
+        best = heads.sort_values(["value", "level"], ascending=[False, True]).iloc[0]
+        lines.append(f"- INTR's heads on the cryptic pairs: the best, {best['level']}, names the mark's part for "
+                     f"{_species(best.to_dict())} species; all heads together put "
+                     f"{_score(scores, 'trait_energy', 'intr', None)} of their mass on the mark.")
     return lines
 
 
@@ -135,6 +185,14 @@ def findings(evaluation: pd.DataFrame) -> str:
         said = [f"{name} " + ", ".join(_pct(s.value("pair_accuracy", pair, method=method)) for pair in order)
                 for method, name in names.items() if (pairs["method"] == method).any()]
         lines.append(f"- The same on each cryptic pair ({'; '.join(order)}): " + "; ".join(said) + ".")
+    effects = evaluation[(evaluation["metric"] == "trait_part") & evaluation["method"].str.startswith(
+        "interventions-") & (evaluation["subset"] == "all")]
+    if len(effects):
+        said = [f"{method.removeprefix('interventions-')} {_species(s.row('trait_part', 'all', method=method))} "
+                f"({_species(s.row('trait_part', 'cryptic', method=method))} cryptic)" for method in effects["method"]]
+        lines.append("- The part each model's own interventions name for a species (removed, it lowers the margin to "
+                     "the closest species most), right for: " + "; ".join(said) + " species.")
+    lines += claims(s)
     phylo = evaluation[evaluation["metric"] == "spearman_phylo_codes_vs_tree"]
     nonphylo = evaluation[evaluation["metric"] == "spearman_nonphylo_codes_vs_tree"]
     if len(phylo):
@@ -149,7 +207,9 @@ def findings(evaluation: pd.DataFrame) -> str:
                                 "mass on the mark; peak: the share of images whose map peaks on it; part named "
                                 "right: the species whose maps name the part their mark is on; RD@0.05: the "
                                 "relative confidence drop when the map's top 5% pixels are hidden, compared over the "
-                                "images every map ranks, each map against its own model):", 110), ""]
+                                "images every map ranks, each map against its own model; agrees with interventions: "
+                                "the Spearman correlation, per image, of the map's mass per part with the drop of the "
+                                "model's logit when that part is removed):", 110), ""]
     lines += map_table(s)
     lines += ["", END]
     return "\n".join(lines) + "\n"
