@@ -284,3 +284,23 @@ def test_a_checkpoint_whose_sha256_differs_from_the_configs_stops_its_job_before
                                           "classifier.checkpoint is 'timm'"):
         validate_config({"collection": {"root": ".", "manifest": "m.csv"},
                          "classifier": {"checkpoint": "timm", "checkpoint_sha256": good}})
+
+
+def test_mean_patch_pooling_is_a_linear_head_on_the_mean_of_the_normalised_patch_tokens():
+    """classifier.pool mean_patch: the Finer-CAM authors' form (DINOv2's x_norm_patchtokens.mean(dim=1), then a
+    linear layer); token: the class token."""
+    import timm
+    import torch
+
+    from traitpipe.models.classifier import pool_kwargs
+
+    kwargs = {"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 16, "num_heads": 2}
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    for pool in ("mean_patch", "token"):
+        model = timm.create_model("vit_tiny_patch16_224", num_classes=3,
+                                  **kwargs, **pool_kwargs("vit_tiny_patch16_224", pool, kwargs=kwargs)).eval()
+        with torch.no_grad():
+            tokens = model.forward_features(images)  # every token through the blocks and the final norm
+            pooled = tokens[:, model.num_prefix_tokens:].mean(1) if pool == "mean_patch" else tokens[:, 0]
+            assert torch.allclose(model(images), model.head(pooled), atol=1e-5), pool
