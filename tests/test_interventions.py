@@ -75,3 +75,15 @@ def test_a_map_agrees_with_the_effects_when_it_ranks_the_parts_as_their_removal_
     assert scores[("m", "part_effect_spearman")] == (1.0, 1)  # b has two parts: no Spearman
     assert scores[("m", "part_effect_top1")] == (1.0, 2)
     assert scores[("f", "part_effect_spearman")] == (-1.0, 1) and scores[("f", "part_effect_top1")] == (0.0, 2)
+
+
+def test_prompt_cams_top_head_is_one_map_whichever_head_it_is():
+    cam_parts = pd.DataFrame({"method": "promptcam", "alpha": np.nan, "image_id": ["a"] * 6 + ["b"] * 6,
+                              "species": "s", "head": [3] * 3 + [1] * 3 + [0] * 3 + [3] * 3,
+                              "rank": [0] * 3 + [1] * 3 + [0] * 3 + [1] * 3, "part_id": [1, 2, 3] * 4,
+                              "mass_share": [0.6, 0.3, 0.1] * 4})
+    effects = pd.DataFrame({"model": "p", "image_id": ["a"] * 3 + ["b"] * 3, "part_id": [1, 2, 3] * 2,
+                            "delta_logit": [-3.0, -1.0, 0.5] * 2})
+    records = part_effect_scores(cam_parts, effects, {"promptcam": "p"}, {"all": None})
+    assert [(r["metric"], r["level"], r["value"], r["n"]) for r in records] == [
+        ("part_effect_spearman", None, 1.0, 2), ("part_effect_top1", None, 1.0, 2)]

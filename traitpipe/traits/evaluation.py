@@ -229,7 +229,8 @@ def part_effect_scores(cam_parts: pd.DataFrame, effects: pd.DataFrame, intervene
     [('part_effect_spearman', 1.0), ('part_effect_top1', 1.0)]
     """
     rows = cam_parts[(cam_parts["rank"].isna() | (cam_parts["rank"] == 0)) & cam_parts["method"].isin(list(intervened))]
-    rows = rows.assign(model=rows["method"].map(intervened))
+    # Prompt-CAM's top-ranked head is one map, whichever head it is in an image; INTR's heads are each their own
+    rows = rows.assign(model=rows["method"].map(intervened), head=rows["head"].where(rows["rank"].isna()))
     present = effects[effects["delta_logit"].notna()][["model", "image_id", "part_id", "delta_logit"]]
     joined = rows.merge(present, on=["model", "image_id", "part_id"])
     joined = joined[joined["mass_share"].notna()]
