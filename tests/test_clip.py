@@ -219,6 +219,24 @@ def test_the_jobs_embed_the_prompts_once_and_explain_each_set(small_collection, 
         # here every species carries its own concept, so a concept stands for its species too
         assert cams["target_species"].tolist() == rows["species"].tolist()
     assert set(cams["target_prompt"]) <= set(concepts.values()) and len(set(concepts.values())) == 4
+    # clip.pool avg on the loaded model (the authors' tutorial): the stored tower pools as the model did
+    run_config.write_text(canonical_json(load_config(write_config(tmp_path, small_collection,
+                                                                  clip={**settings, "pool": "avg"}))))
+    clip_model.main(["--config", str(run_config), "--images", *images, "--concepts",
+                     str(small_collection / "concepts.json"), "--weights", str(models / "clip.pt"),
+                     "--description", str(models / "clip.json"), "--evaluation", str(tmp_path / "evaluation.parquet"),
+                     "--failures", str(tmp_path / "failures.parquet")])
+    assert json.loads((models / "clip.json").read_text())["architecture"]["vision_cfg"]["pool_type"] == "avg"
+    explain.main(["--config", str(run_config), "--method", "gradcam", "--prompts", "species", "--images", images[0],
+                  "--weights", str(models / "clip.pt"), "--description", str(models / "clip.json"),
+                  "--maps", str(tmp_path / "avg.zarr"), "--cams", str(tmp_path / "avg.parquet"),
+                  "--failures", str(tmp_path / "f-avg.parquet")])
+    original.visual.pool_type = "avg"
+    prompts = description["extra"]["prompts"]["species"]
+    with torch.no_grad():
+        logits = prompt_classifier(original, clip_tokenizer(CONFIG), prompts["texts"])(batch)
+    cams = pd.read_parquet(tmp_path / "avg.parquet").query("alpha.isnull()")
+    assert cams["predicted"].tolist() == logits.argmax(1).tolist()
 
 
 def test_a_clip_config_that_cannot_run_stops_before_any_work(small_collection, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from traitpipe.explain.clip import PromptClassifier, encode_prompts, preprocessing, train_clip
-from traitpipe.models.clip import build_clip, clip_tokenizer, load_clip, model_config
+from traitpipe.models.clip import build_clip, clip_tokenizer, load_clip, model_config, with_pool
 from traitpipe.explain.prompts import captions, prompt_sets
 from traitpipe.jobs.images import read_rows
 from traitpipe.jobs.splits import accuracy_rows, cryptic_pairs, labelled_images, split
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     history, evaluation, accuracy, failures = [], [], {}, []
     if checkpoint == "train":
         train = settings["train"]
-        architecture = model_config(settings["model"])
+        architecture = with_pool(model_config(settings["model"]), settings["pool"])
         seed_everything(train["seed"])
         clip, tokenizer = build_clip(architecture), clip_tokenizer(architecture)
         pre = preprocessing(clip)
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         source, random_weights = Source("trained here", trained="contrastively (clip.train)"), False
     else:
         clip, architecture, tokenizer = load_clip(checkpoint, settings["model"])
+        if settings["pool"] is not None:  # as the authors' tutorial sets a released model's
+            clip.visual.pool_type, architecture = settings["pool"], with_pool(architecture, settings["pool"])
         clip.to(device)
         pre = preprocessing(clip)
         kind = source_kind(checkpoint)  # random, hf-hub, a Hub-layout folder (local-dir) or a weights file

@@ -48,6 +48,27 @@ def model_config(model: str | dict) -> dict:
     return config
 
 
+def with_pool(config: dict, pool: str | None) -> dict:
+    """An open_clip model config with its image tower's pooling (``vision_cfg.pool_type``) set.
+
+    Parameters
+    ----------
+    config : dict
+        An open_clip model config.
+    pool : {"tok", "avg"} or None
+        ``tok``: the class token; ``avg``: the mean of the patch tokens after the final norm (the Finer-CAM
+        authors' ``model.visual.pool_type = 'avg'``); None: the config's own.
+
+    Examples
+    --------
+    >>> with_pool(TINY, "avg")["vision_cfg"]["pool_type"], "pool_type" in TINY["vision_cfg"]
+    ('avg', False)
+    """
+    if pool is None:
+        return config
+    return {**config, "vision_cfg": {**config["vision_cfg"], "pool_type": pool}}
+
+
 def build_clip(config: dict) -> nn.Module:
     """A fresh (random) open_clip model from its config, in eval mode."""
     config = dict(config)
