@@ -184,8 +184,8 @@ def test_the_jobs_embed_the_prompts_once_and_explain_each_set(small_collection, 
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CONFIG, "preprocess_cfg": {}}))
     torch.save(original.state_dict(), folder / "open_clip_pytorch_model.bin")
-    settings = {"enabled": True, "checkpoint": str(folder), "prompts": {"concepts": "concepts.json"},
-                "methods": [{"name": "gradcam", "alphas": [None, 1.0]}], "batch_size": 8}
+    settings = {"enabled": True, "checkpoint": str(folder), "prompts": {"concepts": "concepts.json"}, "pool": None,
+                "methods": [{"name": "gradcam", "alphas": [None, 1.0]}], "batch_size": 8}  # the model's own pooling
     run_config = tmp_path / "run.json"
     run_config.write_text(canonical_json(load_config(write_config(tmp_path, small_collection, clip=settings))))
     images = ingest_shards(run_config, tmp_path / "tables")

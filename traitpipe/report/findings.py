@@ -117,9 +117,9 @@ def claims(scores: Scores) -> list[str]:
                           for a in (None, float(alpha)))
             if math.isnan(base) or math.isnan(ours):
                 continue
-            verdict = "better" if ours > base else "worse" if ours < base else "the same"
-            said.append(f"{name} {_score(scores, metric, method, None)} -> "
-                        f"{_score(scores, metric, method, float(alpha))} ({verdict})")
+            shown = _score(scores, metric, method, None), _score(scores, metric, method, float(alpha))
+            verdict = "the same" if shown[0] == shown[1] else "better" if ours > base else "worse"  # as printed
+            said.append(f"{name} {shown[0]} -> {shown[1]} ({verdict})")
         if said:
             lines.append(f"- {map_name(method, alpha)} against {method}, on the cryptic pairs: " + "; ".join(said) + ".")
     if (rows["method"] == "promptcam").any():
