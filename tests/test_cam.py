@@ -114,3 +114,30 @@ def test_unknown_layer_lists_the_nearest_names():
         compute_cams(MODELS["cnn"][0], IMAGES, ["layer4.9"])
     with pytest.raises(KeyError, match="blocks.1.norm1"):
         compute_cams(MODELS["vit"][0], IMAGES, ["blocks.1.norm"])
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_non_square_inputs_match_pytorch_grad_cam_at_each_images_own_grid(method):
+    """As the Finer-CAM authors run it (generate_cams.py): each image at its own aspect ratio, sides a multiple of
+    the patch, a ViT that takes any size, and the reference's reshape given that image's own grid. Two sizes, each
+    its own batch: maps at 3 x 5 and 6 x 4 patches."""
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=6, img_size=64, depth=2, dynamic_img_size=True).eval()
+    layer = vit.blocks[-1].norm1
+    for height, width in [(48, 80), (96, 64)]:
+        images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(height))
+        grid = (height // 16, width // 16)
+
+        def reshape(tensor, grid=grid):  # generate_cams.py's reshape_transform, with this image's H and W
+            return tensor[:, 1:].reshape(tensor.shape[0], *grid, tensor.shape[2]).permute(0, 3, 1, 2)
+
+        for alpha in (None, 1.0):
+            if alpha is None:
+                reference = REFERENCE[method](vit, [layer], reshape_transform=reshape)(images, targets=None)
+            else:
+                reference = FinerCAM(vit, [layer], reshape_transform=reshape, base_method=REFERENCE[method])(
+                    images, alpha=alpha)
+            ours = compute_cams(vit, images, [layer], method=method, alpha=alpha)
+            raw, = cam_pass(vit, images, [layer], method=method, alphas=[alpha])[0].raw
+            assert ours.shape == (2, height, width) and raw.shape[-2:] == grid
+            np.testing.assert_allclose(ours.numpy(), reference, atol=1e-4)

@@ -108,17 +108,22 @@ def resolve_layers(model: nn.Module, layers: Sequence[nn.Module | str]) -> list[
     return found
 
 
-def token_grid(model: nn.Module, n_tokens: int) -> tuple[int, int, int]:
+def token_grid(model: nn.Module, n_tokens: int, image_size: tuple[int, int] | None = None) -> tuple[int, int, int]:
     """(prefix tokens, grid height, grid width) of a ViT token sequence of length ``n_tokens``.
 
-    Uses timm's ``num_prefix_tokens`` (class and register tokens) and
-    ``patch_embed.grid_size`` where the model has them; otherwise the largest
-    square that the tokens can hold after 0 or 1 prefix tokens.
+    Uses timm's ``num_prefix_tokens`` (class and register tokens) and the patch grid of the input, an image of
+    ``image_size`` (H, W), as timm's ``patch_embed`` lays it (a ViT with ``dynamic_img_size`` takes any size, as
+    the Finer-CAM authors' DINOv2 does); then ``patch_embed.grid_size``; otherwise the largest square that the
+    tokens can hold after 0 or 1 prefix tokens.
     """
     prefix = getattr(model, "num_prefix_tokens", None)
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    if prefix is not None and grid is not None and n_tokens - prefix == grid[0] * grid[1]:
-        return prefix, int(grid[0]), int(grid[1])
+    embed = getattr(model, "patch_embed", None)
+    grids = [getattr(embed, "grid_size", None)]
+    if image_size is not None and hasattr(embed, "dynamic_feat_size"):
+        grids.insert(0, embed.dynamic_feat_size(tuple(image_size)))
+    for grid in grids:
+        if prefix is not None and grid is not None and n_tokens - prefix == grid[0] * grid[1]:
+            return prefix, int(grid[0]), int(grid[1])
     for prefix in ([prefix] if prefix is not None else []) + [0, 1]:
         side = int(round((n_tokens - prefix) ** 0.5))
         if side * side == n_tokens - prefix:
@@ -126,14 +131,15 @@ def token_grid(model: nn.Module, n_tokens: int) -> tuple[int, int, int]:
     raise ValueError(f"cannot lay {n_tokens} tokens on a square grid: pass reshape_transform")
 
 
-def _to_maps(model: nn.Module, tensor: torch.Tensor, reshape_transform) -> torch.Tensor:
-    """Layer output -> (B, C, h, w)."""
+def _to_maps(model: nn.Module, tensor: torch.Tensor, reshape_transform,
+             image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Layer output -> (B, C, h, w), for input images of ``image_size`` (H, W)."""
     if reshape_transform is not None:
         return reshape_transform(tensor)
     if tensor.ndim == 4:
         return tensor
     if tensor.ndim == 3:  # ViT tokens (B, N, C)
-        prefix, gh, gw = token_grid(model, tensor.shape[1])
+        prefix, gh, gw = token_grid(model, tensor.shape[1], image_size)
         return tensor[:, prefix:].reshape(tensor.shape[0], gh, gw, tensor.shape[2]).permute(0, 3, 1, 2)
     raise ValueError(f"target layer output of shape {tuple(tensor.shape)}: expected (B,C,h,w) or (B,N,C)")
 
@@ -250,11 +256,12 @@ def cam_pass(model: nn.Module, images: torch.Tensor, target_layers: Sequence[nn.
             predicted = logits.argmax(1)
             target = predicted if target is None else torch.where(target.to(logits.device) < 0, predicted,
                                                                   target.to(logits.device).long())
-            activations = [_to_maps(model, o.detach(), reshape_transform).float() for o in outputs]
+            size = tuple(images.shape[-2:])
+            activations = [_to_maps(model, o.detach(), reshape_transform, size).float() for o in outputs]
             for i, alpha in enumerate(alphas):
                 objective, compared = finer_objective(logits, target, alpha, n_compare)
                 grads = torch.autograd.grad(objective.sum(), outputs, retain_graph=i < len(alphas) - 1)
-                raw = [combine(a, _to_maps(model, g, reshape_transform).float()).clamp(min=0)
+                raw = [combine(a, _to_maps(model, g, reshape_transform, size).float()).clamp(min=0)
                        for a, g in zip(activations, grads)]
                 passes.append(CamPass(raw, logits.detach().float(), target, compared))
     finally:
