@@ -69,6 +69,26 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
+def test_plain_snakemake_reads_config_yaml_where_it_runs_and_traitpipe_run_replaces_it(small_collection, tmp_path):
+    """As Snakemake users run a workflow: `snakemake --cores N` with the Snakefile's default configfile,
+    config/config.yaml where it runs; `traitpipe run --config` replaces that file whole (a key only it sets, INTR
+    on here, does not leak into the user's run)."""
+    from traitpipe.cli import SNAKEFILE
+
+    (tmp_path / "config").mkdir()
+    default = yaml.safe_load(write_config(tmp_path, small_collection).read_text())
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({**default, "intr": {"enabled": True}}))
+    plain = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--cores", "1", "-n",
+                            "--quiet", "rules"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "intr_train" in plain.stdout + plain.stderr
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump(default))
+    done = traitpipe("run", "--config", str(mine), "--", "-n", "--quiet", "rules", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ingest" in done.stdout + done.stderr and "intr_train" not in done.stdout + done.stderr
+
+
 def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collection, tmp_path):
     """pip install . (not editable) into a fresh environment: the workflow ships inside the package, and
     traitpipe run works from a folder that is not the source tree (its ingest jobs run); so does traitpipe profile."""

@@ -64,8 +64,9 @@ def run_workflow(config_path: str | Path, snakemake_args: list[str]) -> int:
     if not SNAKEFILE.is_file():
         _fail(f"workflow not found at {SNAKEFILE}: this traitpipe install lacks its workflow; reinstall it (pip install .)")
     # Snakemake's command line, with traitpipe's logger plugin registered (traitpipe.progress)
+    # the user's config replaces the Snakefile's default configfile (a config/config.yaml where it runs), whole
     command = [sys.executable, "-m", "traitpipe.progress", "--snakefile", str(SNAKEFILE), "--configfile",
-               str(config_path)]
+               str(config_path), "--replace-workflow-config"]
     if not _given(snakemake_args, "--logger"):
         # one line per finished step and a progress bar; a failed job's log printed in full
         command += ["--logger", "traitpipe", "--show-failed-logs"]
