@@ -8,6 +8,7 @@ import torch
 from traitpipe.explain.interventions import background_colour, part_effects
 from traitpipe.traits.evaluation import part_effect_scores
 from traitpipe.traits.maps import input_masks, place_maps
+from traitpipe.traits.species import effect_parts
 
 
 class RedSpot(torch.nn.Module):
@@ -87,3 +88,11 @@ def test_prompt_cams_top_head_is_one_map_whichever_head_it_is():
     records = part_effect_scores(cam_parts, effects, {"promptcam": "p"}, {"all": None})
     assert [(r["metric"], r["level"], r["value"], r["n"]) for r in records] == [
         ("part_effect_spearman", None, 1.0, 2), ("part_effect_top1", None, 1.0, 2)]
+
+
+def test_a_species_without_parts_to_remove_gets_no_answer_and_the_others_keep_theirs():
+    effects = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "species": ["s", "s", "t", "t"], "part_id": [1, 2] * 2,
+                            "part": ["head", "wing"] * 2, "area_share": [0.0, 0.0, 0.1, 0.2],
+                            "delta_margin": [np.nan, np.nan, -0.1, -0.3]})
+    assert effect_parts(effects)[["species", "part"]].values.tolist() == [["t", "wing"]]
+    assert effect_parts(effects[effects["species"] == "s"]).empty  # SST found no part in any image

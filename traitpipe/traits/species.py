@@ -184,7 +184,11 @@ def effect_parts(effects: pd.DataFrame) -> pd.DataFrame:
     >>> effect_parts(rows)[["species", "part", "consistency", "delta_margin", "n"]].to_dict("records")
     [{'species': 's', 'part': 'wing', 'consistency': 0.5, 'delta_margin': -0.35, 'n': 2}]
     """
+    columns = ["species", "alpha", "rank", "head", "part_id", "part", "consistency", "mass_share", "area_share", "n",
+               "delta_margin"]
     present = effects[effects["delta_margin"].notna()].reset_index(drop=True)
+    if present.empty:  # no image had a part to remove (SST found none): no answer, not an error
+        return pd.DataFrame(columns=columns)
     present["first"] = False
     present.loc[present.groupby("image_id")["delta_margin"].idxmin().to_numpy(), "first"] = True
     per_part = present.groupby(["species", "part_id", "part"], sort=True).agg(
@@ -194,6 +198,4 @@ def effect_parts(effects: pd.DataFrame) -> pd.DataFrame:
     per_part["consistency"] = per_part["firsts"] / per_part["species"].map(images)
     per_part["n"] = per_part["species"].map(images)
     best = per_part.sort_values(["species", "delta_margin"], kind="stable").drop_duplicates("species")
-    return best.assign(alpha=np.nan, rank=None, head=None, mass_share=np.nan)[
-        ["species", "alpha", "rank", "head", "part_id", "part", "consistency", "mass_share", "area_share", "n",
-         "delta_margin"]].reset_index(drop=True)
+    return best.assign(alpha=np.nan, rank=None, head=None, mass_share=np.nan)[columns].reset_index(drop=True)
