@@ -215,3 +215,26 @@ def test_resizing_maps_in_numpy_gives_torchs_bilinear_numbers():
         raw = rng.random(shape).astype(np.float32)  # up, up unevenly, down, mixed
         expected = F.interpolate(torch.from_numpy(raw)[None], size=size, mode="bilinear", align_corners=False)[0]
         np.testing.assert_allclose(resize_maps(raw, size), expected.numpy(), atol=1e-5)
+
+
+def test_specimen_panels_are_drawn_at_display_size_with_the_labels_where_they_belong(tmp_path):
+    """A 1200 x 800 photograph is downsampled before drawing (issue 38), and SST's labels are still cut from the
+    canvas by the photograph's own size: the part on the specimen's right half stays on the right."""
+    from traitpipe.jobs.report import MapIndex, specimen_panels
+    from traitpipe.report.figures import DISPLAY_SIDE
+
+    canvas = np.zeros((1, 64, 64), np.uint8)  # the image fills rows 0..63 and columns 11..53 of the canvas
+    canvas[0, :, 11:32], canvas[0, :, 32:54] = 1, 2
+    write_maps(tmp_path / "segment.zarr", ["img"], {"part_labels": (canvas, ("y", "x")),
+                                                    "canvas_transform": (np.array([[64 / 1200, 0, 11]]), ("t",)),
+                                                    "image_size": (np.array([[1200, 800]]), ("s",))},
+               {"provenance": {}})
+    write_maps(tmp_path / "cam.zarr", ["img"], {"cam": (np.ones((1, 1, 4, 4), np.float16), ("alpha", "y", "x"))},
+               {"provenance": {}, "method": "gradcam", "alphas": [None]})
+    photograph = np.full((1200, 800, 3), 200, np.uint8)
+    panels = specimen_panels(photograph, "img", MapIndex([str(tmp_path / "segment.zarr"), str(tmp_path / "cam.zarr")]),
+                             None, 2, {"segment": False, "gradcam": False}, {"gradcam": "alphas"})
+    assert [p.image.shape for p in panels] == [(DISPLAY_SIDE, 171, 3)] * 3
+    labels, heat = panels[1].labels, panels[2].heat
+    assert labels.shape == heat.shape == (DISPLAY_SIDE, 171)
+    assert (labels[:, :80] == 1).mean() > 0.95 and (labels[:, 90:] == 2).mean() > 0.95

@@ -19,7 +19,8 @@ from traitpipe.products import MAP_KINDS, intervened_models, map_products
 from traitpipe.store.cards import ModelCard
 from traitpipe.phylo.levels import read_tree
 from traitpipe.report.build import QUERIES, data_uri, describe, render
-from traitpipe.report.figures import Panel, evaluation_chart, map_name, png, specimen_grid, tree_figure
+from traitpipe.report.figures import (Panel, display_image, evaluation_chart, map_name, png, specimen_grid,
+                                     tree_figure)
 from traitpipe.segment.parts import from_canvas
 from traitpipe.store.atomic import atomic_path
 from traitpipe.store.maps import open_maps
@@ -145,12 +146,14 @@ def specimen_panels(image: np.ndarray, image_id: str, index: MapIndex, heads: pd
     """The panels of one specimen: the image, SST's labels, and each product's maps as its kind's ``panel``
     (``panels_of``, :attr:`traitpipe.products.MapKind.panel`) says: one per comparison strength, the top-ranked
     heads (Prompt-CAM) or the first heads (INTR), ``n_heads`` of those."""
+    original = image.shape[:2]
+    image = display_image(image)  # labels and maps are drawn at the size the panel shows, never the photograph's
     size = image.shape[:2]
     panels = [Panel(image, title=image_id[:10])]
     found = index.get("segment", image_id)
     if found is not None:
         group, i = found
-        labels = from_canvas(group["part_labels"][i], group["canvas_transform"][i], size)
+        labels = from_canvas(group["part_labels"][i], group["canvas_transform"][i], original, size)
         panels.append(Panel(image, labels=labels, title="SST parts", warning=RANDOM if random["segment"] else ""))
     for product in index.products():
         found = index.get(product, image_id)

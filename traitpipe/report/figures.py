@@ -23,6 +23,30 @@ from matplotlib.figure import Figure  # noqa: E402
 WARNING = "#c00000"
 
 
+#: Long side, in pixels, of a specimen panel's image as drawn: a panel is shown about 130 pixels wide, and twice
+#: that keeps it sharp. A photograph is downsampled to it before anything is drawn (issue 38: at 2400 x 1600,
+#: drawing full-size images and maps cost 30 s and 5 GB per species).
+DISPLAY_SIDE = 256
+
+
+def display_image(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """An image downsampled (antialiased) so that its long side is at most ``side`` pixels; a smaller one as is.
+
+    Examples
+    --------
+    >>> display_image(np.zeros((1200, 800, 3), np.uint8)).shape, display_image(np.zeros((64, 32, 3), np.uint8)).shape
+    ((256, 171, 3), (64, 32, 3))
+    """
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image
+    from PIL import Image
+
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
 @dataclass
 class Panel:
     """One cell of a specimen grid.

@@ -153,9 +153,12 @@ def to_canvas(labels: np.ndarray, canvas: int) -> tuple[np.ndarray, np.ndarray]:
     return placed, np.array([scale, oy, ox], np.float32)
 
 
-def from_canvas(placed: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Undo :func:`to_canvas`: the label map at the image's own (H, W)."""
+def from_canvas(placed: np.ndarray, transform: np.ndarray, size: tuple[int, int],
+                out: tuple[int, int] | None = None) -> np.ndarray:
+    """Undo :func:`to_canvas`: the label map of an image of (H, W) ``size``, at that size or at ``out`` (the size
+    it is displayed at, say)."""
     scale, oy, ox = float(transform[0]), int(transform[1]), int(transform[2])
     h, w = max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
     crop = placed[oy:oy + h, ox:ox + w]
-    return np.array(Image.fromarray(crop).resize((size[1], size[0]), Image.NEAREST))
+    out = size if out is None else out
+    return np.array(Image.fromarray(crop).resize((out[1], out[0]), Image.NEAREST))
