@@ -96,3 +96,11 @@ def test_a_species_without_parts_to_remove_gets_no_answer_and_the_others_keep_th
                             "delta_margin": [np.nan, np.nan, -0.1, -0.3]})
     assert effect_parts(effects)[["species", "part"]].values.tolist() == [["t", "wing"]]
     assert effect_parts(effects[effects["species"] == "s"]).empty  # SST found no part in any image
+
+
+def test_the_intact_pass_chooses_the_predicted_target_and_the_closest_class_as_cams_does():
+    images, masks = _images_and_masks()
+    model = RedSpot()
+    effects = part_effects(model, images, masks, torch.tensor([-1, 1]))
+    assert model.calls == 1 + 3  # the intact pass that chose them is the one the effects are measured from
+    assert effects.target.tolist() == [0, 1] and effects.similar.tolist() == [2, 2]  # logits 0.5, -0.5, 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from traitpipe.explain.cam import similar_classes
+
 #: How a removed part is filled.
 FILLS = ("mean", "background")
 
@@ -29,6 +31,8 @@ class PartEffects:
         ``p_target - p_similar``. NaN for a part the image does not have (nothing to remove).
     target_logit, margin : torch.Tensor, float32, shape (B,)
         The intact image's target logit and margin.
+    target, similar : torch.Tensor, int64, shape (B,)
+        The class explained and the class it is compared with.
     """
 
     delta_logit: torch.Tensor
@@ -36,6 +40,8 @@ class PartEffects:
     delta_margin: torch.Tensor
     target_logit: torch.Tensor
     margin: torch.Tensor
+    target: torch.Tensor
+    similar: torch.Tensor
 
 
 def background_colour(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -67,8 +73,9 @@ def background_colour(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
 
 
 def part_effects(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, masks: torch.Tensor,
-                 target: torch.Tensor, similar: torch.Tensor, fill: str = "mean") -> PartEffects:
-    """Remove each part in turn, in one batched forward pass per part, with no gradient.
+                 target: torch.Tensor, similar: torch.Tensor | None = None, fill: str = "mean") -> PartEffects:
+    """Remove each part in turn, in one batched forward pass per part (and one of the intact images), with no
+    gradient.
 
     Parameters
     ----------
@@ -78,8 +85,11 @@ def part_effects(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
         Normalised images.
     masks : torch.Tensor, bool, shape (B, P, H, W)
         Each image's part masks on the model's input grid.
-    target, similar : torch.Tensor, int64, shape (B,)
-        The explained class and the class it is compared with (the most similar one, as in ``cams``).
+    target : torch.Tensor, int64, shape (B,)
+        The explained class; -1: the class the model predicts for the intact image.
+    similar : torch.Tensor, int64, shape (B,), or None
+        The class it is compared with; None: the one most similar to the target on the intact image, as in
+        ``cams`` (:func:`traitpipe.explain.cam.similar_classes`).
     fill : {"mean", "background"}
         What fills a removed part: the normalisation mean (0), or the image's :func:`background_colour`.
 
@@ -103,21 +113,23 @@ def part_effects(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
     colour = background_colour(images, masks) if fill == "background" else torch.zeros(len(images), 3,
                                                                                          device=images.device)
 
-    def scores(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = model(batch).float()
+    def scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         probabilities = logits.softmax(dim=1)
         p_target, p_similar = (probabilities.gather(1, c[:, None])[:, 0] for c in (target, similar))
         return logits.gather(1, target[:, None])[:, 0], p_target, p_target - p_similar
 
     with torch.no_grad():
-        logit, probability, margin = scores(images)
+        intact = model(images).float()
+        target = torch.where(target >= 0, target, intact.argmax(1))
+        similar = similar_classes(intact, target, 1)[:, 0] if similar is None else similar
+        logit, probability, margin = scores(intact)
         deltas = [[], [], []]
         for p in range(masks.shape[1]):
             part = masks[:, p, None]
             removed = torch.where(part, colour[:, :, None, None].to(images.dtype), images)
-            for found, after, before in zip(deltas, scores(removed), (logit, probability, margin)):
+            for found, after, before in zip(deltas, scores(model(removed).float()), (logit, probability, margin)):
                 found.append(after - before)
     present = masks.flatten(2).any(dim=2)
     nan = torch.tensor(float("nan"), device=images.device)
     delta_logit, delta_probability, delta_margin = (torch.where(present, torch.stack(d, dim=1), nan) for d in deltas)
-    return PartEffects(delta_logit, delta_probability, delta_margin, logit, margin)
+    return PartEffects(delta_logit, delta_probability, delta_margin, logit, margin, target, similar)

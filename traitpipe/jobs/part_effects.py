@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from traitpipe.explain.cam import similar_classes
 from traitpipe.explain.interventions import part_effects
 from traitpipe.jobs.images import ImageInputs, leave_out_unread, read_once, read_rows
 from traitpipe.jobs.models import load_classifier, load_intr_model, load_prompt_cam, load_prompt_classifier
@@ -73,13 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         chosen = [label_index[image_id] for image_id in rows["image_id"].iloc[index]]
         masks = np.stack([input_masks(placed[j], transforms[j], sizes[j], list(parts), card.input_size)
                           for j in chosen])
-        with torch.no_grad():
-            logits = model(batch).float()
-        wanted = to_device(torch.from_numpy(targets[index]), device)
-        target = torch.where(wanted >= 0, wanted, logits.argmax(1))
-        similar = similar_classes(logits, target, 1)[:, 0]
-        effects = part_effects(model, batch, to_device(torch.from_numpy(masks), device), target, similar,
-                               fill=settings["fill"])
+        effects = part_effects(model, batch, to_device(torch.from_numpy(masks), device),
+                               to_device(torch.from_numpy(targets[index]), device), fill=settings["fill"])
+        target, similar = effects.target, effects.similar
         values = {name: getattr(effects, name).float().cpu().numpy() for name in
                   ("delta_logit", "delta_probability", "delta_margin")}
         area = masks.reshape(*masks.shape[:2], -1).mean(axis=2)

@@ -125,8 +125,8 @@ def tree_notes(traits: pd.DataFrame, truth: dict[str, list[str]],
     >>> tree_notes(traits, {"A a": ["abdomen"]}, {"gradcam": "classifier"})
     {'A a': [('Finer-gradcam (alpha 1): thorax (75%)', False), ('interventions (classifier): abdomen (100%)', True)]}
     """
-    effects = traits[traits["method"].str.startswith("interventions-")]
-    maps = traits[~traits.index.isin(effects.index)]
+    is_effect = traits["method"].str.startswith("interventions-")
+    effects, maps = traits[is_effect], traits[~is_effect]
     finer = maps[maps["alpha"].notna()]
     pick = finer if len(finer) else maps[maps["rank"].isna() | (maps["rank"] == 0)]
     first = pick.sort_values(["method", "alpha", "rank", "head"], kind="stable").drop_duplicates("species")
