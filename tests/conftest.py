@@ -110,18 +110,20 @@ META = f"""<archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="eml.xml">
 """
 
 
-def write_dwca(collection, archive, inside=True, extra_media=()):
+def write_dwca(collection, archive, inside=True, extra_media=(), base_url=None):
     """The small collection as a Darwin Core archive: occurrences with their taxonomy, one image each (inside
-    the archive under media/, or beside it as it lies), plus ``extra_media`` (occurrence id, location) rows."""
+    the archive under media/, beside it as it lies, or with ``base_url`` at ``<base_url>/img/<path>``), plus
+    ``extra_media`` (occurrence id, location) rows."""
     manifest = pd.read_csv(collection / "manifest.csv", keep_default_na=False)
     core = ["id\tscientificName\tcatalogNumber\tfamily\tgenus"]
     media = ["coreid\taccessURI\tformat"]
     with zipfile.ZipFile(archive, "w") as zipped:
         for i, row in manifest.iterrows():
             core.append(f"occ{i}\t{row.species}\t{row.specimen_id}\t{row.family}\t{row.genus}")
-            location = f"media/{row.specimen_id}.png" if inside else row.path
+            location = (f"{base_url}/img/{row.path}" if base_url else f"media/{row.specimen_id}.png" if inside
+                        else row.path)
             media.append(f"occ{i}\t{location}\timage/png")
-            if inside:
+            if inside and not base_url:
                 zipped.write(collection / row.path, location)
         media += [f"{occ}\t{location}\timage/png" for occ, location in extra_media]
         zipped.writestr("meta.xml", META)

@@ -93,6 +93,7 @@ def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collecti
     """pip install . (not editable) into a fresh environment: the workflow ships inside the package, and
     traitpipe run works from a folder that is not the source tree (its ingest jobs run); so does traitpipe profile."""
     import site
+    import sysconfig
 
     from traitpipe.cli import REPO
 
@@ -102,8 +103,10 @@ def test_an_installed_traitpipe_runs_the_workflow_from_any_folder(small_collecti
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q", "--no-deps",
                     *map(str, wheels.glob("traitpipe-*.whl"))], check=True, capture_output=True)
-    # the dependencies from this environment; traitpipe itself from the new one (a .pth file is not read here)
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(site.getsitepackages())}
+    # the dependencies from this environment; traitpipe itself from the new one (a .pth file is not read here). The
+    # standard library first, as in any environment: img2dataset's requirements install the old dataclasses
+    # backport, whose dataclasses.py would otherwise hide Python's own
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["stdlib"], *site.getsitepackages()])}
     folder = tmp_path / "elsewhere"
     folder.mkdir()
     config = write_config(folder, small_collection)

@@ -1,4 +1,4 @@
-"""The ``traitpipe`` command: synth, run, demo, query, validate, profile, and the workflow's jobs."""
+"""The ``traitpipe`` command: synth, run, demo, query, validate, fetch, profile, and the workflow's jobs."""
 
 from __future__ import annotations
 
@@ -149,6 +149,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> None:
     from traitpipe.collection.manifest import ManifestError, load_manifest
+    from traitpipe.collection.urls import media_folder
     from traitpipe.collection.validate import collection_config, validate_collection
     from traitpipe.config import ConfigError
     from traitpipe.preflight import preflight
@@ -172,6 +173,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
     write_table(failures, table_path(args.out, "failures", "all", "ingest"), "failures", prov)
     print(f"{args.source}: {found['usable_images']} usable images, {found['failures']} failures "
           f"(tables under {Path(args.out) / 'tables'})")
+    if found["urls"]:
+        fetch = found["fetch"]
+        print(f"  {found['urls']} media are URLs: " + (
+            "not read (set collection.fetch.enabled: true to download them first)" if fetch is None else
+            f"{fetch['fetched']} fetched now, {fetch['failed']} failed, {fetch['already']} of {fetch['batches']} "
+            f"batches fetched before (in {media_folder(config)})"))
     for name, n in found["usable_per_species"].items():
         print(f"  {n:6d}  {name}")
     for kind, n in found["failures_by_reason"].items():
@@ -183,6 +190,26 @@ def cmd_validate(args: argparse.Namespace) -> None:
             print(f"  {len(found[key])} {what}: {', '.join(found[key])}")
     if not found["usable_images"]:
         _fail("no usable image: see the reasons above (and the failures table)")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from traitpipe.collection.fetch import fetch_collection
+    from traitpipe.collection.manifest import ManifestError, load_manifest
+    from traitpipe.collection.shards import shard_rows
+    from traitpipe.collection.urls import is_url, media_folder
+    from traitpipe.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+        manifest = load_manifest(config)
+    except (ConfigError, ManifestError) as error:
+        _fail(str(error))
+    urls = int(manifest["path"].map(is_url).sum())
+    _, counts = fetch_collection(config, shard_rows(manifest, config["shard_size"]))
+    print(f"{args.config}: {urls} media are URLs; {counts['fetched']} fetched now, {counts['failed']} failed, "
+          f"{counts['already']} of {counts['batches']} batches fetched before (in {media_folder(config)})")
+    if not config["collection"]["fetch"]["enabled"]:
+        print("  a run reads them once the config sets collection.fetch.enabled: true")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -283,6 +310,11 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--out", default="results", help="where the tables go (default: results)")
     validate.add_argument("--show", action="store_true")
     validate.set_defaults(func=cmd_validate)
+
+    fetch = sub.add_parser("fetch", help="download the media a config's manifest names by http(s) URL into its "
+                                        "media folder (collection.fetch: what a run with it enabled does first)")
+    fetch.add_argument("config")
+    fetch.set_defaults(func=cmd_fetch)
 
     profile = sub.add_parser("profile", help="copy a Snakemake profile shipped with traitpipe (slurm: the cluster "
                                             "settings; default: one machine) into a folder, to edit and run with")

@@ -72,6 +72,9 @@ def image_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+#: The column of the fetch step's Parquet files saying why a URL was not downloaded
+#: (:data:`traitpipe.collection.urls.ERROR_COLUMN`).
+FETCH_ERROR = "fetch_error"
 #: An image stored in a Parquet file's binary column: ``<file>.parquet#<column>/<row>`` (row: 0-based, in the file).
 _PARQUET_CELL = re.compile(r"^(?P<file>.+\.parquet)#(?P<column>[^/]+)/(?P<row>\d+)$")
 
@@ -166,6 +169,9 @@ def _parquet_cell(file: str, column: str, row: int) -> bytes:
             raise ImageError(f"missing file: {file} has {starts[-1]} rows, none numbered {row}")
         group = bisect.bisect_right(starts, row) - 1
         cell = _ROW_GROUPS.cell(file, column, group, mtime, row - starts[group])
+        if cell is None and FETCH_ERROR in names:  # a URL the fetch step could not download: say why
+            error = pq.ParquetFile(file).read_row_group(group, columns=[FETCH_ERROR]).column(0)[row - starts[group]]
+            raise ImageError(f"not fetched: {error.as_py()}")
         if cell is None:
             raise ImageError(f"empty file (no bytes in {file} column {column!r} row {row})")
         return bytes(cell)

@@ -20,15 +20,19 @@ from tqdm import tqdm
 from traitpipe.collection.images import ImageError, decode, image_id, read_bytes, read_order
 from traitpipe.collection.manifest import outside_root
 from traitpipe.collection.shards import in_piece
+from traitpipe.collection.urls import fetched_cell, media_folder, not_a_path
 
 
-def _probe(file: str, max_pixels: int, root: str | None) -> dict:
-    """``image_id``, ``width``, ``height`` and failure ``reason`` (None when usable) of one image file; a file
-    outside ``root`` (None: any place is allowed) is refused unopened."""
-    if root is not None and outside_root(file, root):
-        return {"image_id": None, "width": 0, "height": 0,
-                "reason": f"outside the collection root {root}: refused, never opened (set "
-                          "collection.allow_outside_root: true to read files elsewhere)"}
+def _probe(file: str, max_pixels: int, root: str | None, media: str) -> dict:
+    """``image_id``, ``width``, ``height`` and failure ``reason`` (None when usable) of one image file; a URL
+    (not fetched) is not read; a file outside both ``root`` (None: any place is allowed) and the folder of
+    fetched ``media`` is refused unopened."""
+    reason = not_a_path(file)
+    if reason is None and root is not None and outside_root(file, root) and outside_root(file, media):
+        reason = (f"outside the collection root {root}: refused, never opened (set collection.allow_outside_root: "
+                  "true to read files elsewhere)")
+    if reason is not None:
+        return {"image_id": None, "width": 0, "height": 0, "reason": reason}
     try:
         data = read_bytes(file)
         identity = image_id(data)
@@ -44,7 +48,8 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     Parameters
     ----------
     config : dict
-        Validated run config (``collection.max_pixels``, ``collection.allow_outside_root``, ``ingest.threads``).
+        Validated run config (``collection.max_pixels``, ``collection.allow_outside_root``, ``collection.fetch``,
+        ``ingest.threads``).
     rows : pandas.DataFrame
         From ``traitpipe.collection.shards.shard_rows``: one shard's rows, or several shards'
         concatenated (a row of a species split over shards appears once per shard; its file is
@@ -61,10 +66,11 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     """
     collection = config["collection"]
     max_pixels, root = collection["max_pixels"], None if collection["allow_outside_root"] else collection["root"]
+    media = str(media_folder(config))
     files = rows.drop_duplicates("row")
     files = files.iloc[read_order(files["file"].tolist())]  # images stored in Parquet: each row group read once
     with ThreadPoolExecutor(config["ingest"]["threads"]) as pool:
-        probes = list(tqdm(pool.map(lambda f: _probe(f, max_pixels, root), files["file"]), total=len(files),
+        probes = list(tqdm(pool.map(lambda f: _probe(f, max_pixels, root, media), files["file"]), total=len(files),
                            desc="ingest", unit="img", disable=not progress, file=sys.stderr))
     probed = pd.DataFrame(probes, index=files["row"])
     table = rows.join(probed, on="row")
@@ -78,4 +84,5 @@ def ingest(config: dict, rows: pd.DataFrame, *, progress: bool = True) -> tuple[
     key = table["image_id"].where(table["reason"].isna(), pd.Series(path_key, index=table.index))
     table = table[in_piece(table, key)]
     failed = table["reason"].notna()
+    table = table.assign(fetched=[fetched_cell(p, f, media) for p, f in zip(table["path"], table["file"])])
     return table[~failed].sort_values(["shard", "species", "image_id"]), table[failed].sort_values("row")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from traitpipe.collection.forms import IMAGE_SUFFIXES, dwca_table, folder_table, parquet_images_table
 from traitpipe.collection.images import source_file
+from traitpipe.collection.urls import scheme
 from traitpipe.config import collection_file
 
 #: What each configurable column holds, for error messages.
@@ -152,7 +153,7 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
     -------
     pandas.DataFrame
         One row per manifest row, columns: ``row`` (int, 1-based data row),
-        ``path`` (str, as written), ``file`` (str, resolved), ``species``,
+        ``path`` (str, as written), ``file`` (str, resolved; a URL as written), ``species``,
         ``specimen_id``, ``mask``, ``parts_truth`` and ``trait_truth`` (str, "" when absent; the
         paths resolved), then one str column
         per rank, named as in the manifest.
@@ -192,7 +193,8 @@ def read_manifest(path: str | Path, columns: dict, root: str | Path, allow_outsi
             raise ManifestError(
                 f"manifest {path}: {len(empty)} row(s) have an empty {wanted[key]!r} value "
                 f"(collection.columns.{key}): rows {shown}. Every image needs {_COLUMN_ROLES[key]}.")
-    out["file"] = [str(p if Path(p).is_absolute() else root / p) for p in out["path"]]
+    # a URL (or another scheme's URI) is no path under the root: kept as written, ingest says what it is
+    out["file"] = [str(p if Path(p).is_absolute() or scheme(p) else root / p) for p in out["path"]]
     for name in _PATH_COLUMNS:
         out[name] = [str(m if not m or Path(m).is_absolute() else root / m) for m in out[name]]
         outside = out.loc[[bool(m) and outside_root(m, root) for m in out[name]], "row"].tolist()

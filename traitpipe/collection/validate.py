@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from traitpipe.collection.ingest import ingest
 from traitpipe.collection.manifest import ManifestError, read_table
 from traitpipe.collection.shards import shard_rows
+from traitpipe.collection.urls import is_url
 from traitpipe.config import load_config, validate_config
 from traitpipe.collection.references import find_references
 
@@ -77,7 +78,7 @@ def summary(images: pd.DataFrame, failures: pd.DataFrame, species: list[str], re
 
 def validate_collection(config: dict, manifest: pd.DataFrame, *,
                         progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Ingest every image of a collection.
+    """Ingest every image of a collection, its URLs fetched first with ``collection.fetch.enabled``.
 
     Parameters
     ----------
@@ -92,9 +93,16 @@ def validate_collection(config: dict, manifest: pd.DataFrame, *,
     images, failures : pandas.DataFrame
         The ``images`` and ``failures`` tables' rows (see :func:`traitpipe.collection.ingest.ingest`).
     summary : dict
-        See :func:`summary`.
+        See :func:`summary`; and ``urls``, how many manifest rows name a URL, and ``fetch``, what was downloaded
+        (:func:`traitpipe.collection.fetch.fetch_collection`; None without ``collection.fetch.enabled``).
     """
-    rows = pd.concat(shard_rows(manifest, config["shard_size"]).values(), ignore_index=True)
-    images, failures = ingest(config, rows, progress=progress)
+    rows = shard_rows(manifest, config["shard_size"])
+    fetched = None
+    if config["collection"]["fetch"]["enabled"]:
+        from traitpipe.collection.fetch import fetch_collection
+
+        rows, fetched = fetch_collection(config, rows, progress=progress)
+    images, failures = ingest(config, pd.concat(rows.values(), ignore_index=True), progress=progress)
     referenced = set(find_references(manifest, config["segment"]["masks"], config["collection"]["root"]))
-    return images, failures, summary(images, failures, sorted(manifest["species"].unique()), referenced)
+    found = summary(images, failures, sorted(manifest["species"].unique()), referenced)
+    return images, failures, {**found, "urls": int(manifest["path"].map(is_url).sum()), "fetch": fetched}

@@ -9,7 +9,7 @@ from traitpipe.registry import Registry
 
 #: name -> the step's ``main(argv)``, imported when a rule runs it.
 JOBS = Registry("job")
-for _name in dict.fromkeys(["ingest", "segment", "sst_finetune", "sam2_train", "phylo_train", "codes", "phylo_eval",
+for _name in dict.fromkeys(["fetch", "ingest", "segment", "sst_finetune", "sam2_train", "phylo_train", "codes", "phylo_eval",
                             "cam_parts", "part_truth", "summarize", "part_effects", "effect_traits",
                             "evaluate", "report"]
                            + [model.job for model in MODELS.values()] + [kind.job for kind in MAP_KINDS.values()]):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from traitpipe.collection.images import MAX_PIXELS, ImageError, read_image, read_order
+from traitpipe.collection.urls import media_folder
 
 
 #: Images checked per DataLoader batch in :func:`readable`.
@@ -61,9 +62,12 @@ def load_pixels(config: dict, rows: pd.DataFrame) -> tuple[list[np.ndarray], np.
 
 
 def image_files(config: dict, rows: pd.DataFrame) -> list[str]:
-    """The file of each ``images`` row: its ``path``, under ``collection.root`` unless absolute."""
+    """The file of each ``images`` row: its ``path``, under ``collection.root`` unless absolute, or for a URL the
+    cell of the media folder it was ``fetched`` to."""
     root = Path(config["collection"]["root"])
-    return [str(Path(p) if Path(p).is_absolute() else root / p) for p in rows["path"]]
+    fetched = rows["fetched"] if "fetched" in rows else [None] * len(rows)
+    return [str(media_folder(config) / cell if isinstance(cell, str) else Path(p) if Path(p).is_absolute() else root / p)
+            for p, cell in zip(rows["path"], fetched)]
 
 
 def failure_rows(rows: pd.DataFrame, reason: str | np.ndarray) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from traitpipe.collection.images import ImageError
-from traitpipe.jobs.images import load_pixels, read_rows
+from traitpipe.jobs.images import image_files, load_pixels, read_rows
 from traitpipe.jobs.masks import load_support, truth_images
 from traitpipe.jobs.splits import sam2_split
 from traitpipe.jobs.step import Step
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImageError as error:
             skipped.append(str(error))
             continue
-        root = Path(config["collection"]["root"])
-        queries = group[[str(root / p) != image_file for p in group["path"]]]
+        queries = group[[file != image_file for file in image_files(config, group)]]
         n_tune, n_check = tune["queries_per_species"], tune["check_queries_per_species"]
         seen = queries.head(n_tune + n_check)
         pixels, ok, _ = load_pixels(config, seen)

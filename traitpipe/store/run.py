@@ -1,5 +1,5 @@
 """What the workflow writes when its jobs are about to run (never on a dry run): the resolved
-run config and each shard's manifest rows, under ``<results>/run/``.
+run config, each shard's manifest rows and each batch's URLs to fetch, under ``<results>/run/``.
 
 Jobs read these files; their rules take the path as a constant param and the content's digest
 as a param (not an input), so that a changed config section or changed manifest rows rerun
@@ -29,6 +29,11 @@ def run_config_path(results: str | Path) -> Path:
 def rows_path(results: str | Path, shard: str) -> Path:
     """``<results>/run/rows/<shard>.parquet``: the manifest rows one shard's ingest reads."""
     return Path(results) / "run" / "rows" / f"{shard}.parquet"
+
+
+def urls_path(results: str | Path, batch: str) -> Path:
+    """``<results>/run/urls/<batch>.parquet``: the URLs one fetch job downloads (column ``url``)."""
+    return Path(results) / "run" / "urls" / f"{batch}.parquet"
 
 
 def rows_digest(rows: pd.DataFrame) -> str:

@@ -30,6 +30,8 @@ RUN_COLUMNS = [col("run_id", pa.string(), "the run: the config's `run_id`, or it
 IMAGES = pa.schema([
     col("image_id", pa.string(), "first 16 hex digits of the file's sha256", nullable=False),
     col("path", pa.string(), "the image file, as the manifest names it", nullable=False),
+    col("fetched", pa.string(), "where a URL's image was fetched to: `<batch>.parquet#image/<row>` in the media "
+        "folder (`collection.fetch`); null for a local file"),
     col("species", pa.string(), "the species", nullable=False),
     col("label", pa.int32(), "the species' index in the sorted species", nullable=False),
     col("specimen_id", pa.string(), "the specimen (`collection.columns.specimen`)"),

@@ -6,15 +6,18 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from traitpipe.collection.images import source_file
 from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
 from traitpipe.collection.shards import shard_rows
+from traitpipe.collection.urls import batch_file, fetch_batches, fetched_files, media_folder
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
 from traitpipe.plan import Plan
 from traitpipe.rules import collection_files, local_files, model_options, option, optional, reference_options, store
 from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
-from traitpipe.store.run import rows_digest, rows_path, run_config_path, write_rows, write_run_config
+from traitpipe.store.run import rows_digest, rows_path, run_config_path, urls_path, write_rows, write_run_config
 from traitpipe.collection.references import find_references, parts_file
 
 try:
@@ -33,12 +36,19 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 # The manifest is read here, once: each shard's ingest gets the rows of its species
 # (results/run/rows/<shard>.parquet) and every later step the images tables.
 SHARD_ROWS = shard_rows(MANIFEST, CFG["shard_size"])
+# Media named by URL (collection.fetch): each shard's URLs are one batch that the fetch rule downloads into a
+# Parquet file of the media folder; the rows then name their images' cells there.
+MEDIA = media_folder(CFG)
+MEDIA_BATCHES, MEDIA_CELLS = fetch_batches(SHARD_ROWS, MEDIA) if CFG["collection"]["fetch"]["enabled"] else ({}, {})
+MEDIA_FILES = {str(batch_file(MEDIA, name)) for name in MEDIA_BATCHES}
+MANIFEST = fetched_files(MANIFEST, MEDIA_CELLS)
+SHARD_ROWS = {shard: fetched_files(rows, MEDIA_CELLS) for shard, rows in SHARD_ROWS.items()}
 SHARDS = list(SHARD_ROWS)
 SPECIES_OF_SHARD = {shard: sorted(rows["species"].unique()) for shard, rows in SHARD_ROWS.items()}
 ROWS_DIGEST = {shard: rows_digest(rows) for shard, rows in SHARD_ROWS.items()}
 # Files the workflow writes for its jobs when they are about to run (onstart), never on a dry
-# run: the validated config with every default (tables carry its hash in config_hash) and the
-# shards' manifest rows. Their paths are constant params of the rules, not inputs: the settings
+# run: the validated config with every default (tables carry its hash in config_hash), the
+# shards' manifest rows and the URLs of each batch to fetch. Their paths are constant params of the rules, not inputs: the settings
 # params carry the config sections each rule depends on, and the ingest rule the digest of its
 # shard's rows, so a change reruns exactly the jobs that read it.
 RUN_CONFIG = str(run_config_path(RESULTS))
@@ -60,13 +70,16 @@ onstart:
     write_run_config(RUN_CONFIG, CFG)
     for shard, rows in SHARD_ROWS.items():
         write_rows(rows_path(RESULTS, shard), rows, ROWS_DIGEST[shard])
+    for batch, urls in MEDIA_BATCHES.items():
+        write_rows(urls_path(RESULTS, batch), pd.DataFrame({"url": urls}), batch)
 
 
 # Files the jobs read besides the tables: inputs of their rules, so that editing one reruns what read it.
 def allowed(file):
-    """Whether a job may open this file: under the collection root, or anywhere with collection.allow_outside_root
-    (a file outside is never an input, so Snakemake never reads it either; ingest makes it a failures row)."""
-    return CFG["collection"]["allow_outside_root"] or not outside_root(file, CFG["collection"]["root"])
+    """Whether a job may open this file: under the collection root, fetched media, or anywhere with
+    collection.allow_outside_root (a file outside is never an input, so Snakemake never reads it either; ingest makes it a failures row)."""
+    return (CFG["collection"]["allow_outside_root"] or not outside_root(file, CFG["collection"]["root"])
+            or source_file(file) in MEDIA_FILES)
 
 
 REFERENCES = {species: files for species, files in find_references(
@@ -93,6 +106,7 @@ wildcard_constraints:
     shard=r"\d+",
     mapped="|".join(map(re.escape, MAPPED)) or "-",
     intervened="|".join(map(re.escape, PLAN.effect_models)) or "-",
+    batch="|".join(MEDIA_BATCHES) or "-",
     **{name: "|".join(map(re.escape, values)) for name, values in PLAN.wildcard_values().items()},
 
 
@@ -139,9 +153,10 @@ def shard_references(wildcards):
 
 def shard_image_files(wildcards):
     """The image files one shard's ingest reads, those that exist (for an image inside a Darwin Core archive,
-    the archive): a missing one is a failures row, not a missing input that would stop the run."""
+    the archive; for a URL, its fetched batch): a missing one is a failures row, not a missing input that would
+    stop the run."""
     files = {source_file(file) for file in SHARD_ROWS[wildcards.shard]["file"]}
-    return sorted(file for file in files if allowed(file) and os.path.isfile(file))
+    return sorted(file for file in files if file in MEDIA_FILES or (allowed(file) and os.path.isfile(file)))
 
 
 def truth_files(column, shard):

@@ -1,3 +1,24 @@
+# Media named by URL (collection.fetch): one job per batch of URLs (a shard's), img2dataset downloading them
+# into the media folder. The batch's name is the digest of its URLs: a rerun with the same URLs fetches nothing.
+rule fetch:
+    output:
+        media=f"{MEDIA}/{{batch}}.parquet",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/fetch/{{batch}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fetch/{{batch}}.tsv"
+    params:
+        run_config=RUN_CONFIG,
+        urls=lambda wildcards: str(urls_path(RESULTS, wildcards.batch)),
+    resources:
+        fetch=1,
+    shell:
+        "traitpipe job fetch --config {params.run_config:q} --urls {params.urls:q} --media {output.media:q}"
+        " > {log:q} 2>&1"
+
+
 rule ingest:
     input:
         images=shard_image_files,
