@@ -3,10 +3,10 @@
 Manifests are rows only (no image files: planning never reads images), with one
 reference image and mask per species (empty files: the segment rules declare them as inputs,
 so they must exist) and a trait concept per species (CLIP's concept prompts). Uses the demo config, with SAM 2
-loaded rather than trained (training needs true part masks), every size with the default shard_size and the
-two large ones also with LARGE_SHARD, the shard size docs/scaling.md advises from 100,000 images on (the demo
-config makes 15 jobs per shard). Goals, on that setting: 100,000 images plan as at most 2,000 jobs in at most
-30 seconds, 1,000,000 as at most 5,000 jobs in at most 60 seconds. Last line: a JSON object.
+loaded rather than trained (training needs true part masks), every size with the default shard_size (auto:
+traitpipe.plan.shard_size picks it from the collection's size and the jobs per shard; the demo config makes 15
+jobs per shard). Goals, with the defaults: 100,000 images plan as at most 2,000 jobs in at most 30 seconds,
+1,000,000 as at most 5,000 jobs in at most 60 seconds. Last line: a JSON object.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import yaml
 
 from traitpipe.collection.shards import shard_names
 from traitpipe.config import validate_config
+from traitpipe.plan import shard_size
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
-#: The shard size for large collections (docs/scaling.md): about 250 shards for a million images.
-LARGE_SHARD = 4096
 GOALS = {100_000: (2000, 30), 1_000_000: (5000, 60)}  # images: (jobs, seconds)
 
 
@@ -59,15 +58,13 @@ def make_manifest(folder: Path, n_images: int, seed: int = 0) -> Path:
     return path
 
 
-def dry_run(folder: Path, n_images: int, shard_size: int | None = None) -> dict:
-    """Time one dry run (``shard_size`` None: the default); return images, shard size, jobs, seconds and shards."""
+def dry_run(folder: Path, n_images: int) -> dict:
+    """Time one dry run with the default shard_size; return images, shard size, jobs, seconds and shards."""
     make_manifest(folder, n_images)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["collection"].update(root=str(folder), manifest="manifest.csv", phylogeny=None,
                                 columns={"path": "path", "species": "species", "mask": "mask", "ranks": ["genus"]})
     config.pop("shard_size")
-    if shard_size is not None:
-        config["shard_size"] = shard_size
     config["segment"]["checkpoint"] = None  # a released SAM 2 in a real run; training needs true part masks
     config["evaluate"]["cryptic_pairs"] = None  # the synthetic collection's file
     config["results"] = str(folder / "results")
@@ -79,8 +76,9 @@ def dry_run(folder: Path, n_images: int, shard_size: int | None = None) -> dict:
     if done.returncode:
         raise SystemExit(done.stdout + done.stderr)
     total = re.search(r"^total\s+(\d+)", done.stdout + done.stderr, re.MULTILINE)
-    size = validate_config(config)["shard_size"]
-    shards = shard_names(pd.read_csv(folder / "manifest.csv")["species"], size)
+    species = pd.read_csv(folder / "manifest.csv")["species"]
+    size = shard_size(validate_config(config), species)
+    shards = shard_names(species, size)
     return {"images": n_images, "shard_size": size, "jobs": int(total.group(1)), "seconds": round(seconds, 2),
             "shards": len(shards)}
 
@@ -88,15 +86,14 @@ def dry_run(folder: Path, n_images: int, shard_size: int | None = None) -> dict:
 def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        plans = [(n, None) for n in SIZES] + [(n, LARGE_SHARD) for n in GOALS]
-        for n, shard_size in plans:
-            folder = Path(tmp) / f"{n}-{shard_size}"
+        for n in SIZES:
+            folder = Path(tmp) / str(n)
             folder.mkdir()
-            runs.append(dry_run(folder, n, shard_size))
+            runs.append(dry_run(folder, n))
             print(f"{n:>9} images, shard_size {runs[-1]['shard_size']:>5}: {runs[-1]['jobs']:>5} jobs planned in "
                   f"{runs[-1]['seconds']:6.2f} s", flush=True)
     met = {str(run["images"]): run["jobs"] <= GOALS[run["images"]][0] and run["seconds"] <= GOALS[run["images"]][1]
-           for run in runs if run["images"] in GOALS and run["shard_size"] == LARGE_SHARD}
+           for run in runs if run["images"] in GOALS}
     print(json.dumps({**runs[-1], "goals": {str(k): {"jobs": j, "seconds": t} for k, (j, t) in GOALS.items()},
                       "meets_goal": all(met.values()), "met": met, "runs": runs}))
 

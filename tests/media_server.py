@@ -7,6 +7,7 @@ import collections
 import http.server
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 #: Seconds the slow answer waits before its first byte (the tests' timeout is shorter).
@@ -55,7 +56,7 @@ class MediaServer:
                     server.in_flight += 1
                     server.most_in_flight = max(server.most_in_flight, server.in_flight)
                 try:
-                    server.answer(self, self.path, seen)
+                    server.answer(self, urllib.parse.unquote(self.path), seen)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout, a size limit)
                     pass
                 finally:

@@ -7,7 +7,7 @@ BASE = {"collection": {"root": "c", "manifest": "m.csv"}}
 
 def test_defaults_are_filled_and_validation_is_idempotent():
     config = validate_config(BASE)
-    assert config["shard_size"] == 512 and config["device"] == "auto"
+    assert config["shard_size"] == "auto" and config["device"] == "auto"
     assert config["collection"]["columns"] == {"path": "path", "species": "species", "specimen": None,
                                                "mask": None, "ranks": [], "parts_truth": None,
                                                "trait_truth": None, "image": None}
@@ -18,7 +18,7 @@ def test_defaults_are_filled_and_validation_is_idempotent():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"shard_size": 0}, "config key shard_size: 0 is not allowed; expected a number >= 1"),
+    ({"shard_size": 0}, "config key shard_size: 0 is not allowed; expected a number >= 1 or 'auto'"),
     ({"device": "gpu"}, "config key device: 'gpu' is not allowed; expected a string matching"),
     ({"shard_sise": 3}, "unknown key(s) 'shard_sise' (did you mean 'shard_size'?)"),
     ({"collection": {"root": "c"}}, "missing key collection.manifest"),

@@ -67,7 +67,7 @@ def test_a_fetch_keeps_every_good_image_as_sent_and_says_why_each_bad_url_failed
         else:
             assert kept.loc[server.url + path, "image"] is None
             assert reason in kept.loc[server.url + path, "fetch_error"], path
-    assert counts == {"urls": len(urls), "fetched": len(good) + 1, "failed": len(BAD) - 1}
+    assert counts == {"urls": len(urls), "fetched": len(good) + 1, "copied": 0, "failed": len(BAD) - 1}
     # the 500 and the 429 were tried once more, the 429 after the second its Retry-After asked; nothing else twice
     assert {path: n for path, n in requests.items() if n > 1} == {"/flaky.png": 2, "/busy.png": 2}
     assert times["/busy.png"][1] - times["/busy.png"][0] >= 0.95
@@ -88,18 +88,32 @@ def test_too_many_retry_answers_fail_with_the_count_and_a_long_retry_after_is_no
                                "/flaky.png": None}  # retried after its backoff
 
 
+def test_a_retry_after_holds_off_every_request_to_its_host(tmp_path):
+    """A 429 with Retry-After: 1 from the host: the requests it had not yet been sent wait that second too."""
+    names = ["busy.png", *(f"a{k}.png" for k in range(6))]
+    write_images(tmp_path / "served", names)
+    with MediaServer(tmp_path / "served", delay=0.3) as server:
+        urls = [f"{server.url}/busy.png", *(f"{server.url}/wait/{name}" for name in names[1:])]
+        counts = fetch_batch(urls, tmp_path / "media" / "batch.parquet", fetch_settings(per_host=2, threads=8),
+                             progress=False)
+        times = dict(server.times)
+    assert counts["failed"] == 0
+    asked = times["/busy.png"][0]  # the 429; a request sent alongside it may come just after
+    assert not [t for ts in times.values() for t in ts if asked + 0.25 < t < asked + 0.95]
+
+
 def test_a_host_keeps_to_its_limit_of_requests_in_flight_and_other_hosts_are_refused(tmp_path):
     names = [f"a{k}.png" for k in range(8)]
     write_images(tmp_path / "served", names)
     with MediaServer(tmp_path / "served", delay=0.3) as server:
         urls = [f"{server.url}/wait/{name}" for name in names]
-        counts = fetch_batch(urls, tmp_path / "limited.parquet", fetch_settings(per_host=2, threads=8, part_size=8),
-                             progress=False)
+        counts = fetch_batch(urls, tmp_path / "limited" / "batch.parquet",
+                             fetch_settings(per_host=2, threads=8, part_size=8), progress=False)
         assert counts["fetched"] == 8 and server.most_in_flight == 2
-        counts = fetch_batch(urls, tmp_path / "refused.parquet", fetch_settings(hosts=["images.example.org"]),
-                             progress=False)
+        counts = fetch_batch(urls, tmp_path / "refused" / "batch.parquet",  # another folder: nothing to copy
+                             fetch_settings(hosts=["images.example.org"]), progress=False)
         assert counts["failed"] == 8 and sum(server.requests.values()) == 8  # none of the second batch asked
-    errors = pd.read_parquet(tmp_path / "refused.parquet")["fetch_error"]
+    errors = pd.read_parquet(tmp_path / "refused" / "batch.parquet")["fetch_error"]
     assert set(errors) == {"host 127.0.0.1 is not in collection.fetch.hosts"}
 
 
@@ -131,6 +145,40 @@ def test_a_killed_fetch_resumes_where_it_stopped(tmp_path):
     assert all(first[path] == 1 and again[path] == 0 for path in done)
     assert sum(again.values()) <= len(names) - 2
     assert not parts_folder(media).exists()
+
+
+def test_a_resumed_fetch_with_another_part_size_fetches_every_url(tmp_path):
+    """A fetch killed in its third part of 2 URLs, resumed with parts of 4: img2dataset numbers parts by position,
+    so the old parts must not stand for the new ones (URLs 4 and 5 were lost that way)."""
+    from traitpipe.collection.fetch import download_parts
+
+    names = [f"a{k}.png" for k in range(6)]
+    images = write_images(tmp_path / "served", names)
+    media = tmp_path / "media" / "batch.parquet"
+    with MediaServer(tmp_path / "served") as server:
+        urls = [f"{server.url}/img/{name}" for name in names]
+        download_parts(urls, parts_folder(media), fetch_settings(part_size=2), progress=False)
+        for unfinished in parts_folder(media).glob("00002*"):  # as if killed in the third part
+            unfinished.unlink()
+        counts = fetch_batch(urls, media, fetch_settings(part_size=4), progress=False)
+    assert counts["failed"] == 0
+    assert pd.read_parquet(media)["image"].tolist() == [images[name] for name in names]
+
+
+def test_a_url_another_batch_holds_is_copied_from_it_and_a_url_with_spaces_is_fetched(tmp_path):
+    """Shards cut otherwise (a larger collection, another shard_size) make other batches: the images a batch
+    file of the folder holds are read from it, not fetched again. A URL written with a space is encoded."""
+    names = ["a.png", "b.png", "c d.png"]
+    images = write_images(tmp_path / "served", names)
+    with MediaServer(tmp_path / "served") as server:
+        urls = [f"{server.url}/img/{name}" for name in names]
+        first = fetch_batch(urls[:2], tmp_path / "media" / "first.parquet", fetch_settings(), progress=False)
+        second = fetch_batch(urls, tmp_path / "media" / "second.parquet", fetch_settings(), progress=False)
+        requests = dict(server.requests)
+    assert (first, second) == ({"urls": 2, "fetched": 2, "copied": 0, "failed": 0},
+                               {"urls": 3, "fetched": 1, "copied": 2, "failed": 0})
+    assert requests == {"/img/a.png": 1, "/img/b.png": 1, "/img/c%20d.png": 1}
+    assert pd.read_parquet(tmp_path / "media" / "second.parquet")["image"].tolist() == [images[n] for n in names]
 
 
 def test_without_fetch_each_url_is_a_failures_row_that_says_what_to_do(small_collection, tmp_path):
@@ -187,6 +235,11 @@ def test_an_archive_of_urls_runs_end_to_end_and_a_second_run_fetches_nothing(sma
         again = traitpipe("run", "--config", str(config), cwd=tmp_path)
         assert again.returncode == 0, again.stderr[-3000:]
         assert dict(server.requests) == asked  # nothing fetched twice
+        # batches fetched by hand (traitpipe fetch, on a node with internet access): Snakemake, which has no
+        # record of them, plans no fetch job either
+        shutil.rmtree(tmp_path / ".snakemake")
+        planned = traitpipe("run", "--config", str(config), "--", "-n", "--quiet", "rules", cwd=tmp_path)
+        assert planned.returncode == 0 and "Nothing to be done" in planned.stdout + planned.stderr, planned.stdout
     results = tmp_path / "results"
     assert len(list((results / "media").glob("*.parquet"))) == 2  # two shards, a batch each
 

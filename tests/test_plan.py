@@ -140,3 +140,28 @@ def test_the_slurm_profile_puts_every_models_and_map_products_rule_in_the_gpu_pa
     rules = [model.job for model in MODELS.values()] + [kind.rule for kind in MAP_KINDS.values()]
     assert default == "gpu" and [r for r in rules if profile["set-resources"].get(r, {}).get(
         "slurm_partition", default) != "gpu"] == []
+
+
+def test_shard_size_auto_keeps_a_million_images_under_the_job_budget_and_grows_with_the_jobs_per_shard():
+    """shard_size: auto (the default): the demo's products at 10^6 images over 10^4 species make at most 4,000
+    per-shard jobs (bench/dag.py plans them, with the run's own, under 5,000 jobs); fewer products, smaller
+    shards; a small collection one shard of 512; a number given is kept."""
+    import pandas as pd
+
+    from traitpipe.collection.shards import AUTO_JOBS, plan_shards
+    from traitpipe.plan import shard_size
+
+    species = pd.Series([f"s{k % 10_000:05d}" for k in range(1_000_000)])
+    counts = species.value_counts().to_dict()
+    demo = {key: value for key, value in _demo_config().items() if key != "shard_size"}
+    full = validate_config(demo)
+    lean = validate_config({**demo, "explain": {"enabled": False}, "phylo": {"enabled": False},
+                            "interventions": {"enabled": False}})
+    jobs = {name: len(Plan.make(config, {"00000": []}).per_shard_stages()) for name, config in
+            (("full", full), ("lean", lean))}
+    sizes = {name: shard_size(config, species) for name, config in (("full", full), ("lean", lean))}
+    assert jobs["full"] > jobs["lean"] and sizes["full"] > sizes["lean"]
+    for name in sizes:
+        assert len(plan_shards(counts, sizes[name])) * jobs[name] <= AUTO_JOBS[1] < len(
+            plan_shards(counts, sizes[name] - 512)) * jobs[name]  # the smallest multiple of 512 that fits
+    assert shard_size(full, species[:3000]) == 512 and shard_size({**full, "shard_size": 64}, species) == 64

@@ -177,7 +177,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
         fetch = found["fetch"]
         print(f"  {found['urls']} media are URLs: " + (
             "not read (set collection.fetch.enabled: true to download them first)" if fetch is None else
-            f"{fetch['fetched']} fetched now, {fetch['failed']} failed, {fetch['already']} of {fetch['batches']} "
+            f"{fetch['fetched']} fetched now, {fetch['copied']} copied from other batches, {fetch['failed']} failed, "
+            f"{fetch['already']} of {fetch['batches']} "
             f"batches fetched before (in {media_folder(config)})"))
     for name, n in found["usable_per_species"].items():
         print(f"  {n:6d}  {name}")
@@ -198,6 +199,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from traitpipe.collection.shards import shard_rows
     from traitpipe.collection.urls import is_url, media_folder
     from traitpipe.config import ConfigError, load_config
+    from traitpipe.plan import shard_size
 
     try:
         config = load_config(args.config)
@@ -205,8 +207,9 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     except (ConfigError, ManifestError) as error:
         _fail(str(error))
     urls = int(manifest["path"].map(is_url).sum())
-    _, counts = fetch_collection(config, shard_rows(manifest, config["shard_size"]))
-    print(f"{args.config}: {urls} media are URLs; {counts['fetched']} fetched now, {counts['failed']} failed, "
+    _, counts = fetch_collection(config, shard_rows(manifest, shard_size(config, manifest["species"])))
+    print(f"{args.config}: {urls} media are URLs; {counts['fetched']} fetched now, {counts['copied']} copied from "
+          f"other batches, {counts['failed']} failed, "
           f"{counts['already']} of {counts['batches']} batches fetched before (in {media_folder(config)})")
     if not config["collection"]["fetch"]["enabled"]:
         print("  a run reads them once the config sets collection.fetch.enabled: true")

@@ -56,14 +56,22 @@ def _message(error: jsonschema.ValidationError) -> str:
         missing = error.message.split("'")[1]
         where = f"{key}.{missing}" if error.absolute_path else missing
         return f"config: missing key {where}"
-    allowed = {
+    return f"config key {key}: {error.instance!r} is not allowed; expected {_expected(rule, error.schema, error)}"
+
+
+def _expected(rule: str, schema: dict, error: jsonschema.ValidationError) -> str:
+    """What a schema rule allows, in words (each alternative of an ``anyOf``)."""
+    if rule == "anyOf":
+        return " or ".join(_expected(next(r for r in ("const", "minimum", "type", "pattern", "enum") if r in part),
+                                     part, error) for part in schema["anyOf"])
+    return {
         "type": lambda s: f"a value of type {s['type']}",
         "pattern": lambda s: f"a string matching {s['pattern']}",
         "enum": lambda s: "one of " + ", ".join(map(repr, s["enum"])),
+        "const": lambda s: repr(s["const"]),
         "minimum": lambda s: f"a number >= {s['minimum']}",
         "maximum": lambda s: f"a number <= {s['maximum']}",
-    }.get(rule, lambda s: error.message)(error.schema)
-    return f"config key {key}: {error.instance!r} is not allowed; expected {allowed}"
+    }.get(rule, lambda s: error.message)(schema)
 
 
 def canonical_json(value) -> str:

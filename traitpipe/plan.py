@@ -21,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+
+from traitpipe.collection.shards import auto_shard_size
 from traitpipe.products import MAP_KINDS, MODELS, MapKind, Model, intervened_models
 from traitpipe.store.tables import table_path
 
@@ -206,15 +209,47 @@ class Plan:
         stages += ["evaluate"] if self.flags["evaluate"] else []
         return [self.table("evaluation", stage, stage) for stage in stages]
 
-    def failure_files(self) -> list[str]:
-        """Every ``failures`` file the run writes, for the report's count."""
+    def per_shard_stages(self) -> list[str]:
+        """The steps that run once per shard, each writing its shard's ``failures`` file (``stage``)."""
         segment = self.flags["segment"]
         per_shard = ["ingest"] + (["segment"] if segment else []) + [f"cam-{m}" for m in self.mapped]
         per_shard += ["codes"] if self.flags["phylo"] else []
         per_shard += [f"cam_parts-{m}" for m in self.mapped] if segment else []
         per_shard += ["part_truth"] if self.flags["score_parts"] else []
-        per_shard += [f"part_effects-{m}" for m in self.effect_models]
+        return per_shard + [f"part_effects-{m}" for m in self.effect_models]
+
+    def failure_files(self) -> list[str]:
+        """Every ``failures`` file the run writes, for the report's count."""
         once = [model.job for model in self.trained()]
         once += ["phylo_train"] if self.flags["phylo"] else []
-        return ([self.table("failures", s, stage) for stage in per_shard for s in self.shards]
+        return ([self.table("failures", s, stage) for stage in self.per_shard_stages() for s in self.shards]
                 + [self.table("failures", "all", stage) for stage in once])
+
+
+def shard_size(config: dict, species: pd.Series) -> int:
+    """The run's shard size: ``shard_size`` when a number; for ``auto``, the smallest multiple of 512 whose shards
+    make a run of at most one job per 50 images, between 1,000 and 4,000, with the steps and products the config
+    turns on (:func:`traitpipe.collection.shards.auto_shard_size`; a fetch job per shard counted when
+    ``collection.fetch`` is on).
+
+    Parameters
+    ----------
+    config : dict
+        Validated config.
+    species : pandas.Series of str
+        The manifest's species column, one row per image.
+
+    Examples
+    --------
+    >>> from traitpipe.config import validate_config
+    >>> config = validate_config({"collection": {"root": "c", "manifest": "m.csv"}})
+    >>> shard_size(config, pd.Series(["A a"] * 1000)), shard_size({**config, "shard_size": 64}, pd.Series(["A a"]))
+    (512, 64)
+    """
+    if config["shard_size"] != "auto":
+        return config["shard_size"]
+    plan = Plan.make(config, {"00000": []})  # one shard: its jobs, and those of the run
+    per_shard = len(plan.per_shard_stages())
+    trained = len(plan.failure_files()) - per_shard
+    return auto_shard_size(species.value_counts().to_dict(), per_shard + int(config["collection"]["fetch"]["enabled"]),
+                           trained + len(plan.trait_outputs()))

@@ -13,8 +13,9 @@ Every request goes through :func:`opener`, urllib's opener (what img2dataset cal
 - a body larger than ``max_bytes`` is refused by its Content-Length before it is read, and cut off while it is
   read when the server sends none; a body shorter than its Content-Length is a failure, not an image;
 - a 429 or 5xx answer (500, 502, 503, 504) is tried again ``retries`` times, after the wait its Retry-After asks
-  (up to ``max_wait``) or ``backoff`` seconds doubled at each try;
-- a redirect to a scheme other than http(s) is refused (urllib's redirect handler), and no handler reads files.
+  (up to ``max_wait``; no request goes to that host meanwhile) or ``backoff`` seconds doubled at each try;
+- nothing but http(s) is opened: urllib's redirect handler refuses a redirect to ``file:`` (or any scheme but
+  http, https and ftp), and the opener has no handler for ftp, files or data.
 
 Images are kept as the server sent them: no resizing, no re-encoding (img2dataset's
 ``disable_all_reencoding``); ingest then decodes and checks them like any other image.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
 import io
 import os
 import shutil
@@ -43,6 +45,7 @@ import pyarrow.parquet as pq
 
 from traitpipe.collection.urls import (ERROR_COLUMN, IMAGE_COLUMN, batch_file, fetch_batches, fetched_files,
                                       media_folder)
+from traitpipe.collection.images import read_bytes
 from traitpipe.store.atomic import atomic_path
 
 #: Bytes read at a time from a response.
@@ -53,6 +56,8 @@ ERROR_BODY = 1 << 16
 RETRIED = (429, 500, 502, 503, 504)
 #: Images per row group of a batch's file: a reader reads one row group for one image.
 ROW_GROUP = 16
+#: The part size a parts folder was cut with (schema metadata of its URL list).
+PART_SIZE = b"traitpipe.part_size"
 #: img2dataset's X-Robots-Tag directives that forbid a download (its own default).
 DISALLOWED = ("noai", "noimageai", "noindex", "noimageindex")
 
@@ -66,9 +71,9 @@ class FetchError(OSError):
 
 @dataclass(frozen=True)
 class Policy:
-    """How to be polite to the servers: ``collection.fetch``'s keys of the same names (config/README.md)."""
+    """How to be polite to the servers: ``collection.fetch``'s keys of the same names (config/README.md; its
+    ``timeout`` img2dataset hands to each request)."""
 
-    timeout: float = 30.0
     retries: int = 3
     backoff: float = 2.0
     max_wait: float = 120.0
@@ -80,25 +85,47 @@ class Policy:
     def of(cls, fetch: dict) -> Policy:
         """The policy of a validated config's ``collection.fetch``."""
         hosts = fetch["hosts"]
-        return cls(timeout=fetch["timeout"], retries=fetch["retries"], backoff=fetch["backoff"],
+        return cls(retries=fetch["retries"], backoff=fetch["backoff"],
                    max_wait=fetch["max_wait"], max_bytes=fetch["max_bytes"], per_host=fetch["per_host"],
                    hosts=None if hosts is None else tuple(h.lower() for h in hosts))
 
 
 class HostSlots:
-    """At most ``per_host`` holders at once per host, across threads."""
+    """At most ``per_host`` holders at once per host, across threads; a host that asked to wait (Retry-After)
+    gets no request before that time, from any thread."""
 
     def __init__(self, per_host: int):
         self.per_host = per_host
         self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[tuple, threading.BoundedSemaphore] = {}
+        self._not_before: dict[tuple, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, host: str):
+    def __call__(self, host: tuple):
         with self._lock:
             slot = self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
         with slot:
+            wait = self._not_before.get(host, 0.0) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             yield
+
+    def hold_off(self, host: tuple, seconds: float) -> None:
+        """No request to ``host`` for ``seconds`` from now."""
+        with self._lock:
+            self._not_before[host] = max(self._not_before.get(host, 0.0), time.monotonic() + seconds)
+
+
+def server(url: str) -> tuple[str, int]:
+    """The server a URL names, as its host slots are keyed: host name and port (the scheme's by default).
+
+    Examples
+    --------
+    >>> server("https://Images.Example.org/a.jpg"), server("http://user@127.0.0.1:8000/a.png")
+    (('images.example.org', 443), ('127.0.0.1', 8000))
+    """
+    parts = urllib.parse.urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def read_body(response, max_bytes: int) -> bytes:
@@ -133,10 +160,10 @@ class _Bounded:
         self.policy, self.slots = policy, slots
 
     def do_open(self, http_class, req, **kwargs):
-        host = (urllib.parse.urlsplit(req.full_url).hostname or "").lower()
-        if self.policy.hosts is not None and host not in self.policy.hosts:
-            raise FetchError(f"host {host} is not in collection.fetch.hosts")
-        with self.slots(urllib.parse.urlsplit(req.full_url).netloc.lower()):  # the server's, behind a proxy too
+        host = server(req.full_url)  # the server's, behind a proxy too
+        if self.policy.hosts is not None and host[0] not in self.policy.hosts:
+            raise FetchError(f"host {host[0]} is not in collection.fetch.hosts")
+        with self.slots(host):
             response = super().do_open(http_class, req, **kwargs)
             try:
                 ok = 200 <= response.status < 300
@@ -164,8 +191,8 @@ def retry_after(value: str | None) -> float | None:
     --------
     >>> retry_after("3"), retry_after(None), retry_after("soon")
     (3.0, None, None)
-    >>> retry_after("Wed, 21 Oct 2015 07:28:00 GMT")  # a date past: no wait
-    0.0
+    >>> retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), retry_after("Wed, 21 Oct 2015 07:28:00 -0000")  # past
+    (0.0, 0.0)
     """
     value = (value or "").strip()
     if value.isdigit():
@@ -174,14 +201,17 @@ def retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 class _Retry(urllib.request.BaseHandler):
-    """Tries a request again after a 429 or 5xx answer, waiting as its Retry-After asks or backing off."""
+    """Tries a request again after a 429 or 5xx answer, waiting as its Retry-After asks (every request to that
+    host waits) or backing off (at most ``max_wait``)."""
 
-    def __init__(self, policy: Policy):
-        self.policy = policy
+    def __init__(self, policy: Policy, slots: HostSlots):
+        self.policy, self.slots = policy, slots
 
     def _again(self, req, fp, code, msg, headers):
         tries = getattr(req, "traitpipe_tries", 0)
@@ -192,9 +222,14 @@ class _Retry(urllib.request.BaseHandler):
         if asked is not None and asked > self.policy.max_wait:
             raise FetchError(f"HTTP Error {code}: {msg}; the server asks to wait {asked:.0f} s (Retry-After), "
                              f"longer than collection.fetch.max_wait {self.policy.max_wait:g} s")
-        time.sleep(asked if asked is not None else self.policy.backoff * 2 ** tries)
-        req.traitpipe_tries = tries + 1
-        return self.parent.open(req, timeout=req.timeout)
+        if asked is not None:
+            self.slots.hold_off(server(req.full_url), asked)
+        time.sleep(asked if asked is not None else min(self.policy.max_wait, self.policy.backoff * 2 ** tries))
+        # a new request, as urllib's redirects make one: a proxy rewrites the one it sent
+        again = urllib.request.Request(req.full_url, headers=dict(req.headers), method=req.get_method(),
+                                       origin_req_host=req.origin_req_host)
+        again.traitpipe_tries = tries + 1
+        return self.parent.open(again, timeout=req.timeout)
 
     http_error_429 = http_error_500 = http_error_502 = http_error_503 = http_error_504 = _again
 
@@ -207,7 +242,7 @@ def opener(policy: Policy) -> urllib.request.OpenerDirector:
     director = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), _HTTP(policy, slots), _HTTPS(policy, slots),
                     urllib.request.HTTPRedirectHandler(),
-                    _Retry(policy), urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler(),
+                    _Retry(policy, slots), urllib.request.HTTPErrorProcessor(), urllib.request.HTTPDefaultErrorHandler(),
                     urllib.request.UnknownHandler()):
         director.add_handler(handler)
     return director
@@ -229,24 +264,36 @@ def parts_folder(media: str | Path) -> Path:
     return Path(f"{media}.parts")
 
 
-def download_parts(urls: list[str], parts: Path, fetch: dict, *, progress: bool = True) -> pd.DataFrame:
-    """Download every URL with img2dataset into its parts under ``parts``, those already done kept.
+def quoted(url: str) -> str:
+    """A URL as a request line may carry it: spaces and other characters outside URLs percent-encoded (museum
+    exports hold such URLs), what is encoded already left alone.
+
+    Examples
+    --------
+    >>> quoted("http://h/Herbarium Sheets/ÅB 12.jpg?size=full")
+    'http://h/Herbarium%20Sheets/%C3%85B%2012.jpg?size=full'
+    """
+    return urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+
+
+def download_parts(urls: list[str], parts: Path, fetch: dict, *, progress: bool = True) -> dict[str, str]:
+    """Download URLs with img2dataset into its parts under ``parts``, those parts done before kept.
 
     Parameters
     ----------
     urls : list of str
         Distinct http(s) URLs.
     parts : Path
-        img2dataset's output folder (created; a killed fetch's parts resume).
+        img2dataset's output folder (created). Parts of another URL list or part size are removed first.
     fetch : dict
         ``collection.fetch`` of a validated config.
     progress : bool
 
     Returns
     -------
-    pandas.DataFrame
-        One row per URL, in ``urls`` order: ``url`` (str), ``image`` (bytes, None where the download failed),
-        ``sha256`` (str or None) and ``fetch_error`` (str, None where it succeeded).
+    dict of str to str
+        URL -> the cell of its image in a part (``<part>.parquet#jpg/<row>``), or ``"error:<reason>"``; a URL
+        img2dataset wrote no row for is absent.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations, which asks PyPI
     from img2dataset.downloader import Downloader
@@ -256,21 +303,25 @@ def download_parts(urls: list[str], parts: Path, fetch: dict, *, progress: bool 
     from tqdm import tqdm
 
     parts.mkdir(parents=True, exist_ok=True)
-    listed = parts / "urls.parquet"
-    if not listed.is_file() or pq.read_table(listed)["url"].to_pylist() != list(urls):
-        for stale in parts.iterdir():  # another list: its parts are not this one's
+    listed, key = parts / "urls.parquet", str(fetch["part_size"]).encode()
+    requested = [quoted(url) for url in urls]
+    if not (listed.is_file() and pq.read_schema(listed).metadata.get(PART_SIZE) == key
+            and pq.read_table(listed)["url"].to_pylist() == requested):
+        for stale in parts.iterdir():  # another list or part size: its parts hold other URLs
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         with atomic_path(listed) as tmp:
-            pq.write_table(pa.table({"url": pa.array(urls, pa.string())}), tmp)
+            pq.write_table(pa.table({"url": pa.array(requested, pa.string())}).replace_schema_metadata(
+                {PART_SIZE: key}), tmp)
     done = {int(p.name.split("_")[0]) for p in parts.glob("*_stats.json")}
-    reader = Reader(str(listed), "parquet", "url", None, None, None, None, fetch["part_size"], done,
-                    str(parts / "_tmp"), 0)
+    reader = Reader(url_list=str(listed), input_format="parquet", url_col="url", caption_col=None,
+                    verify_hash_col=None, verify_hash_type=None, save_additional_columns=None,
+                    number_sample_per_shard=fetch["part_size"], done_shards=done, tmp_path=str(parts / "_tmp"))
     (parts / "_tmp").mkdir(exist_ok=True)
     downloader = Downloader(
         sample_writer_class=ParquetSampleWriter, thread_count=fetch["threads"], save_caption=False,
         resizer=Resizer(image_size=0, resize_mode="no", resize_only_if_bigger=False, disable_all_reencoding=True),
         extract_exif=False, output_folder=str(parts), column_list=reader.column_list, timeout=fetch["timeout"],
-        number_sample_per_shard=fetch["part_size"], oom_shard_count=5, compute_hash="sha256", verify_hash_type=None,
+        number_sample_per_shard=fetch["part_size"], oom_shard_count=5, compute_hash=None, verify_hash_type=None,
         encode_format="jpg", retries=0, user_agent_token=fetch["user_agent"],
         disallowed_header_directives=set(DISALLOWED))
     total = -(-len(urls) // fetch["part_size"])
@@ -282,21 +333,40 @@ def download_parts(urls: list[str], parts: Path, fetch: dict, *, progress: bool 
                 raise RuntimeError(f"img2dataset could not write part {part[0]} of {parts}")
             bar.update()
         bar.close()
-    fetched = pd.concat([pd.read_parquet(file, columns=["url", "jpg", "sha256", "error_message"])
-                         for file in sorted(parts.glob("[0-9]*.parquet"))], ignore_index=True)
-    fetched = fetched.drop_duplicates("url").set_index("url").reindex(urls)
-    return pd.DataFrame({"url": urls, IMAGE_COLUMN: fetched["jpg"].to_list(), "sha256": fetched["sha256"].to_list(),
-                         ERROR_COLUMN: [None if image is not None else (error or "not downloaded")
-                                        for image, error in zip(fetched["jpg"], fetched["error_message"])]})
+    original = dict(zip(requested, urls))
+    found = {}
+    for file in sorted(parts.glob("[0-9]*.parquet")):
+        table = pq.read_table(file, columns=["url", "status", "error_message"])
+        for row, (url, status, error) in enumerate(zip(*(table[c].to_pylist() for c in table.column_names))):
+            found[original[url]] = f"{file}#jpg/{row}" if status == "success" else f"error:{error}"
+    return found
+
+
+def fetched_before(folder: str | Path, urls: list[str]) -> dict[str, str]:
+    """The cells of the URLs that a batch file already in ``folder`` holds the image of (another batch, fetched
+    when the shards were cut otherwise): fetched once, read from there."""
+    wanted, found = set(urls), {}
+    for file in sorted(Path(folder).glob("*.parquet")):
+        try:
+            table = pq.read_table(file, columns=["url", ERROR_COLUMN])
+        except (OSError, pa.ArrowException, KeyError):  # not a batch file
+            continue
+        for row, (url, error) in enumerate(zip(table["url"].to_pylist(), table[ERROR_COLUMN].to_pylist())):
+            if url in wanted and error is None:
+                found.setdefault(url, f"{file}#{IMAGE_COLUMN}/{row}")
+    return found
 
 
 def fetch_batch(urls: list[str], media: str | Path, fetch: dict, *, progress: bool = True) -> dict:
     """Fetch one batch of URLs into its Parquet file ``media``, written whole or not at all.
 
+    URLs another batch file of the folder holds are copied from there; the others are downloaded
+    (:func:`download_parts`). The file is written a row group at a time, so a batch never sits in memory whole.
+
     Parameters
     ----------
     urls : list of str
-        The batch's sorted, distinct URLs (:func:`traitpipe.collection.urls.fetched_rows`): row ``k`` of the
+        The batch's sorted, distinct URLs (:func:`traitpipe.collection.urls.fetch_batches`): row ``k`` of the
         file holds ``urls[k]``.
     media : str or Path
         The batch's file (:func:`traitpipe.collection.urls.batch_file`).
@@ -307,18 +377,27 @@ def fetch_batch(urls: list[str], media: str | Path, fetch: dict, *, progress: bo
     Returns
     -------
     dict
-        ``urls``, ``fetched`` and ``failed`` counts.
+        ``urls``, ``fetched`` (downloaded now), ``copied`` (from another batch) and ``failed`` counts.
     """
-    parts = parts_folder(media)
-    table = download_parts(list(urls), parts, fetch, progress=progress)
+    media, parts = Path(media), parts_folder(media)
+    copied = fetched_before(media.parent, urls)
+    found = {**download_parts([u for u in urls if u not in copied], parts, fetch, progress=progress), **copied}
     schema = pa.schema([("url", pa.string()), (IMAGE_COLUMN, pa.binary()), ("sha256", pa.string()),
                         (ERROR_COLUMN, pa.string())])
-    with atomic_path(media) as tmp:
-        pq.write_table(pa.Table.from_pandas(table, schema=schema, preserve_index=False), tmp,
-                       row_group_size=ROW_GROUP)
-    shutil.rmtree(parts)
-    failed = int(table[ERROR_COLUMN].notna().sum())
-    return {"urls": len(table), "fetched": len(table) - failed, "failed": failed}
+    failed = 0
+    with atomic_path(media) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(urls), ROW_GROUP):
+            chunk = urls[start:start + ROW_GROUP]
+            where = [found.get(url, "error:not downloaded (img2dataset wrote no row for it)") for url in chunk]
+            images = [None if w.startswith("error:") else read_bytes(w) for w in where]
+            failed += images.count(None)
+            writer.write_table(pa.table({
+                "url": chunk, IMAGE_COLUMN: images,
+                "sha256": [None if image is None else hashlib.sha256(image).hexdigest() for image in images],
+                ERROR_COLUMN: [w.removeprefix("error:") if image is None else None for w, image in zip(where, images)]},
+                schema=schema))
+    shutil.rmtree(parts, ignore_errors=True)
+    return {"urls": len(urls), "fetched": len(urls) - len(copied) - failed, "copied": len(copied), "failed": failed}
 
 
 def fetch_collection(config: dict, shard_rows: dict[str, pd.DataFrame], *,
@@ -339,18 +418,20 @@ def fetch_collection(config: dict, shard_rows: dict[str, pd.DataFrame], *,
     rows : dict of str to pandas.DataFrame
         ``shard_rows``, each URL row's ``file`` its fetched cell.
     counts : dict
-        ``batches``, ``already`` (batches fetched before), ``urls``, ``fetched`` and ``failed`` (of this call).
+        ``batches``, ``already`` (batches fetched before), and of this call's batches ``urls``, ``fetched``,
+        ``copied`` (from other batches) and ``failed``.
     """
     folder = media_folder(config)
     batches, cells = fetch_batches(shard_rows, folder)
-    counts = {"batches": len(batches), "already": 0, "urls": 0, "fetched": 0, "failed": 0}
+    counts = {"batches": len(batches), "already": 0, "urls": 0, "fetched": 0, "copied": 0, "failed": 0}
     for k, (name, urls) in enumerate(batches.items(), 1):
         media = batch_file(folder, name)
         if media.is_file():
             counts["already"] += 1
+            shutil.rmtree(parts_folder(media), ignore_errors=True)  # a fetch killed after writing the file
             continue
         if progress:
             print(f"fetch: batch {k}/{len(batches)} ({len(urls)} URLs) -> {media}", file=sys.stderr)
         done = fetch_batch(urls, media, config["collection"]["fetch"], progress=progress)
-        counts.update({key: counts[key] + done[key] for key in ("urls", "fetched", "failed")})
+        counts.update({key: counts[key] + done[key] for key in ("urls", "fetched", "copied", "failed")})
     return {shard: fetched_files(rows, cells) for shard, rows in shard_rows.items()}, counts

@@ -63,6 +63,53 @@ def plan_shards(species_counts: Mapping[str, int], shard_size: int) -> list[list
     return shards
 
 
+#: ``shard_size: auto``: the jobs a run plans, at most: one per this many images, between the two bounds below
+#: (Snakemake plans about 5,000 jobs a minute).
+AUTO_IMAGES_PER_JOB = 50
+AUTO_JOBS = (1000, 4000)
+#: ``shard_size: auto``: the smallest size it picks, and the step its sizes are multiples of (a collection that
+#: grows a little keeps its shards).
+AUTO_STEP = 512
+
+
+def auto_shard_size(species_counts: Mapping[str, int], jobs_per_shard: int, jobs_once: int = 0,
+                    step: int = AUTO_STEP) -> int:
+    """The smallest multiple of ``step`` whose shards make a run of at most one job per 50 images (between
+    1,000 and 4,000 jobs: :data:`AUTO_JOBS`).
+
+    Parameters
+    ----------
+    species_counts : mapping of str to int
+        Number of rows of every species.
+    jobs_per_shard : int
+        The jobs each shard makes (:meth:`traitpipe.plan.Plan.per_shard_stages`), >= 1.
+    jobs_once : int
+        The jobs a run makes once (training, summaries, the report).
+    step : int
+
+    Returns
+    -------
+    int
+        At least ``step``; it may leave more jobs than the budget only where a size of the whole collection
+        does (one shard).
+
+    Examples
+    --------
+    >>> counts = {f"s{k}": 100 for k in range(10_000)}  # a million images, 100 per species
+    >>> size = auto_shard_size(counts, 15, 20)
+    >>> size, len(plan_shards(counts, size)) * 15 + 20 <= 4000
+    (4096, True)
+    >>> auto_shard_size({"a": 40, "b": 60}, 15, 20)  # a small collection: one shard
+    512
+    """
+    total = sum(species_counts.values())
+    budget = min(max(total // AUTO_IMAGES_PER_JOB, AUTO_JOBS[0]), AUTO_JOBS[1]) - jobs_once
+    size = max(step, -(-total * jobs_per_shard // max(budget, 1) // step) * step)
+    while len(plan_shards(species_counts, size)) * jobs_per_shard > budget and size < total:
+        size += step  # species that do not pack: a few more images per shard
+    return size
+
+
 def shard_names(species: pd.Series, shard_size: int) -> list[str]:
     """Names of the shards :func:`shard_rows` plans, from the species column alone."""
     return [shard_name(i) for i in range(len(plan_shards(species.value_counts().to_dict(), shard_size)))]

@@ -3,12 +3,13 @@
 Darwin Core archives from GBIF, iDigBio or a museum's IPT name their images by ``http(s)`` URLs. traitpipe reads
 local files only; with ``collection.fetch.enabled`` the fetch step (:mod:`traitpipe.collection.fetch`) first
 downloads them into Parquet files under the media folder, one per batch of URLs, and ingest reads each image
-from its cell there, ``<media>/<batch>.parquet#image/<k>``. A batch holds the URLs of one shard, in sorted
-order, and is named by their digest: a rerun, or another shard with the same URLs, finds the same file.
+from its cell there, ``<media>/<batch>.parquet#image/<k>``. A batch holds the URLs of one shard (or of one
+species split over shards), in sorted order, and is named by their digest: a rerun finds the same file.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
 from pathlib import Path
@@ -93,39 +94,50 @@ def batch_file(folder: str | Path, name: str) -> Path:
 
 def fetch_batches(shard_rows: dict[str, pd.DataFrame],
                   folder: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """The batches of URLs the fetch step downloads, one per shard that has URLs, and where each URL's image
-    will be.
+    """The batches of URLs the fetch step downloads, and where each URL's image will be: a shard's URLs are one
+    batch, but those of a species split over several shards are a batch of their own, which those shards share
+    (each shard's ingest reads every row of its species).
 
     Parameters
     ----------
     shard_rows : dict of str to pandas.DataFrame
-        From :func:`traitpipe.collection.shards.shard_rows` (``path``: as the manifest writes it).
+        From :func:`traitpipe.collection.shards.shard_rows` (``path``: as the manifest writes it; ``species``).
     folder : str or Path
         The media folder (:func:`media_folder`).
 
     Returns
     -------
     batches : dict of str to list of str
-        Batch name -> its sorted, distinct URLs. Shards with the same URLs (the shards of one species larger
-        than a shard) share one batch.
+        Batch name -> its sorted, distinct URLs.
     cells : dict of str to str
         URL -> ``<folder>/<batch>.parquet#image/<k>``, ``k`` its position in its batch.
 
     Examples
     --------
-    >>> rows = {"00000": pd.DataFrame({"path": ["http://h/b.png", "a.png", "http://h/a.png"]})}
+    >>> rows = {"00000": pd.DataFrame({"path": ["http://h/b.png", "a.png", "http://h/a.png"],
+    ...                                "species": ["A a", "A a", "B b"]})}
     >>> batches, cells = fetch_batches(rows, "media")
     >>> list(batches.values()), cells["http://h/b.png"].split("#")[1]
     ([['http://h/a.png', 'http://h/b.png']], 'image/1')
+    >>> split = {"00000": pd.DataFrame({"path": ["http://h/c.png", "http://h/x.png", "http://h/y.png"],
+    ...                                 "species": ["C c", "X x", "X x"]}),
+    ...          "00001": pd.DataFrame({"path": ["http://h/x.png", "http://h/y.png"], "species": ["X x", "X x"]})}
+    >>> list(fetch_batches(split, "media")[0].values())  # X x, split over two shards, is fetched once
+    [['http://h/c.png'], ['http://h/x.png', 'http://h/y.png']]
     """
+    shards_of = collections.Counter(name for rows in shard_rows.values() for name in rows["species"].unique())
     batches, cells = {}, {}
     for rows in shard_rows.values():
-        urls = sorted({path for path in rows["path"] if is_url(path)})
-        if urls:
-            name = batch_name(urls)
-            batches[name] = urls
-            for k, url in enumerate(urls):
-                cells.setdefault(url, f"{batch_file(folder, name)}#{IMAGE_COLUMN}/{k}")
+        linked = rows["path"].map(is_url).to_numpy(bool)
+        split = rows["species"].map(shards_of).to_numpy() > 1
+        groups = [rows.loc[linked & ~split, "path"],
+                  *(group["path"] for _, group in rows[linked & split].groupby("species"))]
+        for urls in (sorted(set(paths)) for paths in groups):
+            if urls:
+                name = batch_name(urls)
+                batches[name] = urls
+                for k, url in enumerate(urls):
+                    cells.setdefault(url, f"{batch_file(folder, name)}#{IMAGE_COLUMN}/{k}")
     return batches, cells
 
 

@@ -18,6 +18,7 @@ from traitpipe.collection.manifest import ManifestError, read_table
 from traitpipe.collection.shards import shard_rows
 from traitpipe.collection.urls import is_url
 from traitpipe.config import load_config, validate_config
+from traitpipe.plan import shard_size
 from traitpipe.collection.references import find_references
 
 #: Config files; anything else is read as a manifest.
@@ -96,7 +97,7 @@ def validate_collection(config: dict, manifest: pd.DataFrame, *,
         See :func:`summary`; and ``urls``, how many manifest rows name a URL, and ``fetch``, what was downloaded
         (:func:`traitpipe.collection.fetch.fetch_collection`; None without ``collection.fetch.enabled``).
     """
-    rows = shard_rows(manifest, config["shard_size"])
+    rows = shard_rows(manifest, shard_size(config, manifest["species"]))
     fetched = None
     if config["collection"]["fetch"]["enabled"]:
         from traitpipe.collection.fetch import fetch_collection

@@ -18,5 +18,5 @@ def main(argv: list[str] | None = None) -> None:
     step = Step("fetch", argv, paths=("urls", "media"), compute=False)
     urls = pd.read_parquet(step.args.urls)["url"].tolist()
     counts = fetch_batch(urls, step.args.media, step.config["collection"]["fetch"])
-    step.finish(f"{counts['fetched']} of {counts['urls']} URLs fetched, {counts['failed']} failed (failures rows "
-                "at ingest)")
+    step.finish(f"{counts['fetched']} of {counts['urls']} URLs fetched, {counts['copied']} copied from other batches, "
+                f"{counts['failed']} failed (failures rows at ingest)")

@@ -13,7 +13,7 @@ from traitpipe.collection.manifest import ManifestError, load_manifest, outside_
 from traitpipe.collection.shards import shard_rows
 from traitpipe.collection.urls import batch_file, fetch_batches, fetched_files, media_folder
 from traitpipe.config import ConfigError, canonical_json, collection_file, validate_config
-from traitpipe.plan import Plan
+from traitpipe.plan import Plan, shard_size
 from traitpipe.rules import collection_files, local_files, model_options, option, optional, reference_options, store
 from traitpipe.preflight import preflight
 from traitpipe.store.maps import map_path
@@ -35,6 +35,8 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 # The manifest is read here, once: each shard's ingest gets the rows of its species
 # (results/run/rows/<shard>.parquet) and every later step the images tables.
+# shard_size: auto becomes a number here, before the run config is written: the jobs read that number.
+CFG["shard_size"] = shard_size(CFG, MANIFEST["species"])
 SHARD_ROWS = shard_rows(MANIFEST, CFG["shard_size"])
 # Media named by URL (collection.fetch): each shard's URLs are one batch that the fetch rule downloads into a
 # Parquet file of the media folder; the rows then name their images' cells there.
@@ -106,7 +108,7 @@ wildcard_constraints:
     shard=r"\d+",
     mapped="|".join(map(re.escape, MAPPED)) or "-",
     intervened="|".join(map(re.escape, PLAN.effect_models)) or "-",
-    batch="|".join(MEDIA_BATCHES) or "-",
+    batch=r"[0-9a-f]{16}",
     **{name: "|".join(map(re.escape, values)) for name, values in PLAN.wildcard_values().items()},
 
 

@@ -35,7 +35,10 @@ rule ingest:
         run_config=RUN_CONFIG,
         rows=lambda wildcards: str(rows_path(RESULTS, wildcards.shard)),
         rows_digest=lambda wildcards: ROWS_DIGEST[wildcards.shard],
-        settings=settings("collection", "ingest"),
+        # collection.fetch aside: where each URL's image lies is in the rows (their digest); how it was fetched
+        # changes no image
+        settings=canonical_json({"collection": {k: v for k, v in CFG["collection"].items() if k != "fetch"},
+                                 "ingest": CFG["ingest"]}),
     threads: CFG["ingest"]["threads"]
     shell:
         "traitpipe job ingest --config {params.run_config:q} --rows {params.rows:q}"
