@@ -82,12 +82,13 @@ def main() -> None:
                     assert sum(pool.map(get, urls)) == total
 
             seconds = {"reference": timed(reference),
+                       # each run in a folder of its own: a batch file beside it would be copied, not fetched
                        "ours_same_concurrency": timed(lambda k: fetch_batch(
-                           urls, tmp / f"a{k}.parquet", settings(per_host=THREADS), progress=False)),
-                       "ours_default": timed(lambda k: fetch_batch(urls, tmp / f"b{k}.parquet", settings(),
+                           urls, tmp / f"a{k}" / "batch.parquet", settings(per_host=THREADS), progress=False)),
+                       "ours_default": timed(lambda k: fetch_batch(urls, tmp / f"b{k}" / "batch.parquet", settings(),
                                                                    progress=False)),
                        "bare": timed(bare)}
-        assert pq.read_table(tmp / "a0.parquet").column("fetch_error").null_count == N
+        assert pq.read_table(tmp / "a0" / "batch.parquet").column("fetch_error").null_count == N
     per_s = {name: N / s for name, s in seconds.items()}
     ratio = per_s["ours_same_concurrency"] / per_s["reference"]
     result = {"images": N, "image_bytes": total // N, "threads": THREADS,
