@@ -64,8 +64,11 @@ def test_dry_run_of_the_demo_config(tmp_path):
     assert not (tmp_path / "results").exists()  # a dry run writes nothing, not even the run config
     from traitpipe.cli import SNAKEFILE
 
+    # linted as a conda user runs it (--sdm conda: every rule names its environment; without, the rules run in
+    # the environment traitpipe is installed into, and name none)
     lint = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile",
-                           str(DEMO_CONFIG), "--lint"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                           str(DEMO_CONFIG), "--lint", "--sdm", "conda"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake.settings.types import DeploymentMethod
 
 from traitpipe.collection.images import source_file
 from traitpipe.collection.manifest import ManifestError, load_manifest, outside_root
@@ -86,14 +87,18 @@ def allowed(file):
 
 REFERENCES = {species: files for species, files in find_references(
     MANIFEST, CFG["segment"]["masks"], CFG["collection"]["root"]).items() if allowed(files[0])}
-# Jobs run `traitpipe job ...` from the environment that runs Snakemake (first on PATH), or
-# from the rule's conda environment with --sdm conda.
+# Jobs run `traitpipe job ...` from the environment that runs Snakemake (first on PATH), or with --sdm conda
+# from the conda environment named traitpipe, which envs/cpu.yaml or envs/cuda.yaml create and traitpipe is
+# installed into (README). An environment file would not do: Snakemake creates the environment from a copy
+# of it, from which traitpipe itself cannot be installed (a pip path points elsewhere once copied).
 envvars:
     "PATH",
 
 
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-CONDA_ENV = "../envs/traitpipe.yaml"
+# An existing environment's name (envs/*.yaml), not a file; only with --sdm conda: Snakemake asks conda about a
+# named environment even when it does not deploy it, and a machine without conda has none to ask.
+CONDA_ENV = "traitpipe" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else None
 
 # What the run builds (traitpipe/plan.py): the map products, the shards and every table file; tests read it too.
 PLAN = Plan.make(CFG, SPECIES_OF_SHARD)
