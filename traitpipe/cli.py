@@ -148,6 +148,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
+    from traitpipe.collection.fetch import fetch_summary
     from traitpipe.collection.manifest import ManifestError, load_manifest
     from traitpipe.collection.urls import media_folder
     from traitpipe.collection.validate import collection_config, validate_collection
@@ -177,9 +178,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
         fetch = found["fetch"]
         print(f"  {found['urls']} media are URLs: " + (
             "not read (set collection.fetch.enabled: true to download them first)" if fetch is None else
-            f"{fetch['fetched']} fetched now, {fetch['copied']} copied from other batches, {fetch['failed']} failed, "
-            f"{fetch['already']} of {fetch['batches']} "
-            f"batches fetched before (in {media_folder(config)})"))
+            fetch_summary(fetch, media_folder(config))))
     for name, n in found["usable_per_species"].items():
         print(f"  {n:6d}  {name}")
     for kind, n in found["failures_by_reason"].items():
@@ -194,7 +193,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from traitpipe.collection.fetch import fetch_collection
+    from traitpipe.collection.fetch import fetch_collection, fetch_summary
     from traitpipe.collection.manifest import ManifestError, load_manifest
     from traitpipe.collection.shards import shard_rows
     from traitpipe.collection.urls import is_url, media_folder
@@ -208,9 +207,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
         _fail(str(error))
     urls = int(manifest["path"].map(is_url).sum())
     _, counts = fetch_collection(config, shard_rows(manifest, shard_size(config, manifest["species"])))
-    print(f"{args.config}: {urls} media are URLs; {counts['fetched']} fetched now, {counts['copied']} copied from "
-          f"other batches, {counts['failed']} failed, "
-          f"{counts['already']} of {counts['batches']} batches fetched before (in {media_folder(config)})")
+    print(f"{args.config}: {urls} media are URLs; {fetch_summary(counts, media_folder(config))}")
     if not config["collection"]["fetch"]["enabled"]:
         print("  a run reads them once the config sets collection.fetch.enabled: true")
 

@@ -435,3 +435,15 @@ def fetch_collection(config: dict, shard_rows: dict[str, pd.DataFrame], *,
         done = fetch_batch(urls, media, config["collection"]["fetch"], progress=progress)
         counts.update({key: counts[key] + done[key] for key in ("urls", "fetched", "copied", "failed")})
     return {shard: fetched_files(rows, cells) for shard, rows in shard_rows.items()}, counts
+
+
+def fetch_summary(counts: dict, folder: str | Path) -> str:
+    """What :func:`fetch_collection` did, in words.
+
+    Examples
+    --------
+    >>> fetch_summary({"fetched": 5, "copied": 0, "failed": 1, "already": 1, "batches": 3}, "results/media")
+    '5 fetched now, 0 copied from other batches, 1 failed, 1 of 3 batches fetched before (in results/media)'
+    """
+    return (f"{counts['fetched']} fetched now, {counts['copied']} copied from other batches, {counts['failed']} "
+            f"failed, {counts['already']} of {counts['batches']} batches fetched before (in {folder})")
